@@ -1,0 +1,395 @@
+//! Configuration in two stages: raw flags (command line, environment, optional TOML file) become one
+//! validated, immutable [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+use crate::auth::TokenKey;
+use crate::store::Synchronous;
+
+/// Rusher: a WebSocket server for real-time apps, speaking Phoenix Channels V2.
+///
+/// Every flag can also be set through the environment variable shown, or in a TOML file given with
+/// --config (keys are the flag names with '-' replaced by '_'). Precedence: flag, environment, file,
+/// built-in default. Without a secret the server runs in open development mode: any client may
+/// connect and name itself.
+#[derive(Parser, Debug)]
+#[command(name = "rusher", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands besides serving.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Mint a signed token for a user, printed on stdout. Uses the same secret as the server.
+    Token {
+        /// The user id the token names (the presence key and chat author).
+        #[arg(long)]
+        user: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl: u64,
+        /// HMAC secret, as for the server.
+        #[arg(long, env = "RUSHER_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// Read the HMAC secret from this file.
+        #[arg(long, env = "RUSHER_SECRET_FILE")]
+        secret_file: Option<PathBuf>,
+    },
+}
+
+/// Flags of the server. Each is optional here so the TOML file can fill what the command line and
+/// environment leave unset; defaults are applied in [`ServeArgs::resolve`].
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML file with any of these settings.
+    #[arg(long, env = "RUSHER_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (every worker binds it with SO_REUSEPORT). [default: 127.0.0.1:4000]
+    #[arg(long, env = "RUSHER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Worker threads, one event loop each. [default: available cores]
+    #[arg(long, env = "RUSHER_WORKERS")]
+    pub workers: Option<usize>,
+    /// Storage URL. [default: sqlite://rusher.db]
+    #[arg(long, env = "RUSHER_STORE")]
+    pub store: Option<String>,
+    /// SQLite synchronous mode: full (fsync every commit; survives power loss), normal (survives a
+    /// crash of the process, may lose the last commits on power loss) or off. [default: full]
+    #[arg(long, env = "RUSHER_SQLITE_SYNCHRONOUS")]
+    pub sqlite_synchronous: Option<String>,
+    /// HMAC secret for client tokens (prefer RUSHER_SECRET or --secret-file to the command line).
+    /// Without one the server runs in open development mode.
+    #[arg(long, env = "RUSHER_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Read the HMAC secret from this file (surrounding whitespace ignored).
+    #[arg(long, env = "RUSHER_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Close connections silent for this many seconds (clients heartbeat every 30). [default: 60]
+    #[arg(long, env = "RUSHER_HEARTBEAT_TIMEOUT")]
+    pub heartbeat_timeout: Option<u64>,
+    /// Seconds a client has to complete the HTTP upgrade. [default: 10]
+    #[arg(long, env = "RUSHER_HANDSHAKE_TIMEOUT")]
+    pub handshake_timeout: Option<u64>,
+    /// Largest HTTP request head, in bytes (431 beyond). [default: 8192]
+    #[arg(long, env = "RUSHER_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// Largest WebSocket message (and frame), in bytes (close 1009 beyond). [default: 65536]
+    #[arg(long, env = "RUSHER_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Outbound bytes queued for one slow connection before it is closed. [default: 1048576]
+    #[arg(long, env = "RUSHER_MAX_OUTBOUND_BYTES")]
+    pub max_outbound_bytes: Option<usize>,
+    /// Channels one connection may join. [default: 100]
+    #[arg(long, env = "RUSHER_MAX_CHANNELS")]
+    pub max_channels: Option<usize>,
+    /// Largest chat message body, in bytes. [default: 4096]
+    #[arg(long, env = "RUSHER_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Connections one worker holds before it stops accepting. [default: 1000000]
+    #[arg(long, env = "RUSHER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Messages a worker's inbox holds before senders drop. [default: 65536]
+    #[arg(long, env = "RUSHER_INBOX_CAPACITY")]
+    pub inbox_capacity: Option<usize>,
+    /// Requests the storage queue holds before the server answers "overloaded". [default: 65536]
+    #[arg(long, env = "RUSHER_STORE_QUEUE")]
+    pub store_queue: Option<usize>,
+    /// Messages sent on join and the most one history page returns. [default: 50 and 200]
+    #[arg(long, env = "RUSHER_HISTORY_ON_JOIN")]
+    pub history_on_join: Option<usize>,
+    /// Enable the /autobahn echo endpoint for WebSocket conformance tests (16 MiB messages). Never in production.
+    #[arg(long, env = "RUSHER_AUTOBAHN_ECHO", num_args = 0..=1, default_missing_value = "true")]
+    pub autobahn_echo: Option<bool>,
+    /// Log filter, e.g. info or rusher_server=debug. [default: info]
+    #[arg(long, env = "RUSHER_LOG")]
+    pub log: Option<String>,
+}
+
+/// A setting that failed validation.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read or parsed.
+    #[error("config file {path}: {msg}")]
+    File { path: PathBuf, msg: String },
+    /// A value is out of range or malformed.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Validated server settings. Immutable once built; shared by every worker.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub store_url: String,
+    pub sqlite_synchronous: Synchronous,
+    /// `None`: open development mode.
+    pub token_key: Option<TokenKey>,
+    pub heartbeat_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub max_request_bytes: usize,
+    pub max_message_bytes: usize,
+    pub max_outbound_bytes: usize,
+    pub max_channels: usize,
+    pub max_body_bytes: usize,
+    pub max_connections: usize,
+    pub inbox_capacity: usize,
+    pub store_queue: usize,
+    pub history_on_join: usize,
+    pub history_max_page: usize,
+    pub autobahn_echo: bool,
+    pub log: String,
+}
+
+impl ServeArgs {
+    /// Merge the TOML file (if any) under the flags, apply defaults and validate.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                    path: path.clone(),
+                    msg: e.to_string(),
+                })?;
+                toml::from_str::<ServeArgs>(&text).map_err(|e| ConfigError::File {
+                    path: path.clone(),
+                    msg: e.to_string(),
+                })?
+            }
+            None => ServeArgs::default(),
+        };
+        let a = self;
+        let f = file;
+        let token_key = load_secret(
+            a.secret.or(f.secret).as_deref(),
+            a.secret_file.or(f.secret_file).as_deref(),
+        )?;
+        let workers = a.workers.or(f.workers).unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        let sync = match a
+            .sqlite_synchronous
+            .or(f.sqlite_synchronous)
+            .as_deref()
+            .unwrap_or("full")
+        {
+            "full" => Synchronous::Full,
+            "normal" => Synchronous::Normal,
+            "off" => Synchronous::Off,
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "--sqlite-synchronous must be full, normal or off, not {other:?}"
+                )))
+            }
+        };
+        let history_on_join = a.history_on_join.or(f.history_on_join).unwrap_or(50);
+        let cfg = Config {
+            listen: a
+                .listen
+                .or(f.listen)
+                .unwrap_or_else(|| "127.0.0.1:4000".parse().expect("valid default")),
+            workers,
+            store_url: a
+                .store
+                .or(f.store)
+                .unwrap_or_else(|| "sqlite://rusher.db".into()),
+            sqlite_synchronous: sync,
+            token_key,
+            heartbeat_timeout: Duration::from_secs(
+                a.heartbeat_timeout.or(f.heartbeat_timeout).unwrap_or(60),
+            ),
+            handshake_timeout: Duration::from_secs(
+                a.handshake_timeout.or(f.handshake_timeout).unwrap_or(10),
+            ),
+            max_request_bytes: a.max_request_bytes.or(f.max_request_bytes).unwrap_or(8192),
+            max_message_bytes: a
+                .max_message_bytes
+                .or(f.max_message_bytes)
+                .unwrap_or(65_536),
+            max_outbound_bytes: a
+                .max_outbound_bytes
+                .or(f.max_outbound_bytes)
+                .unwrap_or(1 << 20),
+            max_channels: a.max_channels.or(f.max_channels).unwrap_or(100),
+            max_body_bytes: a.max_body_bytes.or(f.max_body_bytes).unwrap_or(4096),
+            max_connections: a.max_connections.or(f.max_connections).unwrap_or(1_000_000),
+            inbox_capacity: a.inbox_capacity.or(f.inbox_capacity).unwrap_or(65_536),
+            store_queue: a.store_queue.or(f.store_queue).unwrap_or(65_536),
+            history_on_join,
+            history_max_page: history_on_join.max(200),
+            autobahn_echo: a.autobahn_echo.or(f.autobahn_echo).unwrap_or(false),
+            log: a.log.or(f.log).unwrap_or_else(|| "info".into()),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// The token key from a secret given inline or in a file, if either is configured.
+pub fn load_secret(
+    secret: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<TokenKey>, ConfigError> {
+    {
+        let secret = match (secret, file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "give either --secret or --secret-file, not both".into(),
+                ))
+            }
+            (Some(s), None) => s.trim().to_owned(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::File {
+                    path: path.to_path_buf(),
+                    msg: e.to_string(),
+                })?
+                .trim()
+                .to_owned(),
+            (None, None) => return Ok(None),
+        };
+        if secret.len() < 16 {
+            return Err(ConfigError::Invalid(
+                "the secret must be at least 16 bytes long".into(),
+            ));
+        }
+        Ok(Some(TokenKey::new(secret.as_bytes())))
+    }
+}
+
+impl Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.workers == 0 || self.workers > crate::mailbox::ConnId::MAX_WORKERS {
+            return bad(format!("--workers must be 1..=256, not {}", self.workers));
+        }
+        if self.heartbeat_timeout < Duration::from_secs(1) {
+            return bad("--heartbeat-timeout must be at least 1 second".into());
+        }
+        if self.handshake_timeout < Duration::from_secs(1) {
+            return bad("--handshake-timeout must be at least 1 second".into());
+        }
+        if !(1024..=1 << 20).contains(&self.max_request_bytes) {
+            return bad("--max-request-bytes must be between 1024 and 1048576".into());
+        }
+        if !(128..=1 << 30).contains(&self.max_message_bytes) {
+            return bad("--max-message-bytes must be between 128 and 1 GiB".into());
+        }
+        if self.max_outbound_bytes < self.max_message_bytes.min(1 << 20) {
+            return bad("--max-outbound-bytes must hold at least one message".into());
+        }
+        if self.max_channels == 0 || self.max_body_bytes == 0 || self.history_on_join == 0 {
+            return bad(
+                "--max-channels, --max-body-bytes and --history-on-join must be positive".into(),
+            );
+        }
+        if self.max_body_bytes + 512 > self.max_message_bytes {
+            return bad(
+                "--max-body-bytes must leave room for the envelope within --max-message-bytes"
+                    .into(),
+            );
+        }
+        if self.max_connections == 0 || self.max_connections > u32::MAX as usize {
+            return bad("--max-connections must be between 1 and 2^32-1".into());
+        }
+        if self.inbox_capacity < 64 || self.store_queue < 64 {
+            return bad("--inbox-capacity and --store-queue must be at least 64".into());
+        }
+        Ok(())
+    }
+
+    /// Message bound on the /autobahn echo endpoint (Autobahn's 9.* cases send 16 MiB messages).
+    pub fn echo_max_message_bytes(&self) -> usize {
+        self.max_message_bytes.max(32 << 20)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let cfg = ServeArgs::default().resolve().unwrap();
+        assert_eq!(cfg.listen.port(), 4000);
+        assert!(cfg.token_key.is_none());
+        assert_eq!(cfg.sqlite_synchronous, Synchronous::Full);
+        assert_eq!(cfg.heartbeat_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn file_fills_what_flags_leave_unset() {
+        let dir = std::env::temp_dir().join(format!("rusher-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rusher.toml");
+        std::fs::write(
+            &path,
+            "workers = 3\nmax_channels = 7\nsecret = \"0123456789abcdef0\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            max_channels: Some(9),
+            ..Default::default()
+        };
+        let cfg = args.resolve().unwrap();
+        assert_eq!(cfg.workers, 3);
+        assert_eq!(cfg.max_channels, 9, "the flag wins over the file");
+        assert!(cfg.token_key.is_some());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        let args = ServeArgs {
+            workers: Some(0),
+            ..Default::default()
+        };
+        assert!(args
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("--workers"));
+        let args = ServeArgs {
+            sqlite_synchronous: Some("sometimes".into()),
+            ..Default::default()
+        };
+        assert!(args
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("synchronous"));
+        let args = ServeArgs {
+            secret: Some("short".into()),
+            ..Default::default()
+        };
+        assert!(args.resolve().unwrap_err().to_string().contains("16 bytes"));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let dir = std::env::temp_dir().join(format!("rusher-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rusher.toml");
+        std::fs::write(&path, "wrokers = 3\n").unwrap();
+        let err = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.to_string().contains("wrokers"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,127 @@
+//! The HTTP side of the port: route a parsed request to a WebSocket upgrade or a plain response.
+
+use std::time::SystemTime;
+
+use crate::auth::{self, TokenError};
+use crate::config::Config;
+use crate::metrics::Registry;
+use crate::wire::handshake::{self, Request};
+
+/// What to do with a request.
+#[derive(Debug)]
+pub enum Route {
+    /// Write this response and close.
+    Respond(Vec<u8>),
+    /// Switch to Phoenix Channels V2 as `user`; `response` is the 101.
+    Phoenix { user: String, response: Vec<u8> },
+    /// Switch to the conformance echo endpoint; `response` is the 101.
+    Echo { response: Vec<u8> },
+}
+
+fn plain(status: u16, body: &str) -> Route {
+    Route::Respond(handshake::response(
+        status,
+        "text/plain; charset=utf-8",
+        &[],
+        format!("{body}\n").as_bytes(),
+    ))
+}
+
+/// Longest user name accepted in open development mode.
+const MAX_OPEN_USER: usize = 64;
+
+/// Route one request. `anon` names an anonymous user in open mode (unique per connection).
+pub fn route(
+    req: &Request,
+    cfg: &Config,
+    registry: &Registry,
+    anon: impl FnOnce() -> String,
+) -> Route {
+    match req.path.as_str() {
+        "/healthz" if req.method == "GET" => plain(200, "ok"),
+        "/metrics" if req.method == "GET" => Route::Respond(handshake::response(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            &[],
+            registry.render().as_bytes(),
+        )),
+        "/healthz" | "/metrics" => plain(405, "method not allowed"),
+        "/socket/websocket" => phoenix(req, cfg, anon),
+        "/autobahn" if cfg.autobahn_echo => match upgrade(req, None) {
+            Ok(response) => Route::Echo { response },
+            Err(r) => r,
+        },
+        _ => plain(404, "not found"),
+    }
+}
+
+fn upgrade(req: &Request, protocol: Option<&str>) -> Result<Vec<u8>, Route> {
+    if let Err((status, why)) = handshake::validate_upgrade(req) {
+        let extra: &[(&str, &str)] = if status == 426 {
+            &[("Sec-WebSocket-Version", "13")]
+        } else {
+            &[]
+        };
+        return Err(Route::Respond(handshake::response(
+            status,
+            "text/plain; charset=utf-8",
+            extra,
+            format!("{why}\n").as_bytes(),
+        )));
+    }
+    let key = req.ws_key.as_deref().unwrap_or_default();
+    Ok(handshake::switching_protocols(key, protocol))
+}
+
+fn phoenix(req: &Request, cfg: &Config, anon: impl FnOnce() -> String) -> Route {
+    match req.query_param("vsn") {
+        Some("2.0.0") => {}
+        Some(other) => {
+            return plain(
+                403,
+                &format!("unsupported serializer vsn {other:?}: this server speaks 2.0.0"),
+            )
+        }
+        None => {
+            return plain(
+                403,
+                "missing vsn: this server speaks Phoenix Channels vsn=2.0.0",
+            )
+        }
+    }
+    let token = req
+        .query_param("token")
+        .map(str::to_owned)
+        .or_else(|| auth::token_from_subprotocols(&req.protocols));
+    let user = match (&cfg.token_key, token) {
+        (Some(key), Some(token)) => match auth::verify(key, &token, SystemTime::now()) {
+            Ok(claims) => claims.user,
+            Err(TokenError::Expired) => return plain(403, "token expired"),
+            Err(_) => return plain(403, "invalid token"),
+        },
+        (Some(_), None) => {
+            return plain(
+                401,
+                "a token is required (token parameter or Phoenix authToken)",
+            )
+        }
+        (None, _) => match req.query_param("user") {
+            Some(u) if valid_open_user(u) => u.to_owned(),
+            Some(_) => return plain(400, "user must be 1 to 64 printable characters"),
+            None => anon(),
+        },
+    };
+    let protocol = req
+        .protocols
+        .iter()
+        .any(|p| p == "phoenix")
+        .then_some("phoenix");
+    match upgrade(req, protocol) {
+        Ok(response) => Route::Phoenix { user, response },
+        Err(r) => r,
+    }
+}
+
+fn valid_open_user(u: &str) -> bool {
+    !u.is_empty() && u.len() <= MAX_OPEN_USER && !u.chars().any(char::is_control)
+}

@@ -1,0 +1,222 @@
+//! Phoenix Channels V2 on a worker: the per-connection session, joins, leaves, heartbeats and the
+//! routing of pushes to topic handlers. The owner-side state (presence, rooms) lives in `topics`.
+
+pub mod presence;
+
+use std::sync::Arc;
+
+use crate::mailbox::Msg;
+use crate::runtime::Ctx;
+use crate::topics::{self, TopicKind};
+use crate::wire::phoenix::{self as wire, Inbound, Payload};
+
+/// Slot value of a channel whose join the owner has not answered yet.
+pub const JOINING: u32 = u32::MAX;
+
+/// One joined (or joining) channel of a connection.
+#[derive(Debug)]
+pub struct Channel {
+    pub topic: Arc<str>,
+    /// The join ref as raw JSON text (e.g. `"3"`), echoed verbatim.
+    pub join_ref: Box<str>,
+    /// Slot in the worker's local subscriber list, or [`JOINING`].
+    pub slot: u32,
+}
+
+/// The Phoenix state of one connection.
+#[derive(Debug)]
+pub struct Session {
+    /// Who this is: the token's subject, or in open mode the name the client gave.
+    pub user: Arc<str>,
+    pub channels: Vec<Channel>,
+}
+
+impl Session {
+    /// A session with no channels.
+    pub fn new(user: Arc<str>) -> Self {
+        Session {
+            user,
+            channels: Vec::new(),
+        }
+    }
+
+    fn find(&self, topic: &str) -> Option<usize> {
+        self.channels.iter().position(|c| &*c.topic == topic)
+    }
+}
+
+/// Handle one inbound Phoenix message.
+pub fn on_message(ctx: &mut Ctx<'_>, session: &mut Session, msg: Inbound<'_>) {
+    ctx.stats.inc_phoenix_msgs();
+    let jr = msg.join_ref.as_deref();
+    let mref = msg.msg_ref.as_deref();
+    match (&*msg.topic, &*msg.event) {
+        ("phoenix", "heartbeat") => {
+            ctx.reply_text(&wire::encode_reply(jr, mref, "phoenix", "ok", "{}"));
+        }
+        (topic, "phx_join") => join(ctx, session, &msg, topic),
+        (topic, "phx_leave") => {
+            ctx.reply_text(&wire::encode_reply(jr, mref, topic, "ok", "{}"));
+            if let Some(i) = session.find(topic) {
+                let ch = session.channels.swap_remove(i);
+                ctx.reply_text(&wire::encode(
+                    Some(&ch.join_ref),
+                    Some(&ch.join_ref),
+                    topic,
+                    "phx_close",
+                    "{}",
+                ));
+                detach(ctx, ch);
+            }
+        }
+        (topic, _) => {
+            let Some(i) = session.find(topic) else {
+                ctx.reply_text(&wire::encode_reply(
+                    None,
+                    mref,
+                    topic,
+                    "error",
+                    r#"{"reason":"unmatched topic"}"#,
+                ));
+                return;
+            };
+            let ch = &session.channels[i];
+            // A push from an earlier join of this topic is stale: Phoenix drops it silently.
+            if jr.is_some_and(|jr| jr != &*ch.join_ref) {
+                return;
+            }
+            let push = topics::Push {
+                topic: &ch.topic,
+                join_ref: &ch.join_ref,
+                msg_ref: mref,
+                event: &msg.event,
+                payload: &msg.payload,
+                user: &session.user,
+            };
+            topics::on_push(ctx, push);
+        }
+    }
+}
+
+fn join(ctx: &mut Ctx<'_>, session: &mut Session, msg: &Inbound<'_>, topic: &str) {
+    let mref = msg.msg_ref.as_deref();
+    let Some(jr) = msg.join_ref.as_deref() else {
+        ctx.reply_text(&wire::encode_reply(
+            None,
+            mref,
+            topic,
+            "error",
+            r#"{"reason":"join_ref is required"}"#,
+        ));
+        return;
+    };
+    // Joining a topic already joined: Phoenix closes the old channel first, then joins anew.
+    if let Some(i) = session.find(topic) {
+        let old = session.channels.swap_remove(i);
+        ctx.reply_text(&wire::encode(
+            Some(&old.join_ref),
+            Some(&old.join_ref),
+            topic,
+            "phx_close",
+            "{}",
+        ));
+        detach(ctx, old);
+    }
+    let Some(kind) = TopicKind::of(topic) else {
+        ctx.reply_text(&wire::encode_reply(
+            None,
+            mref,
+            topic,
+            "error",
+            r#"{"reason":"unmatched topic"}"#,
+        ));
+        return;
+    };
+    if session.channels.len() >= ctx.cfg.max_channels {
+        ctx.reply_text(&wire::encode_reply(
+            Some(jr),
+            mref,
+            topic,
+            "error",
+            r#"{"reason":"too many channels joined"}"#,
+        ));
+        return;
+    }
+    let Payload::Json(params) = &msg.payload else {
+        ctx.reply_text(&wire::encode_reply(
+            Some(jr),
+            mref,
+            topic,
+            "error",
+            r#"{"reason":"join params must be JSON"}"#,
+        ));
+        return;
+    };
+    let topic: Arc<str> = topic.into();
+    match topics::on_join(ctx, kind, &topic, jr, mref, params.get(), &session.user) {
+        Ok(()) => {
+            ctx.stats.inc_joins();
+            session.channels.push(Channel {
+                topic,
+                join_ref: jr.into(),
+                slot: JOINING,
+            });
+        }
+        Err(reason) => {
+            let response = serde_json::json!({ "reason": reason }).to_string();
+            ctx.reply_text(&wire::encode_reply(
+                Some(jr),
+                mref,
+                &topic,
+                "error",
+                &response,
+            ));
+        }
+    }
+}
+
+/// Forget a channel on this worker and tell its owner.
+pub fn detach(ctx: &mut Ctx<'_>, ch: Channel) {
+    if ch.slot != JOINING {
+        ctx.local.leave(&ch.topic, ch.slot);
+    }
+    let owner = ctx.out.owner(&ch.topic);
+    let msg = topics::leave_msg(ch.topic, ctx.me, ch.join_ref);
+    ctx.out.send(owner, Msg::Topic(msg));
+}
+
+/// A connection is going away: detach every channel.
+pub fn on_close(ctx: &mut Ctx<'_>, session: &mut Session) {
+    for ch in session.channels.drain(..) {
+        detach(ctx, ch);
+    }
+}
+
+/// The owner accepted a join: record the subscription if the channel is still waiting for this very
+/// join. Returns false when it is not (the client left or rejoined meanwhile), so the caller undoes it.
+pub fn on_joined(
+    session: &mut Session,
+    local: &mut crate::runtime::subs::LocalTopics,
+    key: usize,
+    topic: &Arc<str>,
+    join_ref: &str,
+) -> bool {
+    match session
+        .channels
+        .iter_mut()
+        .find(|c| c.topic == *topic && &*c.join_ref == join_ref && c.slot == JOINING)
+    {
+        Some(ch) => {
+            ch.slot = local.join(topic, key);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The owner refused a join: forget the channel if it is still waiting for this join.
+pub fn on_join_refused(session: &mut Session, topic: &str, join_ref: &str) {
+    session
+        .channels
+        .retain(|c| !(&*c.topic == topic && &*c.join_ref == join_ref && c.slot == JOINING));
+}

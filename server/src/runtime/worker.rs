@@ -1,0 +1,928 @@
+//! One worker: a `mio::Poll`, its own `SO_REUSEPORT` listener, a slab of connections, an inbox, a
+//! timer wheel and the topic state it owns. Nothing here is shared with other workers except through
+//! the mailbox.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use super::bufpool::{BufPool, ReadBuf};
+use super::conn::{Conn, Phase, Sent};
+use super::subs::LocalTopics;
+use super::timer::TimerWheel;
+use super::Ctx;
+use crate::config::Config;
+use crate::http::{self, Route};
+use crate::mailbox::{ConnId, Inbox, Msg, Outbox};
+use crate::metrics::{Registry, WorkerStats};
+use crate::phoenix::{self, Session};
+use crate::store::StoreHandle;
+use crate::topics::{OwnerCtx, Topics};
+use crate::wire::frame::{self, FrameError, Incoming, OpCode};
+use crate::wire::handshake;
+use crate::wire::phoenix as pwire;
+
+/// Token of the listener; connection tokens are below 2^56.
+pub const LISTENER: Token = Token(usize::MAX);
+/// Token of the inbox waker.
+pub const WAKER: Token = Token(usize::MAX - 1);
+
+/// Seconds to wait for the peer's close frame after sending ours.
+const CLOSE_TIMEOUT: u32 = 5;
+/// Seconds a draining worker waits for output to flush.
+const DRAIN_TIMEOUT: u32 = 3;
+/// Read buffer size handed out by the pool.
+const READ_BUF: usize = 16 * 1024;
+/// Inbox messages handled per loop turn before polling sockets again.
+const INBOX_BATCH: usize = 4096;
+
+/// Why a connection is being closed, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseWhy {
+    Done,
+    SlowConsumer,
+}
+
+/// Everything a worker owns.
+#[derive(Debug)]
+pub struct Worker {
+    id: usize,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Slab<Conn>,
+    next_gen: u32,
+    pool: BufPool,
+    wheel: TimerWheel,
+    inbox: Inbox,
+    out: Outbox,
+    local: LocalTopics,
+    topics: Topics,
+    cfg: Arc<Config>,
+    store: StoreHandle,
+    registry: Registry,
+    started: Instant,
+    now: u32,
+    accept_paused_until: Option<u32>,
+    draining_until: Option<u32>,
+    to_close: Vec<(usize, u32, CloseWhy)>,
+    replies: Vec<Vec<u8>>,
+    anon_counter: u64,
+}
+
+/// What a worker needs at start; built by the runtime before threads start.
+#[derive(Debug)]
+pub struct WorkerParts {
+    pub id: usize,
+    pub poll: Poll,
+    pub listener: TcpListener,
+    pub inbox: Inbox,
+    pub out: Outbox,
+    pub cfg: Arc<Config>,
+    pub store: StoreHandle,
+    pub registry: Registry,
+}
+
+impl Worker {
+    /// Set up a worker from its parts.
+    pub fn new(parts: WorkerParts) -> io::Result<Self> {
+        let WorkerParts {
+            id,
+            poll,
+            mut listener,
+            inbox,
+            out,
+            cfg,
+            store,
+            registry,
+        } = parts;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(Worker {
+            id,
+            poll,
+            listener: Some(listener),
+            conns: Slab::new(),
+            next_gen: 0,
+            pool: BufPool::new(READ_BUF, 256),
+            wheel: TimerWheel::new(),
+            inbox,
+            out,
+            local: LocalTopics::default(),
+            topics: Topics::new(id),
+            cfg,
+            store,
+            registry,
+            started: Instant::now(),
+            now: 0,
+            accept_paused_until: None,
+            draining_until: None,
+            to_close: Vec::new(),
+            replies: Vec::new(),
+            anon_counter: 0,
+        })
+    }
+
+    fn stats(&self) -> &WorkerStats {
+        &self.registry.workers[self.id]
+    }
+
+    /// Run until drained after a shutdown message.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut busy = false;
+        loop {
+            let timeout = if busy {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(250)
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            self.now = self.started.elapsed().as_secs() as u32;
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(t) => self.conn_event(
+                        t,
+                        ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                        ev.is_writable(),
+                    ),
+                }
+            }
+            self.drain_local();
+            busy = self.drain_inbox();
+            self.close_pending();
+            self.tick();
+            if let Some(until) = self.draining_until {
+                if self.conns.is_empty() || self.now >= until {
+                    tracing::debug!(worker = self.id, left = self.conns.len(), "worker drained");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    // ---- accepting ----
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            if self.accept_paused_until.is_some() {
+                return;
+            }
+            if self.conns.len() >= self.cfg.max_connections {
+                tracing::warn!(
+                    worker = self.id,
+                    max = self.cfg.max_connections,
+                    "connection limit reached: accepting paused"
+                );
+                self.pause_accept();
+                return;
+            }
+            match listener.accept() {
+                Ok((stream, _addr)) => self.register(stream),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted
+                        || e.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) =>
+                {
+                    tracing::warn!(worker = self.id, error = %e, conns = self.conns.len(), "out of file descriptors: accepting paused for 1 s");
+                    WorkerStats::add(&self.stats().accept_pauses, 1);
+                    self.pause_accept();
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(worker = self.id, error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn pause_accept(&mut self) {
+        if let Some(l) = &mut self.listener {
+            let _ = self.poll.registry().deregister(l);
+        }
+        self.accept_paused_until = Some(self.now + 1);
+    }
+
+    fn resume_accept(&mut self) {
+        self.accept_paused_until = None;
+        if let Some(l) = &mut self.listener {
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(l, LISTENER, Interest::READABLE)
+            {
+                tracing::error!(worker = self.id, error = %e, "cannot re-register listener");
+                return;
+            }
+        }
+        self.accept();
+    }
+
+    fn register(&mut self, mut stream: mio::net::TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        self.next_gen = (self.next_gen + 1) & ConnId::GEN_MASK;
+        let id = ConnId::new(self.id, self.next_gen, key);
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut stream, Token(id.token()), Interest::READABLE)
+        {
+            tracing::warn!(error = %e, "cannot register connection");
+            return;
+        }
+        entry.insert(Conn::new(stream, self.next_gen, self.now));
+        self.wheel
+            .schedule(id.0, self.now + self.cfg.handshake_timeout.as_secs() as u32);
+        let s = self.stats();
+        WorkerStats::add(&s.accepted, 1);
+        WorkerStats::add(&s.connections, 1);
+    }
+
+    // ---- connection events ----
+
+    fn conn_id(&self, key: usize) -> ConnId {
+        ConnId::new(self.id, self.conns[key].gen, key)
+    }
+
+    /// The slab key of a live connection for a token or id, or None if it is stale.
+    fn live(&self, token: usize) -> Option<usize> {
+        let id = ConnId(token as u64 | ((self.id as u64) << 56));
+        let conn = self.conns.get(id.key())?;
+        (conn.gen == id.gen()).then_some(id.key())
+    }
+
+    fn conn_event(&mut self, token: usize, readable: bool, writable: bool) {
+        let Some(key) = self.live(token) else { return };
+        if writable {
+            self.on_writable(key);
+        }
+        if readable && self.conns.contains(key) {
+            self.on_readable(key);
+        }
+    }
+
+    fn on_writable(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        match conn.flush() {
+            Ok(true) => {
+                let token = Token(ConnId::new(self.id, conn.gen, key).token());
+                let _ =
+                    self.poll
+                        .registry()
+                        .reregister(&mut conn.stream, token, Interest::READABLE);
+                if matches!(
+                    conn.phase,
+                    Phase::Closing {
+                        await_peer_close: false
+                    }
+                ) {
+                    self.remove(key);
+                }
+            }
+            Ok(false) => {}
+            Err(_) => self.remove(key),
+        }
+    }
+
+    fn on_readable(&mut self, key: usize) {
+        let mut buf = match self.conns[key].rbuf.take() {
+            Some(b) => *b,
+            None => self.pool.get(),
+        };
+        let mut open = true;
+        loop {
+            let want = self.read_want(key, &buf);
+            if want == 0 {
+                break;
+            }
+            buf.reserve(want);
+            let conn = &mut self.conns[key];
+            match conn.stream.read(buf.spare()) {
+                Ok(0) => {
+                    open = false;
+                    break;
+                }
+                Ok(n) => {
+                    buf.end += n;
+                    WorkerStats::add(&self.registry.workers[self.id].bytes_in, n as u64);
+                    if !self.process(key, &mut buf) {
+                        open = self.conns.contains(key);
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        if !open || !self.conns.contains(key) {
+            self.pool.put(buf);
+            if self.conns.contains(key) {
+                self.remove(key);
+            }
+            return;
+        }
+        if buf.is_empty() {
+            self.pool.put(buf);
+        } else {
+            self.conns[key].rbuf = Some(Box::new(buf));
+        }
+    }
+
+    /// How many more bytes to make room for before the next read (0: stop reading).
+    fn read_want(&self, key: usize, buf: &ReadBuf) -> usize {
+        match &self.conns[key].phase {
+            Phase::Handshake => {
+                // parse_request reports TooLarge once the limit is reached; read no further than it.
+                (self.cfg.max_request_bytes + 1)
+                    .saturating_sub(buf.filled().len())
+                    .min(4096)
+            }
+            Phase::Echo | Phase::Phoenix(_) | Phase::Closing { .. } => {
+                let have = buf.filled().len();
+                match frame::peek_total_len(buf.filled()) {
+                    Some(total) if total as usize > have => {
+                        (total as usize - have).clamp(4096, 1 << 20)
+                    }
+                    _ => 4096,
+                }
+            }
+        }
+    }
+
+    /// Handle whatever complete requests or frames `buf` holds. Returns false when reading must stop
+    /// (the connection closed or is closing).
+    fn process(&mut self, key: usize, buf: &mut ReadBuf) -> bool {
+        if matches!(self.conns[key].phase, Phase::Handshake) {
+            match handshake::parse_request(buf.filled(), self.cfg.max_request_bytes) {
+                Ok(None) => return true,
+                Ok(Some((req, used))) => {
+                    buf.consume(used);
+                    if !self.on_request(key, &req) {
+                        return false;
+                    }
+                }
+                Err(e) => {
+                    let status = e.status();
+                    self.respond_and_close(
+                        key,
+                        handshake::response(
+                            status,
+                            "text/plain; charset=utf-8",
+                            &[],
+                            format!("{e}\n").as_bytes(),
+                        ),
+                    );
+                    return false;
+                }
+            }
+        }
+        self.process_frames(key, buf)
+    }
+
+    fn on_request(&mut self, key: usize, req: &handshake::Request) -> bool {
+        let anon_counter = &mut self.anon_counter;
+        let worker = self.id;
+        let route = http::route(req, &self.cfg, &self.registry, || {
+            *anon_counter += 1;
+            format!("anon-{worker}-{anon_counter}")
+        });
+        match route {
+            Route::Respond(bytes) => {
+                if !bytes.starts_with(b"HTTP/1.1 200") {
+                    WorkerStats::add(&self.stats().http_errors, 1);
+                }
+                self.respond_and_close(key, bytes);
+                false
+            }
+            Route::Phoenix { user, response } => self.upgraded(
+                key,
+                response,
+                Phase::Phoenix(Box::new(Session::new(user.into()))),
+            ),
+            Route::Echo { response } => self.upgraded(key, response, Phase::Echo),
+        }
+    }
+
+    fn upgraded(&mut self, key: usize, response: Vec<u8>, phase: Phase) -> bool {
+        WorkerStats::add(&self.stats().upgrades, 1);
+        let conn = &mut self.conns[key];
+        conn.phase = phase;
+        conn.since = self.now;
+        self.send_owned(key, response)
+    }
+
+    fn respond_and_close(&mut self, key: usize, bytes: Vec<u8>) {
+        self.conns[key].phase = Phase::Closing {
+            await_peer_close: false,
+        };
+        self.conns[key].since = self.now;
+        if self.send_owned(key, bytes) && !self.conns[key].backpressured() {
+            self.remove(key);
+        }
+    }
+
+    fn process_frames(&mut self, key: usize, buf: &mut ReadBuf) -> bool {
+        let echo = matches!(self.conns[key].phase, Phase::Echo);
+        let max = if echo {
+            self.cfg.echo_max_message_bytes()
+        } else {
+            self.cfg.max_message_bytes
+        };
+        loop {
+            let (head, range, used) = match frame::decode(buf.filled_mut(), max) {
+                Ok(None) => return true,
+                Ok(Some(f)) => f,
+                Err(e) => {
+                    self.fail(key, &e);
+                    return false;
+                }
+            };
+            WorkerStats::add(&self.registry.workers[self.id].frames_in, 1);
+            let conn = &mut self.conns[key];
+            conn.since = self.now;
+            if let Phase::Closing { await_peer_close } = conn.phase {
+                // After our close frame only the peer's close matters.
+                if head.opcode == OpCode::Close {
+                    if await_peer_close {
+                        self.remove(key);
+                    }
+                    return false;
+                }
+                buf.consume(used);
+                continue;
+            }
+            let payload = &buf.filled()[range];
+            let keep_going = match frame::on_frame(&mut conn.frag, &head, payload, max) {
+                Ok(None) => true,
+                Ok(Some(msg)) => self.on_incoming(key, msg),
+                Err(e) => {
+                    self.fail(key, &e);
+                    false
+                }
+            };
+            buf.consume(used);
+            if !keep_going {
+                return false;
+            }
+        }
+    }
+
+    fn on_incoming(&mut self, key: usize, msg: Incoming<'_>) -> bool {
+        let limit = self.cfg.max_outbound_bytes;
+        match msg {
+            Incoming::Ping(p) => {
+                let pong = frame::encode(OpCode::Pong, p);
+                self.send_owned(key, pong)
+            }
+            Incoming::Pong => true,
+            Incoming::Close(code) => {
+                let code = code.map_or(1000, |(c, _)| c);
+                self.close_reply(key, code);
+                false
+            }
+            Incoming::Text(text) => match &self.conns[key].phase {
+                Phase::Echo => {
+                    let f = frame::encode(OpCode::Text, text.as_bytes());
+                    self.send_owned_limit(key, f, self.cfg.echo_max_message_bytes() * 2)
+                }
+                _ => match pwire::parse_text(&text) {
+                    Ok(m) => self.on_phoenix(key, m),
+                    Err(e) => {
+                        self.start_close(key, 1007, &format!("malformed Phoenix message: {e}"));
+                        false
+                    }
+                },
+            },
+            Incoming::Binary(data) => match &self.conns[key].phase {
+                Phase::Echo => {
+                    let f = frame::encode(OpCode::Binary, &data);
+                    self.send_owned_limit(key, f, self.cfg.echo_max_message_bytes() * 2)
+                }
+                _ => match pwire::parse_binary(&data) {
+                    Ok(m) => self.on_phoenix(key, m),
+                    Err(e) => {
+                        self.start_close(
+                            key,
+                            1003,
+                            &format!("malformed Phoenix binary message: {e}"),
+                        );
+                        let _ = limit;
+                        false
+                    }
+                },
+            },
+        }
+    }
+
+    fn on_phoenix(&mut self, key: usize, msg: pwire::Inbound<'_>) -> bool {
+        let me = self.conn_id(key);
+        let Worker {
+            conns,
+            out,
+            local,
+            topics,
+            cfg,
+            store,
+            registry,
+            replies,
+            ..
+        } = self;
+        let Phase::Phoenix(session) = &mut conns[key].phase else {
+            return true;
+        };
+        let mut ctx = Ctx {
+            me,
+            out,
+            local,
+            topics,
+            cfg,
+            store,
+            stats: &registry.workers[me.worker()],
+            replies,
+        };
+        phoenix::on_message(&mut ctx, session, msg);
+        self.flush_replies(key)
+    }
+
+    fn flush_replies(&mut self, key: usize) -> bool {
+        let mut replies = std::mem::take(&mut self.replies);
+        let mut ok = true;
+        for r in replies.drain(..) {
+            if ok {
+                ok = self.send_owned(key, r);
+            }
+        }
+        self.replies = replies;
+        ok
+    }
+
+    fn send_owned(&mut self, key: usize, bytes: Vec<u8>) -> bool {
+        self.send_owned_limit(key, bytes, self.cfg.max_outbound_bytes)
+    }
+
+    /// Send to one connection; false when it had to be closed.
+    fn send_owned_limit(&mut self, key: usize, bytes: Vec<u8>, limit: usize) -> bool {
+        let s = &self.registry.workers[self.id];
+        WorkerStats::add(&s.frames_out, 1);
+        WorkerStats::add(&s.bytes_out, bytes.len() as u64);
+        let sent = self.conns[key].send_owned(bytes, limit);
+        self.after_send(key, sent)
+    }
+
+    fn after_send(&mut self, key: usize, sent: Sent) -> bool {
+        match sent {
+            Sent::Ok => true,
+            Sent::NowBackpressured => {
+                let conn = &mut self.conns[key];
+                let token = Token(ConnId::new(self.id, conn.gen, key).token());
+                let _ = self.poll.registry().reregister(
+                    &mut conn.stream,
+                    token,
+                    Interest::READABLE | Interest::WRITABLE,
+                );
+                true
+            }
+            Sent::Overflow => {
+                WorkerStats::add(&self.stats().slow_consumer_closes, 1);
+                tracing::debug!(worker = self.id, key, "slow consumer closed");
+                self.remove(key);
+                false
+            }
+            Sent::Failed => {
+                self.remove(key);
+                false
+            }
+        }
+    }
+
+    /// A protocol violation: send the close code and wait briefly for the peer's close.
+    fn fail(&mut self, key: usize, e: &FrameError) {
+        WorkerStats::add(&self.stats().protocol_closes, 1);
+        tracing::debug!(worker = self.id, key, error = %e, "closing on protocol error");
+        self.start_close(key, e.close_code(), &e.to_string());
+    }
+
+    /// Start a close handshake we initiate.
+    fn start_close(&mut self, key: usize, code: u16, reason: &str) {
+        self.detach_session(key);
+        let conn = &mut self.conns[key];
+        conn.phase = Phase::Closing {
+            await_peer_close: true,
+        };
+        conn.since = self.now;
+        conn.frag = None;
+        let frame = frame::close_frame(code, reason);
+        self.send_owned(key, frame);
+    }
+
+    /// Answer the peer's close and close once it is written.
+    fn close_reply(&mut self, key: usize, code: u16) {
+        self.detach_session(key);
+        let conn = &mut self.conns[key];
+        conn.phase = Phase::Closing {
+            await_peer_close: false,
+        };
+        conn.since = self.now;
+        if self.send_owned(key, frame::close_frame(code, "")) && !self.conns[key].backpressured() {
+            self.remove(key);
+        }
+    }
+
+    fn detach_session(&mut self, key: usize) {
+        let me = self.conn_id(key);
+        let Worker {
+            conns,
+            out,
+            local,
+            topics,
+            cfg,
+            store,
+            registry,
+            replies,
+            ..
+        } = self;
+        if let Phase::Phoenix(session) = &mut conns[key].phase {
+            let mut ctx = Ctx {
+                me,
+                out,
+                local,
+                topics,
+                cfg,
+                store,
+                stats: &registry.workers[me.worker()],
+                replies,
+            };
+            phoenix::on_close(&mut ctx, session);
+        }
+        self.replies.clear();
+    }
+
+    /// Drop a connection now.
+    fn remove(&mut self, key: usize) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        self.detach_session(key);
+        let mut conn = self.conns.remove(key);
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        if let Some(buf) = conn.rbuf.take() {
+            self.pool.put(*buf);
+        }
+        WorkerStats::sub(&self.stats().connections, 1);
+    }
+
+    fn close_pending(&mut self) {
+        while let Some((key, gen, why)) = self.to_close.pop() {
+            if self.conns.get(key).is_some_and(|c| c.gen == gen) {
+                if why == CloseWhy::SlowConsumer {
+                    WorkerStats::add(&self.stats().slow_consumer_closes, 1);
+                }
+                self.remove(key);
+            }
+        }
+    }
+
+    // ---- the inbox ----
+
+    fn drain_local(&mut self) {
+        while let Some(msg) = self.out.local.pop_front() {
+            self.on_msg(msg);
+        }
+    }
+
+    /// Handle inbox messages; true if more are waiting than one turn takes.
+    fn drain_inbox(&mut self) -> bool {
+        self.inbox
+            .notified
+            .store(false, std::sync::atomic::Ordering::Release);
+        for _ in 0..INBOX_BATCH {
+            match self.inbox.rx.try_recv() {
+                Ok(msg) => {
+                    self.on_msg(msg);
+                    self.drain_local();
+                }
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    fn on_msg(&mut self, msg: Msg) {
+        let limit = self.cfg.max_outbound_bytes;
+        match msg {
+            Msg::Broadcast {
+                topic,
+                frame,
+                except,
+            } => {
+                let Some(members) = self.local.members(&topic) else {
+                    return;
+                };
+                let s = &self.registry.workers[self.id];
+                for key in members.keys() {
+                    let conn = &mut self.conns[key];
+                    if except.is_some_and(|e| e.key() == key && e.gen() == conn.gen) {
+                        continue;
+                    }
+                    WorkerStats::add(&s.frames_out, 1);
+                    WorkerStats::add(&s.bytes_out, frame.len() as u64);
+                    match conn.send_shared(&frame, limit) {
+                        Sent::Ok => {}
+                        Sent::NowBackpressured => {
+                            let token = Token(ConnId::new(self.id, conn.gen, key).token());
+                            let _ = self.poll.registry().reregister(
+                                &mut conn.stream,
+                                token,
+                                Interest::READABLE | Interest::WRITABLE,
+                            );
+                        }
+                        Sent::Overflow => {
+                            self.to_close.push((key, conn.gen, CloseWhy::SlowConsumer))
+                        }
+                        Sent::Failed => self.to_close.push((key, conn.gen, CloseWhy::Done)),
+                    }
+                }
+            }
+            Msg::ToConn { conn, frame } => {
+                let Some(key) = self.live(conn.token()) else {
+                    return;
+                };
+                let sent = self.conns[key].send_shared(&frame, limit);
+                let s = &self.registry.workers[self.id];
+                WorkerStats::add(&s.frames_out, 1);
+                WorkerStats::add(&s.bytes_out, frame.len() as u64);
+                self.after_send(key, sent);
+            }
+            Msg::Joined {
+                conn,
+                topic,
+                join_ref,
+                ok,
+                frames,
+            } => self.on_joined(conn, topic, join_ref, ok, frames),
+            Msg::Topic(m) => {
+                let mut ctx = OwnerCtx {
+                    out: &mut self.out,
+                    store: &self.store,
+                    cfg: &self.cfg,
+                    stats: &self.registry.workers[self.id],
+                };
+                self.topics.on_msg(&mut ctx, m);
+            }
+            Msg::Store(r) => {
+                let mut ctx = OwnerCtx {
+                    out: &mut self.out,
+                    store: &self.store,
+                    cfg: &self.cfg,
+                    stats: &self.registry.workers[self.id],
+                };
+                self.topics.on_store(&mut ctx, r);
+            }
+            Msg::Shutdown => self.begin_drain(),
+        }
+    }
+
+    fn on_joined(
+        &mut self,
+        conn: ConnId,
+        topic: Arc<str>,
+        join_ref: Box<str>,
+        ok: bool,
+        frames: Vec<crate::mailbox::Frame>,
+    ) {
+        let key = self.live(conn.token());
+        let session = key.and_then(|k| match &mut self.conns[k].phase {
+            Phase::Phoenix(s) => Some(s),
+            _ => None,
+        });
+        let Some(session) = session else {
+            if ok {
+                self.undo_join(conn, topic, join_ref);
+            }
+            return;
+        };
+        let key = key.expect("session implies key");
+        if ok {
+            if !phoenix::on_joined(session, &mut self.local, key, &topic, &join_ref) {
+                self.undo_join(conn, topic, join_ref);
+                return;
+            }
+        } else {
+            phoenix::on_join_refused(session, &topic, &join_ref);
+        }
+        let limit = self.cfg.max_outbound_bytes;
+        for f in frames {
+            let sent = self.conns[key].send_shared(&f, limit);
+            if !self.after_send(key, sent) {
+                return;
+            }
+        }
+    }
+
+    fn undo_join(&mut self, conn: ConnId, topic: Arc<str>, join_ref: Box<str>) {
+        let owner = self.out.owner(&topic);
+        self.out.send(
+            owner,
+            Msg::Topic(crate::topics::leave_msg(topic, conn, join_ref)),
+        );
+    }
+
+    // ---- time ----
+
+    fn tick(&mut self) {
+        if self.accept_paused_until.is_some_and(|t| self.now >= t) && self.draining_until.is_none()
+        {
+            self.resume_accept();
+        }
+        let mut due = Vec::new();
+        self.wheel.expire(self.now, &mut due);
+        for id in due {
+            let id = ConnId(id);
+            let Some(key) = self.live(id.token()) else {
+                continue;
+            };
+            let conn = &self.conns[key];
+            let limit = match conn.phase {
+                Phase::Handshake => self.cfg.handshake_timeout.as_secs() as u32,
+                Phase::Phoenix(_) | Phase::Echo => self.cfg.heartbeat_timeout.as_secs() as u32,
+                Phase::Closing { .. } => CLOSE_TIMEOUT,
+            };
+            let deadline = conn.since.saturating_add(limit);
+            if self.now < deadline {
+                self.wheel.schedule(id.0, deadline);
+                continue;
+            }
+            WorkerStats::add(&self.stats().timeouts, 1);
+            match conn.phase {
+                Phase::Phoenix(_) | Phase::Echo => {
+                    tracing::debug!(worker = self.id, key, "closing silent connection");
+                    self.detach_session(key);
+                    self.conns[key].phase = Phase::Closing {
+                        await_peer_close: false,
+                    };
+                    let _ = self.send_owned(key, frame::close_frame(1000, "heartbeat timeout"));
+                    self.remove(key);
+                }
+                _ => self.remove(key),
+            }
+        }
+    }
+
+    // ---- shutdown ----
+
+    fn begin_drain(&mut self) {
+        if self.draining_until.is_some() {
+            return;
+        }
+        tracing::info!(worker = self.id, conns = self.conns.len(), "draining");
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        self.draining_until = Some(self.now + DRAIN_TIMEOUT);
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            if !self.conns.contains(key) {
+                continue;
+            }
+            match self.conns[key].phase {
+                Phase::Phoenix(_) | Phase::Echo => {
+                    self.detach_session(key);
+                    self.conns[key].phase = Phase::Closing {
+                        await_peer_close: false,
+                    };
+                    if self.send_owned(key, frame::close_frame(1001, "server shutting down"))
+                        && !self.conns[key].backpressured()
+                    {
+                        self.remove(key);
+                    }
+                }
+                Phase::Handshake => self.remove(key),
+                Phase::Closing { .. } => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,756 @@
+//! The embedded SQLite backend: one file, WAL, `synchronous` set explicitly, one transaction per batch.
+//!
+//! SQLite integers are signed 64-bit, so every `u64` (seq, id, timestamp) is stored as an `i64`. The server
+//! assigns values below 2^63; a larger value is refused with an error instead of wrapping into a negative
+//! number that would sort wrongly and read back as a different value.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+
+use super::{Backend, ChatMessage, Page, StoreError, Synchronous};
+
+/// How long a statement waits for a lock held by another connection (a backup tool, the `sqlite3` shell)
+/// before giving up with [`StoreError::Unavailable`].
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Schema steps, applied in order; `PRAGMA user_version` records how many have run. Append new steps at the
+/// end and never edit a released one: existing databases have already applied it.
+const MIGRATIONS: &[&str] = &[
+    // STRICT makes SQLite refuse a value of the wrong type instead of silently storing it, so a row that
+    // reads back is a row this code wrote. WITHOUT ROWID clusters rows by (room, seq): a room's history is
+    // one contiguous range of the primary key, which is exactly what `history` scans.
+    "CREATE TABLE chat_messages (
+        room  TEXT    NOT NULL,
+        seq   INTEGER NOT NULL CHECK (seq >= 0),
+        id    INTEGER NOT NULL CHECK (id >= 0),
+        user  TEXT    NOT NULL,
+        body  TEXT    NOT NULL,
+        ts_ms INTEGER NOT NULL CHECK (ts_ms >= 0),
+        PRIMARY KEY (room, seq)
+    ) STRICT, WITHOUT ROWID;",
+];
+
+/// The schema version this build writes: the number of [`MIGRATIONS`].
+const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Chat history in a SQLite database.
+///
+/// Owns a single connection; the storage thread is its only user, so no pool and no locking are needed.
+#[derive(Debug)]
+pub struct SqliteStore {
+    /// Always in WAL mode (unless in memory) and at [`SCHEMA_VERSION`].
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    ///
+    /// The path `:memory:` opens a private in-memory database.
+    pub fn open(path: &Path, sync: Synchronous) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        Self::init(conn, sync, &path.display().to_string())
+    }
+
+    /// Opens a private in-memory database, for tests.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory()
+            .map_err(|e| StoreError::Unavailable(format!("cannot open in-memory database: {e}")))?;
+        Self::init(conn, Synchronous::Off, ":memory:")
+    }
+
+    fn init(mut conn: Connection, sync: Synchronous, label: &str) -> Result<Self, StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
+        // In WAL readers never block the writer and a commit is one sequential append to the log.
+        let journal_mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(db_err)?;
+        if !journal_mode.eq_ignore_ascii_case("wal") && !journal_mode.eq_ignore_ascii_case("memory")
+        {
+            tracing::warn!(db = label, journal_mode, "sqlite refused WAL mode");
+        }
+        // Set even when it matches SQLite's default: durability must be what the operator configured, not
+        // what the library was compiled with.
+        let sync_value = match sync {
+            Synchronous::Off => "OFF",
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        };
+        conn.pragma_update(None, "synchronous", sync_value)
+            .map_err(db_err)?;
+        let (from, to) = migrate(&mut conn)?;
+        tracing::info!(
+            db = label,
+            journal_mode,
+            synchronous = sync_value,
+            schema_from = from,
+            schema_to = to,
+            "sqlite store open"
+        );
+        Ok(Self { conn })
+    }
+}
+
+/// Applies the pending [`MIGRATIONS`] in one transaction; returns the schema version before and after.
+fn migrate(conn: &mut Connection) -> Result<(u32, u32), StoreError> {
+    // IMMEDIATE takes the write lock before reading the version, so two processes opening the same new
+    // file cannot both decide to create the table.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    let current: u32 = tx
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(db_err)?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::Db(format!(
+            "database schema version {current} is newer than this build understands ({SCHEMA_VERSION})"
+        )));
+    }
+    for (done, step) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(step)
+            .map_err(|e| StoreError::Db(format!("schema migration {}: {e}", done + 1)))?;
+    }
+    if current != SCHEMA_VERSION {
+        // user_version lives in the database header, which is written under the same transaction as the
+        // steps: either all of them and the new version are stored, or none.
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(db_err)?;
+    }
+    tx.commit().map_err(db_err)?;
+    Ok((current, SCHEMA_VERSION))
+}
+
+impl Backend for SqliteStore {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn append(&mut self, batch: &[ChatMessage]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // Checked before the transaction so a bad value costs no write lock and stores nothing.
+        let rows = batch
+            .iter()
+            .map(|m| {
+                Ok((
+                    to_i64(m.seq, "seq", m)?,
+                    to_i64(m.id, "id", m)?,
+                    to_i64(m.ts_ms, "ts_ms", m)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // IMMEDIATE so a competing writer makes us wait out the busy timeout here, instead of failing the
+        // batch halfway when a deferred transaction tries to upgrade its lock.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO chat_messages (room, seq, id, user, body, ts_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(db_err)?;
+            for (m, (seq, id, ts_ms)) in batch.iter().zip(rows) {
+                insert
+                    .execute(params![&*m.room, seq, id, &*m.user, &*m.body, ts_ms])
+                    .map_err(|e| match e.sqlite_error_code() {
+                        Some(ErrorCode::ConstraintViolation) => StoreError::Db(format!(
+                            "message {}#{} not stored, batch rolled back: {e}",
+                            m.room, m.seq
+                        )),
+                        _ => db_err(e),
+                    })?;
+            }
+        }
+        // Dropping an uncommitted transaction rolls it back, so any `?` above leaves nothing behind.
+        tx.commit().map_err(db_err)
+    }
+
+    fn room_head(&mut self, room: &str, recent: usize) -> Result<(u64, Page), StoreError> {
+        let page = self.history(room, None, None, recent)?;
+        // An unbounded page ends at the newest message, so its last seq is the head; only when the caller
+        // asked for no messages at all does the head need its own query.
+        let head = match page.messages.last() {
+            Some(last) => last.seq,
+            None if !page.more => 0,
+            None => {
+                let max: Option<i64> = self
+                    .conn
+                    .prepare_cached("SELECT MAX(seq) FROM chat_messages WHERE room = ?1")
+                    .and_then(|mut stmt| stmt.query_row([room], |row| row.get(0)).optional())
+                    .map_err(db_err)?
+                    .flatten();
+                match max {
+                    Some(seq) => from_i64(seq, "seq", room)?,
+                    None => 0,
+                }
+            }
+        };
+        Ok((head, page))
+    }
+
+    fn history(
+        &mut self,
+        room: &str,
+        before_seq: Option<u64>,
+        after_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        // Both bounds are exclusive. They become an inclusive upper bound and an exclusive lower bound in
+        // i64 space; stored seqs are never negative, so -1 means "no lower bound".
+        let upper = match before_seq {
+            Some(0) => return Ok(Page::default()),
+            Some(before) => i64::try_from(before - 1).unwrap_or(i64::MAX),
+            None => i64::MAX,
+        };
+        let lower = match after_seq {
+            Some(after) => match i64::try_from(after) {
+                Ok(after) => after,
+                Err(_) => return Ok(Page::default()),
+            },
+            None => -1,
+        };
+        // One row past the limit tells whether older messages remain, without a COUNT.
+        let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, id, user, body, ts_ms FROM chat_messages
+                 WHERE room = ?1 AND seq > ?2 AND seq <= ?3
+                 ORDER BY seq DESC LIMIT ?4",
+            )
+            .map_err(db_err)?;
+        let mut rows = stmt
+            .query(params![room, lower, upper, fetch])
+            .map_err(db_err)?;
+        let room_arc: Arc<str> = Arc::from(room);
+        let mut messages = Vec::with_capacity(limit.min(1024));
+        let mut more = false;
+        while let Some(row) = rows.next().map_err(db_err)? {
+            if messages.len() == limit {
+                more = true;
+                break;
+            }
+            messages.push(decode_row(row, &room_arc)?);
+        }
+        messages.reverse();
+        Ok(Page { messages, more })
+    }
+}
+
+/// Builds a message from a `seq, id, user, body, ts_ms` row of `room`.
+fn decode_row(row: &rusqlite::Row<'_>, room: &Arc<str>) -> Result<ChatMessage, StoreError> {
+    let corrupt = |e: rusqlite::Error| StoreError::Corrupt(format!("room {room}: {e}"));
+    let seq = from_i64(row.get(0).map_err(corrupt)?, "seq", room)?;
+    let id = from_i64(row.get(1).map_err(corrupt)?, "id", room)?;
+    let user: String = row.get(2).map_err(corrupt)?;
+    let body: String = row.get(3).map_err(corrupt)?;
+    let ts_ms = from_i64(row.get(4).map_err(corrupt)?, "ts_ms", room)?;
+    Ok(ChatMessage {
+        room: Arc::clone(room),
+        seq,
+        id,
+        user: Arc::from(user),
+        body: body.into_boxed_str(),
+        ts_ms,
+    })
+}
+
+/// Converts a `u64` field of `m` for storage, refusing values SQLite cannot hold.
+fn to_i64(value: u64, field: &str, m: &ChatMessage) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| {
+        StoreError::Db(format!(
+            "message {}#{}: {field} {value} exceeds the storable maximum {}",
+            m.room,
+            m.seq,
+            i64::MAX
+        ))
+    })
+}
+
+/// Converts a stored integer back; a negative one was not written by this code.
+fn from_i64(value: i64, field: &str, room: &str) -> Result<u64, StoreError> {
+    u64::try_from(value)
+        .map_err(|_| StoreError::Corrupt(format!("room {room}: negative {field} {value}")))
+}
+
+/// Classifies a SQLite error: conditions an operator can fix or that pass by themselves (locks, a full
+/// disk, I/O) are `Unavailable`, a damaged file is `Corrupt`, the rest is `Db`.
+fn db_err(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::CannotOpen
+            | ErrorCode::ReadOnly
+            | ErrorCode::PermissionDenied
+            | ErrorCode::OutOfMemory,
+        ) => StoreError::Unavailable(e.to_string()),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+            StoreError::Corrupt(format!("database file: {e}"))
+        }
+        _ => StoreError::Db(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn msg(room: &str, seq: u64, body: &str) -> ChatMessage {
+        ChatMessage {
+            room: Arc::from(room),
+            seq,
+            id: 1_000_000 + seq,
+            user: Arc::from("alice"),
+            body: body.into(),
+            ts_ms: 1_700_000_000_000 + seq,
+        }
+    }
+
+    fn seqs(page: &Page) -> Vec<u64> {
+        page.messages.iter().map(|m| m.seq).collect()
+    }
+
+    /// A store with messages 1..=10 in "room:a" and 1..=3 in "room:b".
+    fn filled() -> SqliteStore {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let mut batch: Vec<_> = (1..=10)
+            .map(|s| msg("room:a", s, &format!("a{s}")))
+            .collect();
+        batch.extend((1..=3).map(|s| msg("room:b", s, &format!("b{s}"))));
+        store.append(&batch).unwrap();
+        store
+    }
+
+    /// A fresh directory under the system temp dir, removed with everything in it on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos();
+            let dir = std::env::temp_dir().join(format!(
+                "rusher-sqlite-{}-{}-{nanos}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn user_version(store: &SqliteStore) -> u32 {
+        store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn name_is_sqlite() {
+        assert_eq!(SqliteStore::open_in_memory().unwrap().name(), "sqlite");
+    }
+
+    #[test]
+    fn empty_room_has_head_zero_and_no_messages() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        assert_eq!(store.room_head("room:x", 50).unwrap(), (0, Page::default()));
+        assert_eq!(store.room_head("room:x", 0).unwrap(), (0, Page::default()));
+        assert_eq!(
+            store.history("room:x", Some(10), Some(1), 5).unwrap(),
+            Page::default()
+        );
+    }
+
+    #[test]
+    fn append_then_read_back_exact_messages() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let batch = vec![msg("room:a", 1, "hello"), msg("room:a", 2, "world")];
+        store.append(&batch).unwrap();
+        let (head, page) = store.room_head("room:a", 10).unwrap();
+        assert_eq!(head, 2);
+        assert_eq!(page.messages, batch);
+        assert!(!page.more);
+    }
+
+    #[test]
+    fn empty_batch_is_a_no_op() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        store.append(&[]).unwrap();
+        assert_eq!(store.room_head("room:a", 10).unwrap().0, 0);
+    }
+
+    #[test]
+    fn room_head_returns_latest_and_flags_older() {
+        let mut store = filled();
+        let (head, page) = store.room_head("room:a", 3).unwrap();
+        assert_eq!(head, 10);
+        assert_eq!(seqs(&page), [8, 9, 10]);
+        assert!(page.more);
+
+        let (head, page) = store.room_head("room:a", 10).unwrap();
+        assert_eq!(head, 10);
+        assert_eq!(seqs(&page), (1..=10).collect::<Vec<_>>());
+        assert!(!page.more);
+
+        let (head, page) = store.room_head("room:b", 100).unwrap();
+        assert_eq!(head, 3);
+        assert_eq!(seqs(&page), [1, 2, 3]);
+        assert!(!page.more);
+    }
+
+    #[test]
+    fn room_head_with_zero_recent_still_reports_head() {
+        let mut store = filled();
+        let (head, page) = store.room_head("room:a", 0).unwrap();
+        assert_eq!(head, 10);
+        assert!(page.messages.is_empty());
+        assert!(page.more);
+    }
+
+    #[test]
+    fn history_without_bounds() {
+        let mut store = filled();
+        let page = store.history("room:a", None, None, 4).unwrap();
+        assert_eq!(seqs(&page), [7, 8, 9, 10]);
+        assert!(page.more);
+        let page = store.history("room:a", None, None, 10).unwrap();
+        assert_eq!(seqs(&page), (1..=10).collect::<Vec<_>>());
+        assert!(!page.more);
+        let page = store.history("room:a", None, None, 0).unwrap();
+        assert!(page.messages.is_empty());
+        assert!(page.more);
+    }
+
+    #[test]
+    fn history_before_only() {
+        let mut store = filled();
+        let page = store.history("room:a", Some(6), None, 2).unwrap();
+        assert_eq!(seqs(&page), [4, 5]);
+        assert!(page.more);
+        let page = store.history("room:a", Some(6), None, 5).unwrap();
+        assert_eq!(seqs(&page), [1, 2, 3, 4, 5]);
+        assert!(!page.more);
+        let page = store.history("room:a", Some(1), None, 5).unwrap();
+        assert!(page.messages.is_empty());
+        assert!(!page.more);
+        let page = store.history("room:a", Some(0), None, 5).unwrap();
+        assert_eq!(page, Page::default());
+        let page = store.history("room:a", Some(u64::MAX), None, 3).unwrap();
+        assert_eq!(seqs(&page), [8, 9, 10]);
+        assert!(page.more);
+    }
+
+    #[test]
+    fn history_after_only() {
+        let mut store = filled();
+        let page = store.history("room:a", None, Some(5), 2).unwrap();
+        assert_eq!(seqs(&page), [9, 10]);
+        assert!(page.more);
+        let page = store.history("room:a", None, Some(5), 5).unwrap();
+        assert_eq!(seqs(&page), [6, 7, 8, 9, 10]);
+        assert!(!page.more);
+        let page = store.history("room:a", None, Some(10), 5).unwrap();
+        assert_eq!(page, Page::default());
+        let page = store.history("room:a", None, Some(u64::MAX), 5).unwrap();
+        assert_eq!(page, Page::default());
+        let page = store.history("room:a", None, Some(0), 100).unwrap();
+        assert_eq!(seqs(&page), (1..=10).collect::<Vec<_>>());
+        assert!(!page.more);
+    }
+
+    #[test]
+    fn history_between_bounds() {
+        let mut store = filled();
+        let page = store.history("room:a", Some(8), Some(2), 3).unwrap();
+        assert_eq!(seqs(&page), [5, 6, 7]);
+        assert!(page.more);
+        let page = store.history("room:a", Some(8), Some(2), 5).unwrap();
+        assert_eq!(seqs(&page), [3, 4, 5, 6, 7]);
+        assert!(!page.more);
+        let page = store.history("room:a", Some(8), Some(2), 50).unwrap();
+        assert_eq!(seqs(&page), [3, 4, 5, 6, 7]);
+        assert!(!page.more);
+        let page = store.history("room:a", Some(4), Some(3), 5).unwrap();
+        assert_eq!(page, Page::default());
+        let page = store.history("room:a", Some(3), Some(7), 5).unwrap();
+        assert_eq!(page, Page::default());
+    }
+
+    #[test]
+    fn paging_backwards_visits_every_message_once() {
+        let mut store = filled();
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store.history("room:a", before, None, 3).unwrap();
+            before = page.messages.first().map(|m| m.seq);
+            seen.splice(0..0, seqs(&page));
+            if !page.more {
+                break;
+            }
+        }
+        assert_eq!(seen, (1..=10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn rooms_are_isolated_including_prefixes() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        store
+            .append(&[msg("room:1", 1, "one"), msg("room:10", 1, "ten")])
+            .unwrap();
+        let (head, page) = store.room_head("room:1", 10).unwrap();
+        assert_eq!(head, 1);
+        assert_eq!(page.messages.len(), 1);
+        assert_eq!(&*page.messages[0].body, "one");
+        assert_eq!(&*page.messages[0].room, "room:1");
+    }
+
+    #[test]
+    fn out_of_order_batch_reads_back_ascending() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        store
+            .append(&[msg("r", 3, "c"), msg("r", 1, "a"), msg("r", 2, "b")])
+            .unwrap();
+        store.append(&[msg("r", 5, "e"), msg("r", 4, "d")]).unwrap();
+        let (head, page) = store.room_head("r", 10).unwrap();
+        assert_eq!(head, 5);
+        let bodies: Vec<&str> = page.messages.iter().map(|m| &*m.body).collect();
+        assert_eq!(bodies, ["a", "b", "c", "d", "e"]);
+    }
+
+    #[test]
+    fn seq_order_is_numeric_not_textual() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        store
+            .append(&[msg("r", 9, "9"), msg("r", 10, "10"), msg("r", 100, "100")])
+            .unwrap();
+        assert_eq!(
+            seqs(&store.history("r", None, None, 10).unwrap()),
+            [9, 10, 100]
+        );
+    }
+
+    #[test]
+    fn duplicate_against_stored_row_rolls_back_whole_batch() {
+        let mut store = filled();
+        let batch = [
+            msg("room:b", 4, "new"),
+            msg("room:a", 5, "dup"),
+            msg("room:c", 1, "new"),
+        ];
+        let err = store.append(&batch).unwrap_err();
+        assert!(matches!(err, StoreError::Db(_)), "{err:?}");
+        assert_eq!(store.room_head("room:b", 10).unwrap().0, 3);
+        assert_eq!(store.room_head("room:c", 10).unwrap(), (0, Page::default()));
+        let page = store.history("room:a", Some(6), Some(4), 10).unwrap();
+        assert_eq!(&*page.messages[0].body, "a5");
+    }
+
+    #[test]
+    fn duplicate_within_batch_stores_nothing() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let err = store
+            .append(&[msg("r", 1, "first"), msg("r", 2, "x"), msg("r", 1, "again")])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Db(_)), "{err:?}");
+        assert_eq!(store.room_head("r", 10).unwrap(), (0, Page::default()));
+        // The store stays usable after a rollback.
+        store.append(&[msg("r", 1, "first")]).unwrap();
+        assert_eq!(store.room_head("r", 10).unwrap().0, 1);
+    }
+
+    #[test]
+    fn values_past_i64_max_are_refused_not_wrapped() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let mut big_id = msg("r", 2, "x");
+        big_id.id = u64::MAX;
+        let err = store.append(&[msg("r", 1, "ok"), big_id]).unwrap_err();
+        assert!(matches!(err, StoreError::Db(_)), "{err:?}");
+        let mut big_seq = msg("r", 1, "x");
+        big_seq.seq = i64::MAX as u64 + 1;
+        assert!(store.append(&[big_seq]).is_err());
+        assert_eq!(store.room_head("r", 10).unwrap(), (0, Page::default()));
+
+        let mut max = msg("r", i64::MAX as u64, "edge");
+        max.id = i64::MAX as u64;
+        max.ts_ms = i64::MAX as u64;
+        store.append(&[max.clone()]).unwrap();
+        let (head, page) = store.room_head("r", 1).unwrap();
+        assert_eq!(head, i64::MAX as u64);
+        assert_eq!(page.messages, [max]);
+    }
+
+    #[test]
+    fn negative_stored_value_reads_as_corrupt() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        store
+            .conn
+            .execute(
+                "INSERT INTO chat_messages VALUES ('r', 1, 7, 'u', 'b', 0)",
+                [],
+            )
+            .unwrap();
+        // Bypass the CHECK constraint the way a damaged file or a foreign writer could.
+        store
+            .conn
+            .execute_batch(
+                "PRAGMA ignore_check_constraints = ON; UPDATE chat_messages SET id = -7;",
+            )
+            .unwrap();
+        let err = store.history("r", None, None, 10).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    }
+
+    #[test]
+    fn unicode_bodies_and_users_round_trip() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let bodies = [
+            "héllo wörld",
+            "日本語のメッセージ",
+            "emoji 🦀🚀 and ZWJ 👩‍👩‍👧",
+            "rtl עברית",
+            "nul\0inside",
+            "",
+        ];
+        let batch: Vec<_> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| ChatMessage {
+                user: Arc::from("ユーザー🙂"),
+                ..msg("room:ü", i as u64 + 1, b)
+            })
+            .collect();
+        store.append(&batch).unwrap();
+        let (_, page) = store.room_head("room:ü", 100).unwrap();
+        assert_eq!(page.messages, batch);
+    }
+
+    #[test]
+    fn ten_thousand_messages_in_one_batch() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let batch: Vec<_> = (1..=10_000)
+            .map(|s| msg("room:big", s, "payload"))
+            .collect();
+        store.append(&batch).unwrap();
+        let (head, page) = store.room_head("room:big", 50).unwrap();
+        assert_eq!(head, 10_000);
+        assert_eq!(seqs(&page), (9_951..=10_000).collect::<Vec<_>>());
+        assert!(page.more);
+        let page = store
+            .history("room:big", Some(5_001), Some(4_999), 10)
+            .unwrap();
+        assert_eq!(seqs(&page), [5_000]);
+        let all = store.history("room:big", None, None, 20_000).unwrap();
+        assert_eq!(all.messages, batch);
+        assert!(!all.more);
+    }
+
+    #[test]
+    fn file_database_survives_reopen_and_uses_wal() {
+        let dir = TempDir::new();
+        let path = dir.0.join("chat.db");
+        let batch: Vec<_> = (1..=5).map(|s| msg("room:a", s, "kept")).collect();
+        {
+            let mut store = SqliteStore::open(&path, Synchronous::Full).unwrap();
+            let mode: String = store
+                .conn
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
+            let sync: i64 = store
+                .conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(sync, 2);
+            store.append(&batch).unwrap();
+        }
+        assert!(path.exists());
+        let mut store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        let sync: i64 = store
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 1);
+        let (head, page) = store.room_head("room:a", 10).unwrap();
+        assert_eq!(head, 5);
+        assert_eq!(page.messages, batch);
+        store.append(&[msg("room:a", 6, "later")]).unwrap();
+        drop(store);
+        let mut store = SqliteStore::open(&path, Synchronous::Off).unwrap();
+        assert_eq!(store.room_head("room:a", 0).unwrap().0, 6);
+    }
+
+    #[test]
+    fn migrations_run_once_and_record_version() {
+        let dir = TempDir::new();
+        let path = dir.0.join("chat.db");
+        let store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        assert_eq!(user_version(&store), SCHEMA_VERSION);
+        assert_eq!(SCHEMA_VERSION as usize, MIGRATIONS.len());
+        drop(store);
+        // A second open must not try to re-create the table (that would fail) and must keep the version.
+        let store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        assert_eq!(user_version(&store), SCHEMA_VERSION);
+        drop(store);
+        let store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        assert_eq!(user_version(&store), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = TempDir::new();
+        let path = dir.0.join("chat.db");
+        drop(SqliteStore::open(&path, Synchronous::Normal).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        let err = SqliteStore::open(&path, Synchronous::Normal).unwrap_err();
+        assert!(matches!(err, StoreError::Db(_)), "{err:?}");
+    }
+
+    #[test]
+    fn memory_path_opens_a_private_database() {
+        let mut a = SqliteStore::open(Path::new(":memory:"), Synchronous::Normal).unwrap();
+        let mut b = SqliteStore::open(Path::new(":memory:"), Synchronous::Normal).unwrap();
+        a.append(&[msg("r", 1, "only in a")]).unwrap();
+        assert_eq!(a.room_head("r", 1).unwrap().0, 1);
+        assert_eq!(b.room_head("r", 1).unwrap().0, 0);
+        assert_eq!(user_version(&b), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn unopenable_path_is_unavailable() {
+        let dir = TempDir::new();
+        let path = dir.0.join("missing-dir").join("chat.db");
+        let err = SqliteStore::open(&path, Synchronous::Full).unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    }
+
+    #[test]
+    fn store_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<SqliteStore>();
+    }
+}

@@ -1,0 +1,212 @@
+//! The storage thread: group commit over a bounded queue.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use super::{Backend, ChatMessage, StoreError, StoreRequest, StoreResult};
+
+/// Most requests taken from the queue for one group; bounds the time before the first ack of a group.
+const MAX_GROUP: usize = 4096;
+
+/// Upper bounds (seconds) of the commit-latency histogram buckets exported on `/metrics`.
+pub const COMMIT_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Counters the storage thread keeps for `/metrics`. Written only by the storage thread.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Transactions committed (one per group that had appends).
+    pub commits: AtomicU64,
+    /// Messages made durable.
+    pub appended: AtomicU64,
+    /// Failed operations (appends and reads).
+    pub errors: AtomicU64,
+    /// Commit latency histogram: per-bucket counts (not cumulative), the last slot is +Inf.
+    pub commit_buckets: [AtomicU64; COMMIT_BUCKETS.len() + 1],
+    /// Sum of commit latencies in microseconds.
+    pub commit_micros: AtomicU64,
+}
+
+impl StoreStats {
+    fn observe_commit(&self, secs: f64) {
+        let slot = COMMIT_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(COMMIT_BUCKETS.len());
+        self.commit_buckets[slot].fetch_add(1, Ordering::Relaxed);
+        self.commit_micros
+            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Why a request was not queued.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The queue is at its bound: the caller answers "overloaded" instead of waiting.
+    #[error("storage queue is full")]
+    Full,
+    /// The storage thread has stopped.
+    #[error("storage has stopped")]
+    Closed,
+}
+
+/// The workers' side of the storage thread. Cloned into every worker.
+#[derive(Clone, Debug)]
+pub struct StoreHandle {
+    tx: Sender<(usize, StoreRequest)>,
+    stats: Arc<StoreStats>,
+    backend: &'static str,
+}
+
+impl StoreHandle {
+    /// Queue a request whose result goes to worker `worker`. Never blocks.
+    pub fn submit(&self, worker: usize, req: StoreRequest) -> Result<(), SubmitError> {
+        self.tx.try_send((worker, req)).map_err(|e| match e {
+            TrySendError::Full(_) => SubmitError::Full,
+            TrySendError::Disconnected(_) => SubmitError::Closed,
+        })
+    }
+
+    /// Requests waiting in the queue.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// The counters the storage thread keeps.
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+
+    /// The backend's name ("sqlite").
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+}
+
+/// Start the storage thread. `deliver(worker, result)` hands each result to a worker's inbox; it may
+/// block (the storage thread is not a worker). The thread exits once every [`StoreHandle`] is dropped
+/// and the queue is drained, so dropping the handles and joining flushes everything queued.
+pub fn spawn(
+    mut backend: Box<dyn Backend>,
+    capacity: usize,
+    deliver: Box<dyn Fn(usize, StoreResult) + Send>,
+) -> (StoreHandle, JoinHandle<()>) {
+    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    let stats = Arc::new(StoreStats::default());
+    let handle = StoreHandle {
+        tx,
+        stats: stats.clone(),
+        backend: backend.name(),
+    };
+    let join = std::thread::Builder::new()
+        .name("rusher-store".into())
+        .spawn(move || run(&mut *backend, &rx, &stats, &*deliver))
+        .expect("spawn storage thread");
+    (handle, join)
+}
+
+fn run(
+    backend: &mut dyn Backend,
+    rx: &Receiver<(usize, StoreRequest)>,
+    stats: &StoreStats,
+    deliver: &dyn Fn(usize, StoreResult),
+) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    let mut pending = Appends::default();
+    while let Ok(first) = rx.recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(req) => group.push(req),
+                Err(_) => break,
+            }
+        }
+        for (worker, req) in group.drain(..) {
+            match req {
+                StoreRequest::Append { msg, tag } => {
+                    pending.msgs.push(msg);
+                    pending.routes.push((worker, tag));
+                }
+                StoreRequest::RoomHead { room, recent, tag } => {
+                    // Reads see every write queued before them.
+                    commit(backend, &mut pending, stats, deliver);
+                    let result = backend
+                        .room_head(&room, recent)
+                        .map_err(|e| failed(stats, e));
+                    deliver(worker, StoreResult::RoomHead { room, tag, result });
+                }
+                StoreRequest::History {
+                    room,
+                    before_seq,
+                    after_seq,
+                    limit,
+                    tag,
+                } => {
+                    commit(backend, &mut pending, stats, deliver);
+                    let result = backend
+                        .history(&room, before_seq, after_seq, limit)
+                        .map_err(|e| failed(stats, e));
+                    deliver(worker, StoreResult::History { room, tag, result });
+                }
+            }
+        }
+        commit(backend, &mut pending, stats, deliver);
+    }
+    tracing::debug!("storage thread drained and stopped");
+}
+
+fn failed(stats: &StoreStats, e: StoreError) -> Arc<StoreError> {
+    stats.errors.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(error = %e, "storage operation failed");
+    Arc::new(e)
+}
+
+/// Appends waiting for the group's commit: the messages and, at the same index, where each ack goes.
+#[derive(Default)]
+struct Appends {
+    msgs: Vec<ChatMessage>,
+    routes: Vec<(usize, u64)>,
+}
+
+/// Commit the pending appends as one transaction and ack each. If the group fails, each message is
+/// retried alone so one bad message (say, a duplicate seq) does not fail its neighbours.
+fn commit(
+    backend: &mut dyn Backend,
+    pending: &mut Appends,
+    stats: &StoreStats,
+    deliver: &dyn Fn(usize, StoreResult),
+) {
+    if pending.msgs.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let group_ok = backend.append(&pending.msgs).is_ok();
+    if group_ok {
+        stats.observe_commit(started.elapsed().as_secs_f64());
+        stats
+            .appended
+            .fetch_add(pending.msgs.len() as u64, Ordering::Relaxed);
+    }
+    for (msg, (worker, tag)) in pending.msgs.drain(..).zip(pending.routes.drain(..)) {
+        let result = if group_ok {
+            Ok(())
+        } else {
+            let one = Instant::now();
+            match backend.append(std::slice::from_ref(&msg)) {
+                Ok(()) => {
+                    stats.observe_commit(one.elapsed().as_secs_f64());
+                    stats.appended.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                Err(e) => Err(failed(stats, e)),
+            }
+        };
+        deliver(worker, StoreResult::Appended { msg, tag, result });
+    }
+}

@@ -1,0 +1,895 @@
+//! `room:<id>` chat: per-room sequence numbers from the room's owner, durable before acked, history on
+//! join and by page, presence, typing indicators and binary blobs.
+//!
+//! Flow of a message: the connection's worker validates `new_msg` and forwards it to the owner; the
+//! owner assigns the next `seq` and queues it for storage; when the storage thread reports it durable
+//! the owner acks the sender and broadcasts `new_msg` to every worker with members. Acks come back in
+//! queue order, so broadcasts go out in `seq` order.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+
+use super::{binary_frame, text_frame, OwnerCtx, Push, TopicMsg};
+use crate::mailbox::{ConnId, Msg};
+use crate::phoenix::presence::{self, Meta};
+use crate::runtime::Ctx;
+use crate::store::{ChatMessage, Page, StoreRequest, StoreResult, SubmitError};
+use crate::wire::phoenix::{self as wire, Payload};
+
+/// Longest room id, in bytes.
+pub const MAX_ROOM_ID: usize = 128;
+
+/// Work for a room's owner.
+#[derive(Debug)]
+pub enum ChatMsg {
+    Join {
+        room: Arc<str>,
+        req: JoinReq,
+    },
+    Leave {
+        room: Arc<str>,
+        conn: ConnId,
+        join_ref: Box<str>,
+    },
+    Publish {
+        room: Arc<str>,
+        conn: ConnId,
+        join_ref: Box<str>,
+        msg_ref: Option<Box<str>>,
+        user: Arc<str>,
+        body: Box<str>,
+    },
+    Typing {
+        room: Arc<str>,
+        conn: ConnId,
+        user: Arc<str>,
+        typing: bool,
+    },
+    Blob {
+        room: Arc<str>,
+        conn: ConnId,
+        frame: crate::mailbox::Frame,
+    },
+}
+
+/// A join waiting for the owner.
+#[derive(Debug)]
+pub struct JoinReq {
+    conn: ConnId,
+    join_ref: Box<str>,
+    msg_ref: Option<Box<str>>,
+    user: Arc<str>,
+    last_seq: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct JoinParams {
+    #[serde(default)]
+    last_seq: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryParams {
+    #[serde(default)]
+    before_seq: Option<u64>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// A member of a room, as its owner knows it.
+#[derive(Debug)]
+struct Member {
+    join_ref: Box<str>,
+    user: Arc<str>,
+    phx_ref: u64,
+    online_at: u64,
+}
+
+impl Member {
+    fn meta(&self) -> Meta<'_> {
+        Meta {
+            user: &self.user,
+            phx_ref: self.phx_ref,
+            online_at: self.online_at,
+        }
+    }
+}
+
+/// A room on its owner.
+#[derive(Debug)]
+struct Room {
+    /// Joins and pushes that arrived while the room's head was loading.
+    loading: Option<Vec<ChatMsg>>,
+    /// Highest seq assigned (durable or in flight).
+    last_seq: u64,
+    /// The latest durable messages, ascending, at most `history_on_join`.
+    recent: VecDeque<ChatMessage>,
+    /// Whether durable messages older than `recent` exist.
+    has_older: bool,
+    members: HashMap<ConnId, Member>,
+    /// Members per worker: who gets a broadcast.
+    per_worker: Vec<u32>,
+    /// Appends and history reads in flight for this room.
+    inflight: u32,
+}
+
+/// Storage requests in flight, by tag.
+#[derive(Debug)]
+enum Pending {
+    Append {
+        conn: ConnId,
+        join_ref: Box<str>,
+        msg_ref: Option<Box<str>>,
+    },
+    Head,
+    JoinHistory(JoinReq),
+    History {
+        conn: ConnId,
+        join_ref: Box<str>,
+        msg_ref: Option<Box<str>>,
+    },
+}
+
+/// Chat state on one worker: the rooms it owns and its storage requests in flight.
+#[derive(Debug)]
+pub struct Chat {
+    me: usize,
+    rooms: HashMap<Arc<str>, Room>,
+    pending: HashMap<u64, Pending>,
+    next_tag: u64,
+    last_id: u64,
+    next_phx_ref: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// 2024-01-01T00:00:00Z, the epoch of message ids.
+const ID_EPOCH_MS: u64 = 1_704_067_200_000;
+
+impl Chat {
+    /// State for worker `me`.
+    pub fn new(me: usize) -> Self {
+        Chat {
+            me,
+            rooms: HashMap::new(),
+            pending: HashMap::new(),
+            next_tag: 0,
+            last_id: 0,
+            // Presence refs are unique per server: the worker index sits in the low byte.
+            next_phx_ref: 0,
+        }
+    }
+
+    /// Rooms this worker owns.
+    pub fn rooms(&self) -> usize {
+        self.rooms.len()
+    }
+
+    fn tag(&mut self, p: Pending) -> u64 {
+        self.next_tag += 1;
+        self.pending.insert(self.next_tag, p);
+        self.next_tag
+    }
+
+    /// A unique, increasing id: milliseconds since 2024 above 22 bits of counter and worker index, so
+    /// ids from different workers never collide and stay below 2^63 for a few thousand years.
+    fn next_id(&mut self, ts_ms: u64) -> u64 {
+        let base = (ts_ms.saturating_sub(ID_EPOCH_MS) << 22) | self.me as u64;
+        self.last_id = base.max(self.last_id + 256);
+        self.last_id
+    }
+
+    fn phx_ref(&mut self) -> u64 {
+        self.next_phx_ref += 1;
+        (self.next_phx_ref << 8) | self.me as u64
+    }
+
+    /// A message for a room this worker owns.
+    pub fn on_owner_msg(&mut self, ctx: &mut OwnerCtx<'_>, msg: ChatMsg) {
+        let room_name = match &msg {
+            ChatMsg::Join { room, .. }
+            | ChatMsg::Leave { room, .. }
+            | ChatMsg::Publish { room, .. }
+            | ChatMsg::Typing { room, .. }
+            | ChatMsg::Blob { room, .. } => room.clone(),
+        };
+        let Some(room) = self.rooms.get_mut(&room_name) else {
+            match msg {
+                // Nothing to load a room for.
+                ChatMsg::Leave { .. } | ChatMsg::Typing { .. } | ChatMsg::Blob { .. } => {}
+                ChatMsg::Publish {
+                    conn,
+                    join_ref,
+                    msg_ref,
+                    room,
+                    ..
+                } => {
+                    ctx.to_conn(
+                        conn,
+                        &wire::encode_reply(
+                            Some(&join_ref),
+                            msg_ref.as_deref(),
+                            &room,
+                            "error",
+                            r#"{"reason":"not joined"}"#,
+                        ),
+                    );
+                }
+                ChatMsg::Join { room, req } => self.load(ctx, room, req),
+            }
+            return;
+        };
+        if let Some(queue) = &mut room.loading {
+            queue.push(msg);
+            return;
+        }
+        self.apply(ctx, &room_name, msg);
+    }
+
+    fn load(&mut self, ctx: &mut OwnerCtx<'_>, room: Arc<str>, req: JoinReq) {
+        let tag = self.tag(Pending::Head);
+        let submit = ctx.store.submit(
+            self.me,
+            StoreRequest::RoomHead {
+                room: room.clone(),
+                recent: ctx.cfg.history_on_join,
+                tag,
+            },
+        );
+        if let Err(e) = submit {
+            self.pending.remove(&tag);
+            refuse(ctx, &room, &req, overloaded(e));
+            return;
+        }
+        let workers = ctx.out.workers();
+        self.rooms.insert(
+            room,
+            Room {
+                loading: Some(vec![ChatMsg::Join {
+                    room: "".into(),
+                    req,
+                }]),
+                last_seq: 0,
+                recent: VecDeque::new(),
+                has_older: false,
+                members: HashMap::new(),
+                per_worker: vec![0; workers],
+                inflight: 1,
+            },
+        );
+    }
+
+    fn apply(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, msg: ChatMsg) {
+        match msg {
+            ChatMsg::Join { req, .. } => self.join(ctx, name, req),
+            ChatMsg::Leave { conn, join_ref, .. } => self.leave(ctx, name, conn, &join_ref),
+            ChatMsg::Publish {
+                conn,
+                join_ref,
+                msg_ref,
+                user,
+                body,
+                ..
+            } => self.publish(ctx, name, conn, join_ref, msg_ref, user, body),
+            ChatMsg::Typing {
+                conn, user, typing, ..
+            } => {
+                let payload = format!(r#"{{"user":{},"typing":{typing}}}"#, json_str(&user));
+                self.broadcast(ctx, name, "typing", &payload, Some(conn));
+            }
+            ChatMsg::Blob { conn, frame, .. } => {
+                if let Some(room) = self.rooms.get(name) {
+                    fan_out(ctx, name, room, frame, Some(conn));
+                }
+            }
+        }
+    }
+
+    fn join(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, req: JoinReq) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        let page = match req.last_seq {
+            None => Some(Page {
+                messages: room.recent.iter().cloned().collect(),
+                more: room.has_older,
+            }),
+            Some(after) => {
+                let covered = after >= room.last_seq
+                    || room.recent.front().is_some_and(|m| m.seq <= after + 1)
+                    || (!room.has_older && room.recent.len() as u64 == room.last_seq);
+                covered.then(|| Page {
+                    messages: room
+                        .recent
+                        .iter()
+                        .filter(|m| m.seq > after)
+                        .cloned()
+                        .collect(),
+                    more: false,
+                })
+            }
+        };
+        match page {
+            Some(page) => self.admit(ctx, name, req, &page),
+            None => {
+                // Older than the cache: read it. Storage runs reads after every write queued before,
+                // and acks those writes first, so nothing falls between this page and the broadcasts.
+                let after = req.last_seq;
+                let tag = self.tag(Pending::JoinHistory(req));
+                let r = ctx.store.submit(
+                    self.me,
+                    StoreRequest::History {
+                        room: name.clone(),
+                        before_seq: None,
+                        after_seq: after,
+                        limit: ctx.cfg.history_on_join,
+                        tag,
+                    },
+                );
+                if let Err(e) = r {
+                    if let Some(Pending::JoinHistory(req)) = self.pending.remove(&tag) {
+                        refuse(ctx, name, &req, overloaded(e));
+                    }
+                } else if let Some(room) = self.rooms.get_mut(name) {
+                    room.inflight += 1;
+                }
+            }
+        }
+    }
+
+    /// Make `req` a member: reply with the page, send presence, tell the others.
+    fn admit(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, req: JoinReq, page: &Page) {
+        let phx_ref = self.phx_ref();
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        if let Some(old) = room.members.remove(&req.conn) {
+            // The same connection joined again before its leave arrived: replace it quietly.
+            room.per_worker[req.conn.worker()] -= 1;
+            drop(old);
+        }
+        let member = Member {
+            join_ref: req.join_ref.clone(),
+            user: req.user.clone(),
+            phx_ref,
+            online_at: now_ms(),
+        };
+        let reply = wire::encode_reply(
+            Some(&req.join_ref),
+            req.msg_ref.as_deref(),
+            name,
+            "ok",
+            &page_json(page, room.last_seq),
+        );
+        let diff = presence::diff_json(&[member.meta()], &[]);
+        room.members.insert(req.conn, member);
+        room.per_worker[req.conn.worker()] += 1;
+        let state = presence::state_json(
+            room.members
+                .values()
+                .map(Member::meta)
+                .collect::<Vec<_>>()
+                .iter(),
+        );
+        let state_msg = wire::encode(Some(&req.join_ref), None, name, "presence_state", &state);
+        ctx.out.send(
+            req.conn.worker(),
+            Msg::Joined {
+                conn: req.conn,
+                topic: name.clone(),
+                join_ref: req.join_ref,
+                ok: true,
+                frames: vec![text_frame(&reply), text_frame(&state_msg)],
+            },
+        );
+        self.broadcast(ctx, name, "presence_diff", &diff, None);
+    }
+
+    fn leave(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, conn: ConnId, join_ref: &str) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        if room
+            .members
+            .get(&conn)
+            .is_none_or(|m| &*m.join_ref != join_ref)
+        {
+            return;
+        }
+        let member = room.members.remove(&conn).expect("checked above");
+        room.per_worker[conn.worker()] -= 1;
+        let diff = presence::diff_json(&[], &[member.meta()]);
+        self.broadcast(ctx, name, "presence_diff", &diff, None);
+        self.maybe_unload(name);
+    }
+
+    #[allow(clippy::too_many_arguments)] // One call site; a struct would only repeat ChatMsg::Publish.
+    fn publish(
+        &mut self,
+        ctx: &mut OwnerCtx<'_>,
+        name: &Arc<str>,
+        conn: ConnId,
+        join_ref: Box<str>,
+        msg_ref: Option<Box<str>>,
+        user: Arc<str>,
+        body: Box<str>,
+    ) {
+        let ts_ms = now_ms();
+        let id = self.next_id(ts_ms);
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        if room
+            .members
+            .get(&conn)
+            .is_none_or(|m| m.join_ref != join_ref)
+        {
+            ctx.to_conn(
+                conn,
+                &wire::encode_reply(
+                    Some(&join_ref),
+                    msg_ref.as_deref(),
+                    name,
+                    "error",
+                    r#"{"reason":"not joined"}"#,
+                ),
+            );
+            return;
+        }
+        let seq = room.last_seq + 1;
+        let msg = ChatMessage {
+            room: name.clone(),
+            seq,
+            id,
+            user,
+            body,
+            ts_ms,
+        };
+        self.next_tag += 1;
+        let tag = self.next_tag;
+        match ctx.store.submit(self.me, StoreRequest::Append { msg, tag }) {
+            Ok(()) => {
+                room.last_seq = seq;
+                room.inflight += 1;
+                self.pending.insert(
+                    tag,
+                    Pending::Append {
+                        conn,
+                        join_ref,
+                        msg_ref,
+                    },
+                );
+            }
+            Err(e) => {
+                let response = serde_json::json!({ "reason": overloaded(e) }).to_string();
+                ctx.to_conn(
+                    conn,
+                    &wire::encode_reply(
+                        Some(&join_ref),
+                        msg_ref.as_deref(),
+                        name,
+                        "error",
+                        &response,
+                    ),
+                );
+            }
+        }
+    }
+
+    /// A storage result for this worker.
+    pub fn on_store(&mut self, ctx: &mut OwnerCtx<'_>, result: StoreResult) {
+        let (room_name, tag) = match &result {
+            StoreResult::Appended { msg, tag, .. } => (msg.room.clone(), *tag),
+            StoreResult::RoomHead { room, tag, .. } | StoreResult::History { room, tag, .. } => {
+                (room.clone(), *tag)
+            }
+        };
+        let Some(pending) = self.pending.remove(&tag) else {
+            tracing::error!(tag, "storage result for an unknown request");
+            return;
+        };
+        match (pending, result) {
+            (
+                Pending::Append {
+                    conn,
+                    join_ref,
+                    msg_ref,
+                },
+                StoreResult::Appended { msg, result, .. },
+            ) => {
+                let Some(room) = self.rooms.get_mut(&room_name) else {
+                    return;
+                };
+                room.inflight -= 1;
+                match result {
+                    Ok(()) => {
+                        ctx.stats.inc_chat_messages();
+                        let payload = message_json(&msg);
+                        let ack = format!(
+                            r#"{{"seq":{},"id":"{}","ts":{}}}"#,
+                            msg.seq, msg.id, msg.ts_ms
+                        );
+                        ctx.to_conn(
+                            conn,
+                            &wire::encode_reply(
+                                Some(&join_ref),
+                                msg_ref.as_deref(),
+                                &room_name,
+                                "ok",
+                                &ack,
+                            ),
+                        );
+                        room.recent.push_back(msg);
+                        if room.recent.len() > ctx.cfg.history_on_join {
+                            room.recent.pop_front();
+                            room.has_older = true;
+                        }
+                        self.broadcast(ctx, &room_name, "new_msg", &payload, None);
+                    }
+                    Err(e) => {
+                        tracing::warn!(room = %room_name, seq = msg.seq, error = %e, "message not stored");
+                        ctx.to_conn(
+                            conn,
+                            &wire::encode_reply(
+                                Some(&join_ref),
+                                msg_ref.as_deref(),
+                                &room_name,
+                                "error",
+                                r#"{"reason":"storage failed"}"#,
+                            ),
+                        );
+                    }
+                }
+                self.maybe_unload(&room_name);
+            }
+            (Pending::Head, StoreResult::RoomHead { result, .. }) => {
+                self.loaded(ctx, &room_name, result)
+            }
+            (Pending::JoinHistory(req), StoreResult::History { result, .. }) => {
+                if let Some(room) = self.rooms.get_mut(&room_name) {
+                    room.inflight -= 1;
+                }
+                match result {
+                    Ok(page) => self.admit(ctx, &room_name, req, &page),
+                    Err(_) => refuse(ctx, &room_name, &req, "storage failed"),
+                }
+                self.maybe_unload(&room_name);
+            }
+            (
+                Pending::History {
+                    conn,
+                    join_ref,
+                    msg_ref,
+                },
+                StoreResult::History { result, .. },
+            ) => {
+                let text = match result {
+                    Ok(page) => wire::encode_reply(
+                        Some(&join_ref),
+                        msg_ref.as_deref(),
+                        &room_name,
+                        "ok",
+                        &page_json(&page, 0),
+                    ),
+                    Err(_) => wire::encode_reply(
+                        Some(&join_ref),
+                        msg_ref.as_deref(),
+                        &room_name,
+                        "error",
+                        r#"{"reason":"storage failed"}"#,
+                    ),
+                };
+                ctx.to_conn(conn, &text);
+            }
+            (p, r) => tracing::error!(?p, ?r, "storage result does not match its request"),
+        }
+    }
+
+    fn loaded(
+        &mut self,
+        ctx: &mut OwnerCtx<'_>,
+        name: &Arc<str>,
+        result: Result<(u64, Page), Arc<crate::store::StoreError>>,
+    ) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        room.inflight -= 1;
+        let queued = room.loading.take().unwrap_or_default();
+        match result {
+            Ok((last_seq, page)) => {
+                room.last_seq = last_seq;
+                room.has_older = page.more;
+                room.recent = page.messages.into();
+                for msg in queued {
+                    self.apply(ctx, name, msg);
+                }
+            }
+            Err(_) => {
+                self.rooms.remove(name);
+                for msg in queued {
+                    match msg {
+                        ChatMsg::Join { req, .. } => refuse(ctx, name, &req, "storage failed"),
+                        ChatMsg::Publish {
+                            conn,
+                            join_ref,
+                            msg_ref,
+                            ..
+                        } => {
+                            ctx.to_conn(
+                                conn,
+                                &wire::encode_reply(
+                                    Some(&join_ref),
+                                    msg_ref.as_deref(),
+                                    name,
+                                    "error",
+                                    r#"{"reason":"storage failed"}"#,
+                                ),
+                            );
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn broadcast(
+        &mut self,
+        ctx: &mut OwnerCtx<'_>,
+        name: &Arc<str>,
+        event: &str,
+        payload: &str,
+        except: Option<ConnId>,
+    ) {
+        let Some(room) = self.rooms.get(name) else {
+            return;
+        };
+        let frame = text_frame(&wire::encode(None, None, name, event, payload));
+        fan_out(ctx, name, room, frame, except);
+    }
+
+    fn maybe_unload(&mut self, name: &str) {
+        if self
+            .rooms
+            .get(name)
+            .is_some_and(|r| r.members.is_empty() && r.inflight == 0 && r.loading.is_none())
+        {
+            self.rooms.remove(name);
+        }
+    }
+}
+
+fn fan_out(
+    ctx: &mut OwnerCtx<'_>,
+    name: &Arc<str>,
+    room: &Room,
+    frame: crate::mailbox::Frame,
+    except: Option<ConnId>,
+) {
+    for (w, n) in room.per_worker.iter().enumerate() {
+        if *n > 0 {
+            ctx.stats.inc_broadcasts();
+            ctx.out.send(
+                w,
+                Msg::Broadcast {
+                    topic: name.clone(),
+                    frame: frame.clone(),
+                    except,
+                },
+            );
+        }
+    }
+}
+
+fn refuse(ctx: &mut OwnerCtx<'_>, name: &Arc<str>, req: &JoinReq, reason: &str) {
+    let response = serde_json::json!({ "reason": reason }).to_string();
+    let reply = wire::encode_reply(
+        Some(&req.join_ref),
+        req.msg_ref.as_deref(),
+        name,
+        "error",
+        &response,
+    );
+    ctx.out.send(
+        req.conn.worker(),
+        Msg::Joined {
+            conn: req.conn,
+            topic: name.clone(),
+            join_ref: req.join_ref.clone(),
+            ok: false,
+            frames: vec![text_frame(&reply)],
+        },
+    );
+}
+
+fn overloaded(e: SubmitError) -> &'static str {
+    match e {
+        SubmitError::Full => "overloaded",
+        SubmitError::Closed => "shutting down",
+    }
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialise")
+}
+
+/// `{"seq":..,"id":"..","user":..,"body":..,"ts":..}`
+pub fn message_json(m: &ChatMessage) -> String {
+    format!(
+        r#"{{"seq":{},"id":"{}","user":{},"body":{},"ts":{}}}"#,
+        m.seq,
+        m.id,
+        json_str(&m.user),
+        json_str(&m.body),
+        m.ts_ms
+    )
+}
+
+fn page_json(page: &Page, last_seq: u64) -> String {
+    let mut out = String::from(r#"{"messages":["#);
+    for (i, m) in page.messages.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&message_json(m));
+    }
+    let _ = write!(out, r#"],"more":{}"#, page.more);
+    if last_seq > 0 {
+        let _ = write!(out, r#","last_seq":{last_seq}"#);
+    }
+    out.push('}');
+    out
+}
+
+/// A join of a chat room on the connection's worker.
+pub fn on_join(
+    ctx: &mut Ctx<'_>,
+    topic: &Arc<str>,
+    join_ref: &str,
+    msg_ref: Option<&str>,
+    params_json: &str,
+    user: &Arc<str>,
+) -> Result<(), String> {
+    let params: JoinParams = serde_json::from_str(params_json)
+        .map_err(|_| "last_seq must be a non-negative integer".to_string())?;
+    let req = JoinReq {
+        conn: ctx.me,
+        join_ref: join_ref.into(),
+        msg_ref: msg_ref.map(Into::into),
+        user: user.clone(),
+        last_seq: params.last_seq,
+    };
+    let owner = ctx.out.owner(topic);
+    ctx.out.send(
+        owner,
+        Msg::Topic(TopicMsg::Chat(ChatMsg::Join {
+            room: topic.clone(),
+            req,
+        })),
+    );
+    Ok(())
+}
+
+/// A push on a joined room, on the connection's worker.
+pub fn on_push(ctx: &mut Ctx<'_>, push: &Push<'_>) {
+    let owner = ctx.out.owner(push.topic);
+    let room = push.topic.clone();
+    match (push.event, push.payload) {
+        ("new_msg", Payload::Json(p)) => {
+            #[derive(Deserialize)]
+            struct NewMsg {
+                body: Option<serde_json::Value>,
+            }
+            let body = match serde_json::from_str::<NewMsg>(p.get())
+                .ok()
+                .and_then(|m| m.body)
+            {
+                Some(serde_json::Value::String(s)) => s,
+                _ => return push.error(ctx, "body must be a string"),
+            };
+            if body.trim().is_empty() {
+                return push.error(ctx, "body must not be empty");
+            }
+            if body.len() > ctx.cfg.max_body_bytes {
+                return push.error(
+                    ctx,
+                    &format!("body is longer than {} bytes", ctx.cfg.max_body_bytes),
+                );
+            }
+            let msg = ChatMsg::Publish {
+                room,
+                conn: ctx.me,
+                join_ref: push.join_ref.into(),
+                msg_ref: push.msg_ref.map(Into::into),
+                user: push.user.clone(),
+                body: body.into(),
+            };
+            ctx.out.send(owner, Msg::Topic(TopicMsg::Chat(msg)));
+        }
+        ("history", Payload::Json(p)) => {
+            let Ok(h) = serde_json::from_str::<HistoryParams>(p.get()) else {
+                return push.error(
+                    ctx,
+                    "history takes {before_seq?, limit?} with non-negative integers",
+                );
+            };
+            let limit = h.limit.unwrap_or(ctx.cfg.history_on_join);
+            if limit == 0 || limit > ctx.cfg.history_max_page {
+                return push.error(
+                    ctx,
+                    &format!("limit must be between 1 and {}", ctx.cfg.history_max_page),
+                );
+            }
+            let pending = Pending::History {
+                conn: ctx.me,
+                join_ref: push.join_ref.into(),
+                msg_ref: push.msg_ref.map(Into::into),
+            };
+            let chat = &mut ctx.topics.chat;
+            let tag = chat.tag(pending);
+            let req = StoreRequest::History {
+                room,
+                before_seq: h.before_seq,
+                after_seq: None,
+                limit,
+                tag,
+            };
+            if let Err(e) = ctx.store.submit(ctx.out.me, req) {
+                chat.pending.remove(&tag);
+                push.error(ctx, overloaded(e));
+            }
+        }
+        ("typing", Payload::Json(p)) => {
+            let typing = serde_json::from_str::<serde_json::Value>(p.get())
+                .ok()
+                .and_then(|v| v.get("typing").and_then(|t| t.as_bool()))
+                .unwrap_or(true);
+            let msg = ChatMsg::Typing {
+                room,
+                conn: ctx.me,
+                user: push.user.clone(),
+                typing,
+            };
+            ctx.out.send(owner, Msg::Topic(TopicMsg::Chat(msg)));
+        }
+        ("blob", Payload::Binary(data)) => {
+            let Ok(bytes) = wire::encode_binary_broadcast(push.topic, "blob", data) else {
+                return push.error(ctx, "topic too long for a binary frame");
+            };
+            let frame = binary_frame(&bytes);
+            match wire::encode_binary_reply(
+                &wire::ref_as_plain(push.join_ref),
+                &push.msg_ref.map(wire::ref_as_plain).unwrap_or_default(),
+                push.topic,
+                "ok",
+                &[],
+            ) {
+                Ok(reply) => ctx.reply_binary(&reply),
+                Err(_) => return push.error(ctx, "refs too long for a binary reply"),
+            }
+            ctx.out.send(
+                owner,
+                Msg::Topic(TopicMsg::Chat(ChatMsg::Blob {
+                    room,
+                    conn: ctx.me,
+                    frame,
+                })),
+            );
+        }
+        ("new_msg" | "history" | "typing", Payload::Binary(_)) => {
+            push.error(ctx, "this event takes a JSON payload")
+        }
+        ("blob", Payload::Json(_)) => push.error(ctx, "blob takes a binary payload"),
+        (other, _) => push.error(ctx, &format!("unknown event {other:?}")),
+    }
+}

@@ -1,0 +1,159 @@
+//! Topics: what a channel means. Each kind has a worker-side part (validate a push, forward it to the
+//! topic's owner) and an owner-side part (the topic's state, on one worker).
+
+pub mod chat;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::mailbox::{ConnId, Frame, Msg, Outbox};
+use crate::metrics::WorkerStats;
+use crate::runtime::Ctx;
+use crate::store::{StoreHandle, StoreResult};
+use crate::wire::frame::{self, OpCode};
+use crate::wire::phoenix::{self as wire, Payload};
+
+/// The kinds of topic this server handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicKind {
+    /// `room:<id>`: chat with history and presence.
+    Chat,
+}
+
+impl TopicKind {
+    /// The kind of a topic name, if any channel handles it.
+    pub fn of(topic: &str) -> Option<Self> {
+        let (prefix, id) = topic.split_once(':')?;
+        let id_ok =
+            (1..=chat::MAX_ROOM_ID).contains(&id.len()) && !id.chars().any(char::is_control);
+        match prefix {
+            "room" if id_ok => Some(TopicKind::Chat),
+            _ => None,
+        }
+    }
+}
+
+/// Work for a topic's owner.
+#[derive(Debug)]
+pub enum TopicMsg {
+    Chat(chat::ChatMsg),
+}
+
+/// A push on a joined channel, as the worker serving the connection sees it.
+#[derive(Debug)]
+pub struct Push<'a> {
+    pub topic: &'a Arc<str>,
+    /// Raw JSON of the channel's join ref.
+    pub join_ref: &'a str,
+    /// Raw JSON of the push's ref.
+    pub msg_ref: Option<&'a str>,
+    pub event: &'a str,
+    pub payload: &'a Payload<'a>,
+    pub user: &'a Arc<str>,
+}
+
+impl Push<'_> {
+    /// Queue a JSON reply to this push.
+    pub fn reply(&self, ctx: &mut Ctx<'_>, status: &str, response_json: &str) {
+        ctx.reply_text(&wire::encode_reply(
+            Some(self.join_ref),
+            self.msg_ref,
+            self.topic,
+            status,
+            response_json,
+        ));
+    }
+    /// Queue an error reply `{"reason": reason}`.
+    pub fn error(&self, ctx: &mut Ctx<'_>, reason: &str) {
+        let response = serde_json::json!({ "reason": reason }).to_string();
+        self.reply(ctx, "error", &response);
+    }
+}
+
+/// What the owner side of a topic may use.
+#[derive(Debug)]
+pub struct OwnerCtx<'a> {
+    pub out: &'a mut Outbox,
+    pub store: &'a StoreHandle,
+    pub cfg: &'a Config,
+    pub stats: &'a WorkerStats,
+}
+
+impl OwnerCtx<'_> {
+    /// Send a text frame to one connection, wherever it lives.
+    pub fn to_conn(&mut self, conn: ConnId, text: &str) {
+        let frame = text_frame(text);
+        self.out.send(conn.worker(), Msg::ToConn { conn, frame });
+    }
+}
+
+/// Encode a text frame once, to share.
+pub fn text_frame(text: &str) -> Frame {
+    frame::encode(OpCode::Text, text.as_bytes()).into()
+}
+
+/// Encode a binary frame once, to share.
+pub fn binary_frame(data: &[u8]) -> Frame {
+    frame::encode(OpCode::Binary, data).into()
+}
+
+/// Every topic's state on one worker.
+#[derive(Debug)]
+pub struct Topics {
+    pub chat: chat::Chat,
+}
+
+impl Topics {
+    /// State for worker `me`.
+    pub fn new(me: usize) -> Self {
+        Topics {
+            chat: chat::Chat::new(me),
+        }
+    }
+
+    /// A message for a topic this worker owns.
+    pub fn on_msg(&mut self, ctx: &mut OwnerCtx<'_>, msg: TopicMsg) {
+        match msg {
+            TopicMsg::Chat(m) => self.chat.on_owner_msg(ctx, m),
+        }
+    }
+
+    /// A storage result for this worker.
+    pub fn on_store(&mut self, ctx: &mut OwnerCtx<'_>, result: StoreResult) {
+        self.chat.on_store(ctx, result);
+    }
+}
+
+/// A join on this worker: validate and forward to the owner. `Err(reason)` refuses it at once.
+pub fn on_join(
+    ctx: &mut Ctx<'_>,
+    kind: TopicKind,
+    topic: &Arc<str>,
+    join_ref: &str,
+    msg_ref: Option<&str>,
+    params_json: &str,
+    user: &Arc<str>,
+) -> Result<(), String> {
+    match kind {
+        TopicKind::Chat => chat::on_join(ctx, topic, join_ref, msg_ref, params_json, user),
+    }
+}
+
+/// A push on a joined channel.
+pub fn on_push(ctx: &mut Ctx<'_>, push: Push<'_>) {
+    match TopicKind::of(push.topic) {
+        Some(TopicKind::Chat) => chat::on_push(ctx, &push),
+        None => push.error(ctx, "unmatched topic"),
+    }
+}
+
+/// The message telling a topic's owner that a connection left.
+pub fn leave_msg(topic: Arc<str>, conn: ConnId, join_ref: Box<str>) -> TopicMsg {
+    match TopicKind::of(&topic) {
+        Some(TopicKind::Chat) | None => TopicMsg::Chat(chat::ChatMsg::Leave {
+            room: topic,
+            conn,
+            join_ref,
+        }),
+    }
+}

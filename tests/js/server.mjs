@@ -1,0 +1,338 @@
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { createInterface } from "node:readline";
+import { test, before, after } from "node:test";
+import { Socket, Presence } from "phoenix";
+import WebSocket from "ws";
+
+export { Socket, Presence, WebSocket };
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const RUSHER_BIN = process.env.RUSHER_BIN
+  ? path.resolve(process.env.RUSHER_BIN)
+  : path.resolve(here, "../../target/debug/rusher");
+
+export const SECRET = "rusher-test-secret-0123456789abcdef";
+
+export function tempDir() {
+  return mkdtempSync(path.join(tmpdir(), "rusher-js-"));
+}
+
+export function mintToken(user, { secret = SECRET, ttl } = {}) {
+  const args = ["token", "--user", user, "--secret", secret];
+  if (ttl !== undefined) args.push("--ttl", String(ttl));
+  return execFileSync(RUSHER_BIN, args, { encoding: "utf8" }).trim();
+}
+
+/** Reject with a labelled error if `promise` does not settle within `ms`. */
+export function within(ms, promise, label = "operation") {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${label}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * A Rusher process. `start()` resolves once the first stdout line announces the port.
+ * Logs from stderr are kept for failure reports.
+ */
+export class Rusher {
+  constructor({ dir = tempDir(), secret, heartbeatTimeout, port = 0, args = [] } = {}) {
+    this.dir = dir;
+    this.secret = secret;
+    this.heartbeatTimeout = heartbeatTimeout;
+    this.port = port;
+    this.args = args;
+    this.logs = [];
+    this.proc = null;
+    this.exited = null;
+  }
+
+  get httpUrl() {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  get socketUrl() {
+    return `ws://127.0.0.1:${this.port}/socket`;
+  }
+
+  get websocketUrl() {
+    return `ws://127.0.0.1:${this.port}/socket/websocket`;
+  }
+
+  async start() {
+    const args = [
+      "--listen", `127.0.0.1:${this.port}`,
+      "--store", `sqlite://${path.join(this.dir, "rusher.db")}`,
+      "--workers", "2",
+      ...this.args,
+    ];
+    if (this.secret) args.push("--secret", this.secret);
+    if (this.heartbeatTimeout !== undefined) args.push("--heartbeat-timeout", String(this.heartbeatTimeout));
+    const proc = spawn(RUSHER_BIN, args, {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, NO_COLOR: "1", RUSHER_LOG: process.env.RUSHER_LOG || "info" },
+    });
+    this.proc = proc;
+    this.logs.push(`--- start pid ${proc.pid}: ${RUSHER_BIN} ${args.join(" ")}`);
+    createInterface({ input: proc.stderr }).on("line", (line) => this.logs.push(line));
+    this.exited = new Promise((resolve) => {
+      proc.on("exit", (code, signal) => {
+        this.logs.push(`--- exit pid ${proc.pid}: code=${code} signal=${signal}`);
+        resolve({ code, signal });
+      });
+    });
+    const lines = createInterface({ input: proc.stdout });
+    const first = new Promise((resolve, reject) => {
+      lines.once("line", resolve);
+      proc.once("error", reject);
+      this.exited.then(({ code, signal }) =>
+        reject(new Error(`rusher exited before listening (code=${code} signal=${signal})\n${this.logText()}`)));
+    });
+    const line = await within(20000, first, "rusher to start");
+    const m = /^rusher listening on http:\/\/127\.0\.0\.1:(\d+)$/.exec(line);
+    if (!m) throw new Error(`unexpected first stdout line: ${JSON.stringify(line)}`);
+    this.port = Number(m[1]);
+    lines.on("line", (l) => this.logs.push(`[stdout] ${l}`));
+    return this;
+  }
+
+  /** Send `signal` and resolve with the exit status. */
+  async stop(signal = "SIGTERM") {
+    if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) return this.exited;
+    this.proc.kill(signal);
+    const status = await within(15000, this.exited, `rusher to exit on ${signal}`);
+    this.proc = null;
+    return status;
+  }
+
+  logText() {
+    return this.logs.join("\n");
+  }
+}
+
+/** Open a phoenix Socket on `server`; it is disconnected when test `t` ends. */
+export function openSocket(t, server, opts = {}) {
+  const socket = new Socket(server.socketUrl, {
+    transport: WebSocket,
+    timeout: 3000,
+    reconnectAfterMs: () => 100,
+    rejoinAfterMs: () => 200,
+    ...opts,
+  });
+  t.after(() => socket.disconnect());
+  socket.connect();
+  return socket;
+}
+
+/** Resolve when `socket` reports an open connection. */
+export function socketOpened(socket) {
+  if (socket.isConnected()) return Promise.resolve();
+  return new Promise((resolve) => {
+    const ref = socket.onOpen(() => {
+      socket.off([ref]);
+      resolve();
+    });
+  });
+}
+
+/** Settle a Push as `{status, response}` for ok, error and timeout. */
+export function reply(push) {
+  return new Promise((resolve) => {
+    push
+      .receive("ok", (response) => resolve({ status: "ok", response }))
+      .receive("error", (response) => resolve({ status: "error", response }))
+      .receive("timeout", () => resolve({ status: "timeout", response: null }));
+  });
+}
+
+/** Join and resolve with the ok response; reject on an error reply or timeout. */
+export async function join(channel) {
+  const r = await reply(channel.join());
+  if (r.status !== "ok") {
+    channel.leave();
+    throw new Error(`join ${channel.topic} failed: ${r.status} ${JSON.stringify(r.response)}`);
+  }
+  return r.response;
+}
+
+/** Push and resolve with the ok response; reject on anything else. */
+export async function pushOk(channel, event, payload) {
+  const r = await reply(channel.push(event, payload));
+  if (r.status !== "ok") {
+    throw new Error(`${event} ${JSON.stringify(payload)} on ${channel.topic}: ${r.status} ${JSON.stringify(r.response)}`);
+  }
+  return r.response;
+}
+
+/**
+ * Record every `event` a channel receives. `waitFor(pred)` resolves with the first
+ * recorded payload (past or future) matching `pred`; `waitCount(n)` with the first n.
+ */
+export function record(channel, event) {
+  const items = [];
+  let waiters = [];
+  channel.on(event, (payload) => {
+    items.push(payload);
+    waiters = waiters.filter((w) => !w());
+  });
+  const wait = (check) =>
+    new Promise((resolve) => {
+      const w = () => {
+        const v = check();
+        if (v === undefined) return false;
+        resolve(v);
+        return true;
+      };
+      if (!w()) waiters.push(w);
+    });
+  return {
+    items,
+    waitFor: (pred = () => true) => wait(() => items.find(pred)),
+    waitCount: (n) => wait(() => (items.length >= n ? items.slice(0, n) : undefined)),
+  };
+}
+
+/** Track presence on a channel; `until(pred)` resolves with the list once pred(list) holds. */
+export function trackPresence(channel) {
+  const presence = new Presence(channel);
+  const joins = [];
+  const leaves = [];
+  let waiters = [];
+  const list = () => presence.list((key, { metas }) => ({ key, metas }));
+  presence.onJoin((key, current, newPres) => joins.push({ key, current, newPres }));
+  presence.onLeave((key, current, leftPres) => leaves.push({ key, current, leftPres }));
+  presence.onSync(() => {
+    const l = list();
+    waiters = waiters.filter(([pred, resolve]) => (pred(l) ? (resolve(l), false) : true));
+  });
+  return {
+    presence,
+    joins,
+    leaves,
+    list,
+    until: (pred) =>
+      new Promise((resolve) => {
+        if (presence.joinRef && pred(list())) return resolve(list());
+        waiters.push([pred, resolve]);
+      }),
+  };
+}
+
+export function keysOf(list) {
+  return list.map((p) => p.key).sort();
+}
+
+/**
+ * A raw `ws` client speaking V2 JSON arrays. `next(pred)` resolves with the first
+ * received message (parsed) matching `pred`, consuming it.
+ */
+export class RawClient {
+  constructor(url, opts = {}) {
+    this.ws = new WebSocket(url, opts.protocols, opts.wsOptions);
+    this.queue = [];
+    this.waiters = [];
+    this.closed = new Promise((resolve) => this.ws.on("close", (code, reason) => resolve({ code, reason: reason.toString() })));
+    this.opened = new Promise((resolve, reject) => {
+      this.ws.on("open", resolve);
+      this.ws.on("error", reject);
+      this.ws.on("unexpected-response", (req, res) => reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { statusCode: res.statusCode })));
+    });
+    this.opened.catch(() => {});
+    this.ws.on("message", (data, isBinary) => {
+      const msg = isBinary ? data : JSON.parse(data.toString());
+      this.queue.push(msg);
+      this.drain();
+    });
+  }
+
+  static async open(t, url, opts) {
+    const c = new RawClient(url, opts);
+    t.after(() => c.ws.terminate());
+    await c.opened;
+    return c;
+  }
+
+  drain() {
+    this.waiters = this.waiters.filter(([pred, resolve]) => {
+      const i = this.queue.findIndex(pred);
+      if (i < 0) return true;
+      resolve(this.queue.splice(i, 1)[0]);
+      return false;
+    });
+  }
+
+  send(msg) {
+    this.ws.send(JSON.stringify(msg));
+  }
+
+  next(pred = () => true) {
+    return new Promise((resolve) => {
+      this.waiters.push([pred, resolve]);
+      this.drain();
+    });
+  }
+
+  /** Resolve with the reply to `ref`. */
+  replyTo(ref) {
+    return this.next((m) => Array.isArray(m) && m[1] === ref && m[3] === "phx_reply");
+  }
+}
+
+/** Resolve with the HTTP status the server gives a WebSocket upgrade that it refuses. */
+export function upgradeStatus(url, opts = {}) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, opts.protocols);
+    ws.on("unexpected-response", (req, res) => {
+      resolve(res.statusCode);
+      req.destroy();
+    });
+    ws.on("open", () => {
+      ws.terminate();
+      reject(new Error(`upgrade to ${url} was accepted`));
+    });
+    ws.on("error", (err) => reject(err));
+  });
+}
+
+/**
+ * Register before/after hooks that start one server for the calling test file,
+ * and return it. `serverTest` runs a test with a watchdog and prints the server
+ * logs when it fails.
+ */
+export function useServer(opts = {}) {
+  const server = new Rusher(opts);
+  before(() => server.start());
+  after(async () => {
+    await server.stop();
+    rmSync(server.dir, { recursive: true, force: true });
+  });
+  return server;
+}
+
+export function serverTest(name, servers, fn, { timeout = 15000 } = {}) {
+  const list = Array.isArray(servers) ? servers : [servers];
+  test(name, { timeout }, async (t) => {
+    const marks = list.map((s) => s.logs.length);
+    try {
+      await fn(t);
+    } catch (err) {
+      list.forEach((s, i) => {
+        console.error(`----- rusher logs (${s.dir}) during "${name}" -----\n${s.logs.slice(marks[i]).join("\n")}`);
+      });
+      throw err;
+    }
+  });
+}
+
+export function bytes(...values) {
+  return new Uint8Array(values).buffer;
+}
+
+export function asArray(buf) {
+  return Array.from(new Uint8Array(buf));
+}
