@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::Waker;
 
+use crate::phoenix::JoinRef;
 use crate::store::StoreResult;
 use crate::topics::TopicMsg;
 
@@ -64,7 +65,7 @@ pub enum Msg {
     Joined {
         conn: ConnId,
         topic: Arc<str>,
-        join_ref: Box<str>,
+        join_ref: JoinRef,
         ok: bool,
         frames: Vec<Frame>,
     },

@@ -212,11 +212,15 @@ fn a_slow_consumer_is_closed_without_growing_memory() {
     let mut closed = false;
     for i in 0..3000 {
         let r = format!("{}", i + 2);
-        reader.send_text(&format!(r#"["1","{r}","room:flood","new_msg",{{"body":"{body}"}}]"#));
+        reader.send_text(&format!(
+            r#"["1","{r}","room:flood","new_msg",{{"body":"{body}"}}]"#
+        ));
         reader.recv_text_until(|v| v[1] == r.as_str());
         if i % 100 == 99 {
             let m = http_exchange(srv.addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-            if m.lines().any(|l| l.starts_with("rusher_slow_consumer_closes_total ") && !l.ends_with(" 0")) {
+            if m.lines()
+                .any(|l| l.starts_with("rusher_slow_consumer_closes_total ") && !l.ends_with(" 0"))
+            {
                 closed = true;
                 break;
             }

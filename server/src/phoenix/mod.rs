@@ -1,7 +1,10 @@
 //! Phoenix Channels V2 on a worker: the per-connection session, joins, leaves, heartbeats and the
 //! routing of pushes to topic handlers. The owner-side state (presence, rooms) lives in `topics`.
 
+mod join_ref;
 pub mod presence;
+
+pub use join_ref::JoinRef;
 
 use std::sync::Arc;
 
@@ -17,8 +20,8 @@ pub const JOINING: u32 = u32::MAX;
 #[derive(Debug)]
 pub struct Channel {
     pub topic: Arc<str>,
-    /// The join ref as raw JSON text (e.g. `"3"`), echoed verbatim.
-    pub join_ref: Box<str>,
+    /// The join ref, echoed verbatim.
+    pub join_ref: JoinRef,
     /// Slot in the worker's local subscriber list, or [`JOINING`].
     pub slot: u32,
 }
@@ -28,7 +31,9 @@ pub struct Channel {
 pub struct Session {
     /// Who this is: the token's subject, or in open mode the name the client gave.
     pub user: Arc<str>,
-    pub channels: Vec<Channel>,
+    /// Exactly as long as needed: most sockets join one or two channels, and every byte here is
+    /// multiplied by the number of connections.
+    channels: Box<[Channel]>,
 }
 
 impl Session {
@@ -36,12 +41,28 @@ impl Session {
     pub fn new(user: Arc<str>) -> Self {
         Session {
             user,
-            channels: Vec::new(),
+            channels: Box::default(),
         }
     }
 
     fn find(&self, topic: &str) -> Option<usize> {
         self.channels.iter().position(|c| &*c.topic == topic)
+    }
+
+    /// Channels joined or joining.
+    pub fn channels(&self) -> &[Channel] {
+        &self.channels
+    }
+
+    fn edit<R>(&mut self, f: impl FnOnce(&mut Vec<Channel>) -> R) -> R {
+        let mut v = std::mem::take(&mut self.channels).into_vec();
+        let r = f(&mut v);
+        self.channels = v.into_boxed_slice();
+        r
+    }
+
+    fn remove(&mut self, i: usize) -> Channel {
+        self.edit(|v| v.swap_remove(i))
     }
 }
 
@@ -58,7 +79,7 @@ pub fn on_message(ctx: &mut Ctx<'_>, session: &mut Session, msg: Inbound<'_>) {
         (topic, "phx_leave") => {
             ctx.reply_text(&wire::encode_reply(jr, mref, topic, "ok", "{}"));
             if let Some(i) = session.find(topic) {
-                let ch = session.channels.swap_remove(i);
+                let ch = session.remove(i);
                 ctx.reply_text(&wire::encode(
                     Some(&ch.join_ref),
                     Some(&ch.join_ref),
@@ -87,7 +108,7 @@ pub fn on_message(ctx: &mut Ctx<'_>, session: &mut Session, msg: Inbound<'_>) {
             }
             let push = topics::Push {
                 topic: &ch.topic,
-                join_ref: &ch.join_ref,
+                join_ref: ch.join_ref,
                 msg_ref: mref,
                 event: &msg.event,
                 payload: &msg.payload,
@@ -100,7 +121,7 @@ pub fn on_message(ctx: &mut Ctx<'_>, session: &mut Session, msg: Inbound<'_>) {
 
 fn join(ctx: &mut Ctx<'_>, session: &mut Session, msg: &Inbound<'_>, topic: &str) {
     let mref = msg.msg_ref.as_deref();
-    let Some(jr) = msg.join_ref.as_deref() else {
+    let Some(raw_jr) = msg.join_ref.as_deref() else {
         ctx.reply_text(&wire::encode_reply(
             None,
             mref,
@@ -110,9 +131,17 @@ fn join(ctx: &mut Ctx<'_>, session: &mut Session, msg: &Inbound<'_>, topic: &str
         ));
         return;
     };
+    let Some(jr) = JoinRef::new(raw_jr) else {
+        let reason = format!(
+            r#"{{"reason":"join_ref longer than {} bytes"}}"#,
+            JoinRef::MAX
+        );
+        ctx.reply_text(&wire::encode_reply(None, mref, topic, "error", &reason));
+        return;
+    };
     // Joining a topic already joined: Phoenix closes the old channel first, then joins anew.
     if let Some(i) = session.find(topic) {
-        let old = session.channels.swap_remove(i);
+        let old = session.remove(i);
         ctx.reply_text(&wire::encode(
             Some(&old.join_ref),
             Some(&old.join_ref),
@@ -134,7 +163,7 @@ fn join(ctx: &mut Ctx<'_>, session: &mut Session, msg: &Inbound<'_>, topic: &str
     };
     if session.channels.len() >= ctx.cfg.max_channels {
         ctx.reply_text(&wire::encode_reply(
-            Some(jr),
+            Some(&jr),
             mref,
             topic,
             "error",
@@ -144,7 +173,7 @@ fn join(ctx: &mut Ctx<'_>, session: &mut Session, msg: &Inbound<'_>, topic: &str
     }
     let Payload::Json(params) = &msg.payload else {
         ctx.reply_text(&wire::encode_reply(
-            Some(jr),
+            Some(&jr),
             mref,
             topic,
             "error",
@@ -152,20 +181,22 @@ fn join(ctx: &mut Ctx<'_>, session: &mut Session, msg: &Inbound<'_>, topic: &str
         ));
         return;
     };
-    let topic: Arc<str> = topic.into();
+    let topic = ctx.local.intern(topic);
     match topics::on_join(ctx, kind, &topic, jr, mref, params.get(), &session.user) {
         Ok(()) => {
             ctx.stats.inc_joins();
-            session.channels.push(Channel {
-                topic,
-                join_ref: jr.into(),
-                slot: JOINING,
+            session.edit(|v| {
+                v.push(Channel {
+                    topic,
+                    join_ref: jr,
+                    slot: JOINING,
+                })
             });
         }
         Err(reason) => {
             let response = serde_json::json!({ "reason": reason }).to_string();
             ctx.reply_text(&wire::encode_reply(
-                Some(jr),
+                Some(&jr),
                 mref,
                 &topic,
                 "error",
@@ -187,7 +218,7 @@ pub fn detach(ctx: &mut Ctx<'_>, ch: Channel) {
 
 /// A connection is going away: detach every channel.
 pub fn on_close(ctx: &mut Ctx<'_>, session: &mut Session) {
-    for ch in session.channels.drain(..) {
+    for ch in std::mem::take(&mut session.channels).into_vec() {
         detach(ctx, ch);
     }
 }
@@ -216,7 +247,7 @@ pub fn on_joined(
 
 /// The owner refused a join: forget the channel if it is still waiting for this join.
 pub fn on_join_refused(session: &mut Session, topic: &str, join_ref: &str) {
-    session
-        .channels
-        .retain(|c| !(&*c.topic == topic && &*c.join_ref == join_ref && c.slot == JOINING));
+    session.edit(|v| {
+        v.retain(|c| !(&*c.topic == topic && &*c.join_ref == join_ref && c.slot == JOINING))
+    });
 }

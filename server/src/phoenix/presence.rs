@@ -11,16 +11,10 @@ use std::fmt::Write;
 pub struct Meta<'a> {
     pub user: &'a str,
     pub phx_ref: u64,
-    /// Milliseconds since the Unix epoch when it joined.
-    pub online_at: u64,
 }
 
 fn write_meta(out: &mut String, m: &Meta<'_>) {
-    let _ = write!(
-        out,
-        r#"{{"phx_ref":"{:x}","online_at":{}}}"#,
-        m.phx_ref, m.online_at
-    );
+    let _ = write!(out, r#"{{"phx_ref":"{:x}"}}"#, m.phx_ref);
 }
 
 fn write_group<'a>(out: &mut String, metas: impl Iterator<Item = &'a Meta<'a>>) {
@@ -73,17 +67,14 @@ mod tests {
             Meta {
                 user: "bob",
                 phx_ref: 2,
-                online_at: 5,
             },
             Meta {
                 user: "alice",
                 phx_ref: 1,
-                online_at: 4,
             },
             Meta {
                 user: "bob",
                 phx_ref: 3,
-                online_at: 6,
             },
         ];
         let v: serde_json::Value = serde_json::from_str(&state_json(metas.iter())).unwrap();
@@ -97,7 +88,6 @@ mod tests {
         let j = [Meta {
             user: "a\"b",
             phx_ref: 255,
-            online_at: 1,
         }];
         let v: serde_json::Value = serde_json::from_str(&diff_json(&j, &[])).unwrap();
         assert_eq!(v["joins"]["a\"b"]["metas"][0]["phx_ref"], "ff");

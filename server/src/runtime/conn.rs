@@ -10,18 +10,29 @@ use crate::mailbox::Frame;
 use crate::phoenix::Session;
 use crate::wire::frame::Reassembly;
 
-/// Where a connection is in its life.
+/// Where a connection is in its life. Split in two so the stages without data share the session's
+/// pointer niche: the enum costs no more than the session itself.
 #[derive(Debug)]
 pub enum Phase {
+    /// A Phoenix Channels V2 socket.
+    Phoenix(Session),
+    /// Any other stage.
+    Other(Stage),
+}
+
+/// The stages of a connection that carry no data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
     /// Reading the HTTP request; the timer closes it after the handshake timeout (slowloris).
     Handshake,
-    /// A Phoenix Channels V2 socket.
-    Phoenix(Box<Session>),
     /// The test-only echo endpoint for WebSocket conformance.
     Echo,
-    /// A plain HTTP response or close frame is being flushed; the socket closes once it is written and,
-    /// for a WebSocket close we started, once the client's close frame arrives or the close timeout ends.
-    Closing { await_peer_close: bool },
+    /// A plain HTTP response or the answer to the peer's close is being flushed; the socket closes
+    /// once it is written.
+    Closing,
+    /// We sent a close frame; the socket closes when the peer's close frame arrives or the close
+    /// timeout ends.
+    AwaitingClose,
 }
 
 /// Bytes waiting for the socket while it is backpressured.
@@ -73,12 +84,25 @@ pub struct Conn {
     /// start of closing; the timer wheel derives the deadline from this and the phase.
     pub since: u32,
     pub phase: Phase,
-    /// Unread bytes of a partial frame or request; `None` when nothing partial is pending.
-    pub rbuf: Option<Box<ReadBuf>>,
+    /// Buffers held only while needed; `None` for an idle connection.
+    pub io: Option<Box<Io>>,
+}
+
+/// What a busy connection holds between events. Freed as soon as all three are empty.
+#[derive(Debug, Default)]
+pub struct Io {
+    /// Unread bytes of a partial frame or request.
+    pub rbuf: Option<ReadBuf>,
     /// A fragmented message in flight.
     pub frag: Option<Box<Reassembly>>,
     /// Backpressured output.
-    pub out: Option<Box<OutQueue>>,
+    out: Option<OutQueue>,
+}
+
+impl Io {
+    fn is_empty(&self) -> bool {
+        self.rbuf.is_none() && self.frag.is_none() && self.out.is_none()
+    }
 }
 
 impl Conn {
@@ -88,26 +112,60 @@ impl Conn {
             stream,
             gen,
             since: now,
-            phase: Phase::Handshake,
-            rbuf: None,
-            frag: None,
-            out: None,
+            phase: Phase::Other(Stage::Handshake),
+            io: None,
         }
     }
 
     /// Whether output is queued.
     pub fn backpressured(&self) -> bool {
-        self.out.is_some()
+        self.io.as_ref().is_some_and(|io| io.out.is_some())
     }
 
     /// Queued outbound bytes.
     pub fn queued_bytes(&self) -> usize {
-        self.out.as_ref().map_or(0, |q| q.bytes)
+        self.io
+            .as_ref()
+            .and_then(|io| io.out.as_ref())
+            .map_or(0, |q| q.bytes)
+    }
+
+    /// The buffers, allocated on first use.
+    pub fn io_mut(&mut self) -> &mut Io {
+        self.io.get_or_insert_with(Box::default)
+    }
+
+    /// Take the partial read buffer, if any.
+    pub fn take_rbuf(&mut self) -> Option<ReadBuf> {
+        let buf = self.io.as_mut()?.rbuf.take();
+        self.release_io();
+        buf
+    }
+
+    /// Take the fragmented message in flight, if any.
+    pub fn take_frag(&mut self) -> Option<Box<Reassembly>> {
+        let frag = self.io.as_mut()?.frag.take();
+        self.release_io();
+        frag
+    }
+
+    /// Keep a fragmented message in flight.
+    pub fn put_frag(&mut self, frag: Option<Box<Reassembly>>) {
+        if frag.is_some() {
+            self.io_mut().frag = frag;
+        }
+    }
+
+    /// Free the buffers box once nothing is in it.
+    pub fn release_io(&mut self) {
+        if self.io.as_ref().is_some_and(|io| io.is_empty()) {
+            self.io = None;
+        }
     }
 
     /// Send a shared frame, queuing what the socket does not take now.
     pub fn send_shared(&mut self, frame: &Frame, limit: usize) -> Sent {
-        if self.out.is_some() {
+        if self.backpressured() {
             return self.enqueue(Chunk::Shared(frame.clone()), 0, limit);
         }
         match self.write_direct(frame) {
@@ -119,7 +177,7 @@ impl Conn {
 
     /// Send bytes owned by this connection alone.
     pub fn send_owned(&mut self, bytes: Vec<u8>, limit: usize) -> Sent {
-        if self.out.is_some() {
+        if self.backpressured() {
             return self.enqueue(Chunk::Owned(bytes), 0, limit);
         }
         match self.write_direct(&bytes) {
@@ -147,8 +205,9 @@ impl Conn {
     /// Queue a chunk whose first `written` bytes already went out.
     fn enqueue(&mut self, chunk: Chunk, written: usize, limit: usize) -> Sent {
         let rest = chunk.bytes().len() - written;
-        let fresh = self.out.is_none();
-        let q = self.out.get_or_insert_with(Box::default);
+        let io = self.io_mut();
+        let fresh = io.out.is_none();
+        let q = io.out.get_or_insert_with(OutQueue::default);
         if q.bytes + rest > limit {
             return Sent::Overflow;
         }
@@ -166,7 +225,7 @@ impl Conn {
 
     /// Write queued output. `Ok(true)` when the queue is empty (and freed).
     pub fn flush(&mut self) -> io::Result<bool> {
-        let Some(q) = &mut self.out else {
+        let Some(q) = self.io.as_mut().and_then(|io| io.out.as_mut()) else {
             return Ok(true);
         };
         while let Some(front) = q.chunks.front() {
@@ -187,7 +246,27 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         }
-        self.out = None;
+        if let Some(io) = &mut self.io {
+            io.out = None;
+        }
+        self.release_io();
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_connection_stays_small() {
+        // Memory per connection is the product: this guards against a field that silently grows it.
+        let size = std::mem::size_of::<Conn>();
+        eprintln!(
+            "Conn {size} Phase {} Session {}",
+            std::mem::size_of::<Phase>(),
+            std::mem::size_of::<Session>()
+        );
+        assert!(size <= 64, "Conn grew to {size} bytes");
     }
 }

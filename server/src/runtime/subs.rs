@@ -99,6 +99,15 @@ impl LocalTopics {
         }
     }
 
+    /// The shared name of a topic that has local members, so channels of the same topic share one
+    /// allocation; a new one otherwise.
+    pub fn intern(&self, topic: &str) -> Arc<str> {
+        match self.map.get_key_value(topic) {
+            Some((k, _)) => k.clone(),
+            None => topic.into(),
+        }
+    }
+
     /// Local members of a topic.
     pub fn members(&self, topic: &str) -> Option<&Members> {
         self.map.get(topic)

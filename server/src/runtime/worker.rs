@@ -11,7 +11,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::bufpool::{BufPool, ReadBuf};
-use super::conn::{Conn, Phase, Sent};
+use super::conn::{Conn, Phase, Sent, Stage};
 use super::subs::LocalTopics;
 use super::timer::TimerWheel;
 use super::Ctx;
@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::http::{self, Route};
 use crate::mailbox::{ConnId, Inbox, Msg, Outbox};
 use crate::metrics::{Registry, WorkerStats};
-use crate::phoenix::{self, Session};
+use crate::phoenix::{self, JoinRef, Session};
 use crate::store::StoreHandle;
 use crate::topics::{OwnerCtx, Topics};
 use crate::wire::frame::{self, FrameError, Incoming, OpCode};
@@ -290,12 +290,7 @@ impl Worker {
                     self.poll
                         .registry()
                         .reregister(&mut conn.stream, token, Interest::READABLE);
-                if matches!(
-                    conn.phase,
-                    Phase::Closing {
-                        await_peer_close: false
-                    }
-                ) {
+                if matches!(conn.phase, Phase::Other(Stage::Closing)) {
                     self.remove(key);
                 }
             }
@@ -305,8 +300,8 @@ impl Worker {
     }
 
     fn on_readable(&mut self, key: usize) {
-        let mut buf = match self.conns[key].rbuf.take() {
-            Some(b) => *b,
+        let mut buf = match self.conns[key].take_rbuf() {
+            Some(b) => b,
             None => self.pool.get(),
         };
         let mut open = true;
@@ -348,20 +343,23 @@ impl Worker {
         if buf.is_empty() {
             self.pool.put(buf);
         } else {
-            self.conns[key].rbuf = Some(Box::new(buf));
+            self.conns[key].io_mut().rbuf = Some(buf);
         }
     }
 
     /// How many more bytes to make room for before the next read (0: stop reading).
     fn read_want(&self, key: usize, buf: &ReadBuf) -> usize {
         match &self.conns[key].phase {
-            Phase::Handshake => {
+            Phase::Other(Stage::Handshake) => {
                 // parse_request reports TooLarge once the limit is reached; read no further than it.
                 (self.cfg.max_request_bytes + 1)
                     .saturating_sub(buf.filled().len())
                     .min(4096)
             }
-            Phase::Echo | Phase::Phoenix(_) | Phase::Closing { .. } => {
+            Phase::Other(Stage::Echo)
+            | Phase::Phoenix(_)
+            | Phase::Other(Stage::Closing)
+            | Phase::Other(Stage::AwaitingClose) => {
                 let have = buf.filled().len();
                 match frame::peek_total_len(buf.filled()) {
                     Some(total) if total as usize > have => {
@@ -376,7 +374,7 @@ impl Worker {
     /// Handle whatever complete requests or frames `buf` holds. Returns false when reading must stop
     /// (the connection closed or is closing).
     fn process(&mut self, key: usize, buf: &mut ReadBuf) -> bool {
-        if matches!(self.conns[key].phase, Phase::Handshake) {
+        if matches!(self.conns[key].phase, Phase::Other(Stage::Handshake)) {
             match handshake::parse_request(buf.filled(), self.cfg.max_request_bytes) {
                 Ok(None) => return true,
                 Ok(Some((req, used))) => {
@@ -418,12 +416,10 @@ impl Worker {
                 self.respond_and_close(key, bytes);
                 false
             }
-            Route::Phoenix { user, response } => self.upgraded(
-                key,
-                response,
-                Phase::Phoenix(Box::new(Session::new(user.into()))),
-            ),
-            Route::Echo { response } => self.upgraded(key, response, Phase::Echo),
+            Route::Phoenix { user, response } => {
+                self.upgraded(key, response, Phase::Phoenix(Session::new(user.into())))
+            }
+            Route::Echo { response } => self.upgraded(key, response, Phase::Other(Stage::Echo)),
         }
     }
 
@@ -436,9 +432,7 @@ impl Worker {
     }
 
     fn respond_and_close(&mut self, key: usize, bytes: Vec<u8>) {
-        self.conns[key].phase = Phase::Closing {
-            await_peer_close: false,
-        };
+        self.conns[key].phase = Phase::Other(Stage::Closing);
         self.conns[key].since = self.now;
         if self.send_owned(key, bytes) && !self.conns[key].backpressured() {
             self.remove(key);
@@ -446,7 +440,7 @@ impl Worker {
     }
 
     fn process_frames(&mut self, key: usize, buf: &mut ReadBuf) -> bool {
-        let echo = matches!(self.conns[key].phase, Phase::Echo);
+        let echo = matches!(self.conns[key].phase, Phase::Other(Stage::Echo));
         let max = if echo {
             self.cfg.echo_max_message_bytes()
         } else {
@@ -464,10 +458,10 @@ impl Worker {
             WorkerStats::add(&self.registry.workers[self.id].frames_in, 1);
             let conn = &mut self.conns[key];
             conn.since = self.now;
-            if let Phase::Closing { await_peer_close } = conn.phase {
+            if let Phase::Other(Stage::Closing) | Phase::Other(Stage::AwaitingClose) = conn.phase {
                 // After our close frame only the peer's close matters.
                 if head.opcode == OpCode::Close {
-                    if await_peer_close {
+                    if matches!(conn.phase, Phase::Other(Stage::AwaitingClose)) {
                         self.remove(key);
                     }
                     return false;
@@ -476,7 +470,10 @@ impl Worker {
                 continue;
             }
             let payload = &buf.filled()[range];
-            let keep_going = match frame::on_frame(&mut conn.frag, &head, payload, max) {
+            let mut frag = conn.take_frag();
+            let result = frame::on_frame(&mut frag, &head, payload, max);
+            conn.put_frag(frag);
+            let keep_going = match result {
                 Ok(None) => true,
                 Ok(Some(msg)) => self.on_incoming(key, msg),
                 Err(e) => {
@@ -505,7 +502,7 @@ impl Worker {
                 false
             }
             Incoming::Text(text) => match &self.conns[key].phase {
-                Phase::Echo => {
+                Phase::Other(Stage::Echo) => {
                     let f = frame::encode(OpCode::Text, text.as_bytes());
                     self.send_owned_limit(key, f, self.cfg.echo_max_message_bytes() * 2)
                 }
@@ -518,7 +515,7 @@ impl Worker {
                 },
             },
             Incoming::Binary(data) => match &self.conns[key].phase {
-                Phase::Echo => {
+                Phase::Other(Stage::Echo) => {
                     let f = frame::encode(OpCode::Binary, &data);
                     self.send_owned_limit(key, f, self.cfg.echo_max_message_bytes() * 2)
                 }
@@ -630,11 +627,9 @@ impl Worker {
     fn start_close(&mut self, key: usize, code: u16, reason: &str) {
         self.detach_session(key);
         let conn = &mut self.conns[key];
-        conn.phase = Phase::Closing {
-            await_peer_close: true,
-        };
+        conn.phase = Phase::Other(Stage::AwaitingClose);
         conn.since = self.now;
-        conn.frag = None;
+        conn.take_frag();
         let frame = frame::close_frame(code, reason);
         self.send_owned(key, frame);
     }
@@ -643,9 +638,7 @@ impl Worker {
     fn close_reply(&mut self, key: usize, code: u16) {
         self.detach_session(key);
         let conn = &mut self.conns[key];
-        conn.phase = Phase::Closing {
-            await_peer_close: false,
-        };
+        conn.phase = Phase::Other(Stage::Closing);
         conn.since = self.now;
         if self.send_owned(key, frame::close_frame(code, "")) && !self.conns[key].backpressured() {
             self.remove(key);
@@ -689,8 +682,8 @@ impl Worker {
         self.detach_session(key);
         let mut conn = self.conns.remove(key);
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        if let Some(buf) = conn.rbuf.take() {
-            self.pool.put(*buf);
+        if let Some(buf) = conn.take_rbuf() {
+            self.pool.put(buf);
         }
         WorkerStats::sub(&self.stats().connections, 1);
     }
@@ -810,7 +803,7 @@ impl Worker {
         &mut self,
         conn: ConnId,
         topic: Arc<str>,
-        join_ref: Box<str>,
+        join_ref: JoinRef,
         ok: bool,
         frames: Vec<crate::mailbox::Frame>,
     ) {
@@ -843,7 +836,7 @@ impl Worker {
         }
     }
 
-    fn undo_join(&mut self, conn: ConnId, topic: Arc<str>, join_ref: Box<str>) {
+    fn undo_join(&mut self, conn: ConnId, topic: Arc<str>, join_ref: JoinRef) {
         let owner = self.out.owner(&topic);
         self.out.send(
             owner,
@@ -867,9 +860,11 @@ impl Worker {
             };
             let conn = &self.conns[key];
             let limit = match conn.phase {
-                Phase::Handshake => self.cfg.handshake_timeout.as_secs() as u32,
-                Phase::Phoenix(_) | Phase::Echo => self.cfg.heartbeat_timeout.as_secs() as u32,
-                Phase::Closing { .. } => CLOSE_TIMEOUT,
+                Phase::Other(Stage::Handshake) => self.cfg.handshake_timeout.as_secs() as u32,
+                Phase::Phoenix(_) | Phase::Other(Stage::Echo) => {
+                    self.cfg.heartbeat_timeout.as_secs() as u32
+                }
+                Phase::Other(Stage::Closing) | Phase::Other(Stage::AwaitingClose) => CLOSE_TIMEOUT,
             };
             let deadline = conn.since.saturating_add(limit);
             if self.now < deadline {
@@ -878,12 +873,10 @@ impl Worker {
             }
             WorkerStats::add(&self.stats().timeouts, 1);
             match conn.phase {
-                Phase::Phoenix(_) | Phase::Echo => {
+                Phase::Phoenix(_) | Phase::Other(Stage::Echo) => {
                     tracing::debug!(worker = self.id, key, "closing silent connection");
                     self.detach_session(key);
-                    self.conns[key].phase = Phase::Closing {
-                        await_peer_close: false,
-                    };
+                    self.conns[key].phase = Phase::Other(Stage::Closing);
                     let _ = self.send_owned(key, frame::close_frame(1000, "heartbeat timeout"));
                     self.remove(key);
                 }
@@ -909,19 +902,17 @@ impl Worker {
                 continue;
             }
             match self.conns[key].phase {
-                Phase::Phoenix(_) | Phase::Echo => {
+                Phase::Phoenix(_) | Phase::Other(Stage::Echo) => {
                     self.detach_session(key);
-                    self.conns[key].phase = Phase::Closing {
-                        await_peer_close: false,
-                    };
+                    self.conns[key].phase = Phase::Other(Stage::Closing);
                     if self.send_owned(key, frame::close_frame(1001, "server shutting down"))
                         && !self.conns[key].backpressured()
                     {
                         self.remove(key);
                     }
                 }
-                Phase::Handshake => self.remove(key),
-                Phase::Closing { .. } => {}
+                Phase::Other(Stage::Handshake) => self.remove(key),
+                Phase::Other(Stage::Closing) | Phase::Other(Stage::AwaitingClose) => {}
             }
         }
     }

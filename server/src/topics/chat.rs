@@ -16,6 +16,7 @@ use serde::Deserialize;
 use super::{binary_frame, text_frame, OwnerCtx, Push, TopicMsg};
 use crate::mailbox::{ConnId, Msg};
 use crate::phoenix::presence::{self, Meta};
+use crate::phoenix::JoinRef;
 use crate::runtime::Ctx;
 use crate::store::{ChatMessage, Page, StoreRequest, StoreResult, SubmitError};
 use crate::wire::phoenix::{self as wire, Payload};
@@ -33,12 +34,12 @@ pub enum ChatMsg {
     Leave {
         room: Arc<str>,
         conn: ConnId,
-        join_ref: Box<str>,
+        join_ref: JoinRef,
     },
     Publish {
         room: Arc<str>,
         conn: ConnId,
-        join_ref: Box<str>,
+        join_ref: JoinRef,
         msg_ref: Option<Box<str>>,
         user: Arc<str>,
         body: Box<str>,
@@ -60,7 +61,7 @@ pub enum ChatMsg {
 #[derive(Debug)]
 pub struct JoinReq {
     conn: ConnId,
-    join_ref: Box<str>,
+    join_ref: JoinRef,
     msg_ref: Option<Box<str>>,
     user: Arc<str>,
     last_seq: Option<u64>,
@@ -84,10 +85,9 @@ struct HistoryParams {
 /// A member of a room, as its owner knows it.
 #[derive(Debug)]
 struct Member {
-    join_ref: Box<str>,
+    join_ref: JoinRef,
     user: Arc<str>,
     phx_ref: u64,
-    online_at: u64,
 }
 
 impl Member {
@@ -95,7 +95,6 @@ impl Member {
         Meta {
             user: &self.user,
             phx_ref: self.phx_ref,
-            online_at: self.online_at,
         }
     }
 }
@@ -123,14 +122,14 @@ struct Room {
 enum Pending {
     Append {
         conn: ConnId,
-        join_ref: Box<str>,
+        join_ref: JoinRef,
         msg_ref: Option<Box<str>>,
     },
     Head,
     JoinHistory(JoinReq),
     History {
         conn: ConnId,
-        join_ref: Box<str>,
+        join_ref: JoinRef,
         msg_ref: Option<Box<str>>,
     },
 }
@@ -361,7 +360,6 @@ impl Chat {
             join_ref: req.join_ref.clone(),
             user: req.user.clone(),
             phx_ref,
-            online_at: now_ms(),
         };
         let reply = wire::encode_reply(
             Some(&req.join_ref),
@@ -418,7 +416,7 @@ impl Chat {
         ctx: &mut OwnerCtx<'_>,
         name: &Arc<str>,
         conn: ConnId,
-        join_ref: Box<str>,
+        join_ref: JoinRef,
         msg_ref: Option<Box<str>>,
         user: Arc<str>,
         body: Box<str>,
@@ -755,7 +753,7 @@ fn page_json(page: &Page, last_seq: u64) -> String {
 pub fn on_join(
     ctx: &mut Ctx<'_>,
     topic: &Arc<str>,
-    join_ref: &str,
+    join_ref: JoinRef,
     msg_ref: Option<&str>,
     params_json: &str,
     user: &Arc<str>,
@@ -868,7 +866,7 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: &Push<'_>) {
             };
             let frame = binary_frame(&bytes);
             match wire::encode_binary_reply(
-                &wire::ref_as_plain(push.join_ref),
+                &wire::ref_as_plain(&push.join_ref),
                 &push.msg_ref.map(wire::ref_as_plain).unwrap_or_default(),
                 push.topic,
                 "ok",

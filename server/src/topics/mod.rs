@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::mailbox::{ConnId, Frame, Msg, Outbox};
 use crate::metrics::WorkerStats;
+use crate::phoenix::JoinRef;
 use crate::runtime::Ctx;
 use crate::store::{StoreHandle, StoreResult};
 use crate::wire::frame::{self, OpCode};
@@ -43,8 +44,8 @@ pub enum TopicMsg {
 #[derive(Debug)]
 pub struct Push<'a> {
     pub topic: &'a Arc<str>,
-    /// Raw JSON of the channel's join ref.
-    pub join_ref: &'a str,
+    /// The channel's join ref.
+    pub join_ref: JoinRef,
     /// Raw JSON of the push's ref.
     pub msg_ref: Option<&'a str>,
     pub event: &'a str,
@@ -56,7 +57,7 @@ impl Push<'_> {
     /// Queue a JSON reply to this push.
     pub fn reply(&self, ctx: &mut Ctx<'_>, status: &str, response_json: &str) {
         ctx.reply_text(&wire::encode_reply(
-            Some(self.join_ref),
+            Some(&self.join_ref),
             self.msg_ref,
             self.topic,
             status,
@@ -129,7 +130,7 @@ pub fn on_join(
     ctx: &mut Ctx<'_>,
     kind: TopicKind,
     topic: &Arc<str>,
-    join_ref: &str,
+    join_ref: JoinRef,
     msg_ref: Option<&str>,
     params_json: &str,
     user: &Arc<str>,
@@ -148,7 +149,7 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: Push<'_>) {
 }
 
 /// The message telling a topic's owner that a connection left.
-pub fn leave_msg(topic: Arc<str>, conn: ConnId, join_ref: Box<str>) -> TopicMsg {
+pub fn leave_msg(topic: Arc<str>, conn: ConnId, join_ref: JoinRef) -> TopicMsg {
     match TopicKind::of(&topic) {
         Some(TopicKind::Chat) | None => TopicMsg::Chat(chat::ChatMsg::Leave {
             room: topic,
