@@ -357,7 +357,7 @@ impl Chat {
             drop(old);
         }
         let member = Member {
-            join_ref: req.join_ref.clone(),
+            join_ref: req.join_ref,
             user: req.user.clone(),
             phx_ref,
         };
@@ -703,7 +703,7 @@ fn refuse(ctx: &mut OwnerCtx<'_>, name: &Arc<str>, req: &JoinReq, reason: &str) 
         Msg::Joined {
             conn: req.conn,
             topic: name.clone(),
-            join_ref: req.join_ref.clone(),
+            join_ref: req.join_ref,
             ok: false,
             frames: vec![text_frame(&reply)],
         },
@@ -762,7 +762,7 @@ pub fn on_join(
         .map_err(|_| "last_seq must be a non-negative integer".to_string())?;
     let req = JoinReq {
         conn: ctx.me,
-        join_ref: join_ref.into(),
+        join_ref,
         msg_ref: msg_ref.map(Into::into),
         user: user.clone(),
         last_seq: params.last_seq,
@@ -807,7 +807,7 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: &Push<'_>) {
             let msg = ChatMsg::Publish {
                 room,
                 conn: ctx.me,
-                join_ref: push.join_ref.into(),
+                join_ref: push.join_ref,
                 msg_ref: push.msg_ref.map(Into::into),
                 user: push.user.clone(),
                 body: body.into(),
@@ -830,7 +830,7 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: &Push<'_>) {
             }
             let pending = Pending::History {
                 conn: ctx.me,
-                join_ref: push.join_ref.into(),
+                join_ref: push.join_ref,
                 msg_ref: push.msg_ref.map(Into::into),
             };
             let chat = &mut ctx.topics.chat;
