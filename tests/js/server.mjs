@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
+import { createServer } from "node:net";
 import { test, before, after } from "node:test";
 import { Socket, Presence } from "phoenix";
 import WebSocket from "ws";
@@ -235,6 +236,7 @@ export class RawClient {
   constructor(url, opts = {}) {
     this.ws = new WebSocket(url, opts.protocols, opts.wsOptions);
     this.queue = [];
+    this.received = [];
     this.waiters = [];
     this.closed = new Promise((resolve) => this.ws.on("close", (code, reason) => resolve({ code, reason: reason.toString() })));
     this.opened = new Promise((resolve, reject) => {
@@ -245,6 +247,7 @@ export class RawClient {
     this.opened.catch(() => {});
     this.ws.on("message", (data, isBinary) => {
       const msg = isBinary ? data : JSON.parse(data.toString());
+      this.received.push(msg);
       this.queue.push(msg);
       this.drain();
     });
@@ -270,10 +273,17 @@ export class RawClient {
     this.ws.send(JSON.stringify(msg));
   }
 
-  next(pred = () => true) {
-    return new Promise((resolve) => {
+  /** Resolve with the first unconsumed message matching `pred`; reject after `ms`, listing what came. */
+  next(pred = () => true, ms = 5000) {
+    const found = new Promise((resolve) => {
       this.waiters.push([pred, resolve]);
       this.drain();
+    });
+    return within(ms, found, `a message matching ${pred}`).catch((err) => {
+      this.waiters = this.waiters.filter(([p]) => p !== pred);
+      const seen = this.received.map((m) => (Buffer.isBuffer(m) ? `<binary ${m.toString("hex")}>` : JSON.stringify(m)));
+      err.message += `; received so far:\n  ${seen.join("\n  ")}`;
+      throw err;
     });
   }
 
@@ -316,10 +326,10 @@ export function useServer(opts = {}) {
 
 export function serverTest(name, servers, fn, { timeout = 15000 } = {}) {
   const list = Array.isArray(servers) ? servers : [servers];
-  test(name, { timeout }, async (t) => {
+  test(name, { timeout: timeout + 5000 }, async (t) => {
     const marks = list.map((s) => s.logs.length);
     try {
-      await fn(t);
+      await within(timeout, fn(t), `test "${name}"`);
     } catch (err) {
       list.forEach((s, i) => {
         console.error(`----- rusher logs (${s.dir}) during "${name}" -----\n${s.logs.slice(marks[i]).join("\n")}`);
@@ -335,4 +345,31 @@ export function bytes(...values) {
 
 export function asArray(buf) {
   return Array.from(new Uint8Array(buf));
+}
+
+/** A TCP port on 127.0.0.1 that nothing listens on (it was free a moment ago). */
+export function unusedPort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * A `ws` transport for the phoenix Socket with a switch: while `offline` is true,
+ * new connections go to a port where nothing listens, as if the network were down.
+ */
+export async function switchableTransport() {
+  const deadPort = await unusedPort();
+  const sw = { offline: false, transport: null };
+  sw.transport = class SwitchableWebSocket extends WebSocket {
+    constructor(url, protocols) {
+      super(sw.offline ? url.replace(/^ws:\/\/127\.0\.0\.1:\d+\//, `ws://127.0.0.1:${deadPort}/`) : url, protocols);
+    }
+  };
+  return sw;
 }

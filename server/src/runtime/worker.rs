@@ -451,7 +451,16 @@ impl Worker {
                 Ok(None) => return true,
                 Ok(Some(f)) => f,
                 Err(e) => {
-                    self.fail(key, &e);
+                    // Nothing after a broken frame can be trusted.
+                    buf.consume(buf.filled().len());
+                    if matches!(
+                        self.conns[key].phase,
+                        Phase::Other(Stage::Closing | Stage::AwaitingClose)
+                    ) {
+                        self.remove(key);
+                    } else {
+                        self.fail(key, &e);
+                    }
                     return false;
                 }
             };
@@ -630,6 +639,8 @@ impl Worker {
         conn.phase = Phase::Other(Stage::AwaitingClose);
         conn.since = self.now;
         conn.take_frag();
+        let id = ConnId::new(self.id, conn.gen, key);
+        self.wheel.schedule(id.0, self.now + CLOSE_TIMEOUT);
         let frame = frame::close_frame(code, reason);
         self.send_owned(key, frame);
     }
