@@ -9,8 +9,6 @@ import { test, before, after } from "node:test";
 import { Socket, Presence } from "phoenix";
 import WebSocket from "ws";
 
-export { Socket, Presence, WebSocket };
-
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const RUSHER_BIN = process.env.RUSHER_BIN
   ? path.resolve(process.env.RUSHER_BIN)
@@ -18,14 +16,12 @@ export const RUSHER_BIN = process.env.RUSHER_BIN
 
 export const SECRET = "rusher-test-secret-0123456789abcdef";
 
-export function tempDir() {
+function tempDir() {
   return mkdtempSync(path.join(tmpdir(), "rusher-js-"));
 }
 
-export function mintToken(user, { secret = SECRET, ttl } = {}) {
-  const args = ["token", "--user", user, "--secret", secret];
-  if (ttl !== undefined) args.push("--ttl", String(ttl));
-  return execFileSync(RUSHER_BIN, args, { encoding: "utf8" }).trim();
+export function mintToken(user, { secret = SECRET } = {}) {
+  return execFileSync(RUSHER_BIN, ["token", "--user", user, "--secret", secret], { encoding: "utf8" }).trim();
 }
 
 /** Reject with a labelled error if `promise` does not settle within `ms`. */
@@ -79,10 +75,13 @@ export class Rusher {
       env: { ...process.env, NO_COLOR: "1", RUSHER_LOG: process.env.RUSHER_LOG || "info" },
     });
     this.proc = proc;
+    const killOnExit = () => proc.kill("SIGKILL");
+    process.on("exit", killOnExit);
     this.logs.push(`--- start pid ${proc.pid}: ${RUSHER_BIN} ${args.join(" ")}`);
     createInterface({ input: proc.stderr }).on("line", (line) => this.logs.push(line));
     this.exited = new Promise((resolve) => {
       proc.on("exit", (code, signal) => {
+        process.off("exit", killOnExit);
         this.logs.push(`--- exit pid ${proc.pid}: code=${code} signal=${signal}`);
         resolve({ code, signal });
       });
@@ -105,10 +104,16 @@ export class Rusher {
   /** Send `signal` and resolve with the exit status. */
   async stop(signal = "SIGTERM") {
     if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) return this.exited;
-    this.proc.kill(signal);
-    const status = await within(15000, this.exited, `rusher to exit on ${signal}`);
-    this.proc = null;
-    return status;
+    const proc = this.proc;
+    proc.kill(signal);
+    try {
+      return await within(15000, this.exited, `rusher to exit on ${signal}`);
+    } catch (err) {
+      proc.kill("SIGKILL");
+      throw err;
+    } finally {
+      this.proc = null;
+    }
   }
 
   logText() {
@@ -324,16 +329,13 @@ export function useServer(opts = {}) {
   return server;
 }
 
-export function serverTest(name, servers, fn, { timeout = 15000 } = {}) {
-  const list = Array.isArray(servers) ? servers : [servers];
+export function serverTest(name, server, fn, { timeout = 15000 } = {}) {
   test(name, { timeout: timeout + 5000 }, async (t) => {
-    const marks = list.map((s) => s.logs.length);
+    const mark = server.logs.length;
     try {
       await within(timeout, fn(t), `test "${name}"`);
     } catch (err) {
-      list.forEach((s, i) => {
-        console.error(`----- rusher logs (${s.dir}) during "${name}" -----\n${s.logs.slice(marks[i]).join("\n")}`);
-      });
+      console.error(`----- rusher logs (${server.dir}) during "${name}" -----\n${server.logs.slice(mark).join("\n")}`);
       throw err;
     }
   });

@@ -428,6 +428,9 @@ impl Worker {
         let conn = &mut self.conns[key];
         conn.phase = phase;
         conn.since = self.now;
+        let id = ConnId::new(self.id, conn.gen, key);
+        self.wheel
+            .schedule(id.0, self.now + self.cfg.heartbeat_timeout.as_secs() as u32);
         self.send_owned(key, response)
     }
 
@@ -749,7 +752,7 @@ impl Worker {
                 let s = &self.registry.workers[self.id];
                 for key in members.keys() {
                     let conn = &mut self.conns[key];
-                    if except.is_some_and(|e| e.key() == key && e.gen() == conn.gen) {
+                    if except == Some(ConnId::new(self.id, conn.gen, key)) {
                         continue;
                     }
                     WorkerStats::add(&s.frames_out, 1);
@@ -878,8 +881,11 @@ impl Worker {
                 Phase::Other(Stage::Closing) | Phase::Other(Stage::AwaitingClose) => CLOSE_TIMEOUT,
             };
             let deadline = conn.since.saturating_add(limit);
-            if self.now < deadline {
-                self.wheel.schedule(id.0, deadline);
+            // The clock has whole seconds: `since` may be up to a second old already, so a
+            // connection is expired only strictly after its deadline second. Timeouts land
+            // between `limit` and `limit + 1` seconds of silence, never before.
+            if self.now <= deadline {
+                self.wheel.schedule(id.0, deadline + 1);
                 continue;
             }
             WorkerStats::add(&self.stats().timeouts, 1);

@@ -251,10 +251,10 @@ impl Chat {
         }
         let workers = ctx.out.workers();
         self.rooms.insert(
-            room,
+            room.clone(),
             Room {
                 loading: Some(vec![ChatMsg::Join {
-                    room: "".into(),
+                    room: room.clone(),
                     req,
                 }]),
                 last_seq: 0,
@@ -608,8 +608,10 @@ impl Chat {
                 room.last_seq = last_seq;
                 room.has_older = page.more;
                 room.recent = page.messages.into();
+                // Through the front door: an early leave may unload the room again, and a later join
+                // then loads it anew instead of finding nothing.
                 for msg in queued {
-                    self.apply(ctx, name, msg);
+                    self.on_owner_msg(ctx, msg);
                 }
             }
             Err(_) => {
