@@ -1,0 +1,787 @@
+//! The agent's event loops: one mio thread per core, each opening its share of the connections at
+//! the planned arrival rate, driving the scenario on them, and recording latencies.
+//!
+//! Memory per idle connection is a few dozen bytes: no read or write buffer is held between events.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::counters::Counters;
+use crate::hist;
+use crate::plan::{Plan, Scenario};
+use crate::sources::{connect_from, Failure};
+use crate::ws;
+
+const WAKER: Token = Token(usize::MAX);
+/// Connections opened per loop turn at most, so reads are never starved by a ramp.
+const OPEN_BATCH: usize = 512;
+/// Largest server frame accepted.
+const MAX_FRAME: usize = 1 << 20;
+/// How long a measure phase waits for outstanding acks after its last publish.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Phase commands from the agent.
+#[derive(Debug, Clone, Copy)]
+pub enum Cmd {
+    /// Open this thread's connections.
+    Connect,
+    /// Run the scenario's traffic starting at this Unix time (µs), shared by every agent.
+    Measure { start_unix_us: u64 },
+    /// Close everything and stop.
+    Teardown,
+}
+
+/// What threads tell the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Every connection of the thread is joined or failed.
+    ConnectDone,
+    /// The traffic phase ended and its acks are in (or the drain time passed).
+    MeasureDone,
+}
+
+/// Latency histograms of one agent, in microseconds.
+#[derive(Debug)]
+pub struct Hists {
+    /// Intended open time → joined (TCP + upgrade + join), open model.
+    pub establish: Histogram<u64>,
+    /// Intended publish time → ack.
+    pub ack: Histogram<u64>,
+    /// Intended publish time → each delivery.
+    pub delivery: Histogram<u64>,
+}
+
+impl Hists {
+    fn new() -> Self {
+        Hists { establish: hist::new_hist(), ack: hist::new_hist(), delivery: hist::new_hist() }
+    }
+    /// Every histogram with its name.
+    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 3] {
+        [("establish", &self.establish), ("ack", &self.ack), ("delivery", &self.delivery)]
+    }
+    fn merge(&mut self, o: &Hists) {
+        // Same bounds everywhere, so adding cannot fail.
+        let _ = self.establish.add(&o.establish);
+        let _ = self.ack.add(&o.ack);
+        let _ = self.delivery.add(&o.delivery);
+    }
+}
+
+/// A running engine.
+#[derive(Debug)]
+pub struct Engine {
+    threads: Vec<(Sender<Cmd>, Arc<Waker>, JoinHandle<Hists>)>,
+    pub counters: Arc<Counters>,
+    pub events: Receiver<Event>,
+}
+
+impl Engine {
+    /// Start the threads; they wait for [`Cmd::Connect`].
+    pub fn start(plan: Plan, counters: Arc<Counters>) -> io::Result<Engine> {
+        let plan = Arc::new(plan);
+        let (ev_tx, events) = crossbeam_channel::unbounded();
+        let mut threads = Vec::new();
+        for t in 0..plan.threads.max(1) {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            let (tx, rx) = crossbeam_channel::bounded(16);
+            let mut th = Thread::new(t, plan.clone(), poll, rx, ev_tx.clone(), counters.clone());
+            let h = std::thread::Builder::new().name(format!("lg-{t}")).spawn(move || th.run())?;
+            threads.push((tx, waker, h));
+        }
+        Ok(Engine { threads, counters, events })
+    }
+
+    /// Number of threads (each reports every event once).
+    pub fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Send a command to every thread.
+    pub fn command(&self, cmd: Cmd) {
+        for (tx, waker, _) in &self.threads {
+            let _ = tx.send(cmd);
+            let _ = waker.wake();
+        }
+    }
+
+    /// Wait until every thread reported `ev`, or `timeout` passed; returns how many did.
+    pub fn wait_all(&self, ev: Event, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        let mut n = 0;
+        while n < self.threads.len() {
+            match self.events.recv_deadline(deadline) {
+                Ok(e) if e == ev => n += 1,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        n
+    }
+
+    /// Tear down and collect the merged histograms.
+    pub fn finish(self) -> Hists {
+        self.command(Cmd::Teardown);
+        let mut all = Hists::new();
+        for (_, _, h) in self.threads {
+            if let Ok(hs) = h.join() {
+                all.merge(&hs);
+            }
+        }
+        all
+    }
+}
+
+fn unix_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Where a client connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum St {
+    Connecting,
+    Upgrading,
+    Joining,
+    Open,
+}
+
+/// One client connection.
+#[derive(Debug)]
+struct Client {
+    stream: TcpStream,
+    gen: u32,
+    idx: u64,
+    st: St,
+    /// Intended open time, ms since the thread's connect phase began.
+    intended_ms: u32,
+    rbuf: Option<Box<Vec<u8>>>,
+    wbuf: Option<Box<Vec<u8>>>,
+}
+
+struct Measure {
+    start_unix_us: u64,
+    end_unix_us: u64,
+    rate: f64,
+    next: u64,
+    published: u64,
+    answered: u64,
+    cursor: usize,
+    drain_until: Option<Instant>,
+    body_pad: String,
+}
+
+struct Thread {
+    id: usize,
+    plan: Arc<Plan>,
+    poll: Poll,
+    cmds: Receiver<Cmd>,
+    events: Sender<Event>,
+    counters: Arc<Counters>,
+    conns: Slab<Client>,
+    next_gen: u32,
+    pool: Vec<Vec<u8>>,
+    hists: Hists,
+    /// This thread's connections: global index `first + id + k * threads` for k in 0..mine.
+    mine: u64,
+    next_k: u64,
+    connect_start: Option<Instant>,
+    settled: u64,
+    connect_reported: bool,
+    timeouts: VecDeque<(usize, u32, St, Instant)>,
+    hb_cursor: usize,
+    hb_last: Instant,
+    hb_ref: u64,
+    measure: Option<Measure>,
+    mask: u32,
+    stop: bool,
+}
+
+impl Thread {
+    fn new(id: usize, plan: Arc<Plan>, poll: Poll, cmds: Receiver<Cmd>, events: Sender<Event>, counters: Arc<Counters>) -> Self {
+        let threads = plan.threads.max(1) as u64;
+        let mine = plan.count / threads + u64::from((id as u64) < plan.count % threads);
+        Thread {
+            id,
+            plan,
+            poll,
+            cmds,
+            events,
+            counters,
+            conns: Slab::new(),
+            next_gen: 0,
+            pool: Vec::new(),
+            hists: Hists::new(),
+            mine,
+            next_k: 0,
+            connect_start: None,
+            settled: 0,
+            connect_reported: false,
+            timeouts: VecDeque::new(),
+            hb_cursor: 0,
+            hb_last: Instant::now(),
+            hb_ref: 0,
+            measure: None,
+            mask: 0x9e37_79b9 ^ id as u32,
+            stop: false,
+        }
+    }
+
+    fn run(&mut self) -> Hists {
+        let mut events = Events::with_capacity(1024);
+        while !self.stop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "poll failed");
+                    break;
+                }
+            }
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    continue;
+                }
+                let t = ev.token().0;
+                let (key, gen) = (t & 0xffff_ffff, (t >> 32) as u32);
+                if !self.conns.get(key).is_some_and(|c| c.gen == gen) {
+                    continue;
+                }
+                if ev.is_writable() {
+                    self.on_writable(key);
+                }
+                if (ev.is_readable() || ev.is_read_closed() || ev.is_error()) && self.conns.contains(key) {
+                    self.on_readable(key);
+                }
+            }
+            while let Ok(cmd) = self.cmds.try_recv() {
+                self.on_cmd(cmd);
+            }
+            self.open_due();
+            self.expire();
+            self.heartbeats();
+            self.publish_due();
+            self.check_done();
+        }
+        std::mem::replace(&mut self.hists, Hists::new())
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        let mut t = Duration::from_millis(100);
+        if let Some(start) = self.connect_start {
+            if self.next_k < self.mine {
+                let due = start + self.intended_offset(self.next_k);
+                t = t.min(due.saturating_duration_since(Instant::now()));
+            }
+        }
+        if let Some(m) = &self.measure {
+            if m.drain_until.is_none() {
+                let due_us = m.start_unix_us + (m.next as f64 * 1e6 / m.rate) as u64;
+                t = t.min(Duration::from_micros(due_us.saturating_sub(unix_us())));
+            }
+        }
+        t
+    }
+
+    fn intended_offset(&self, k: u64) -> Duration {
+        let threads = self.plan.threads.max(1) as u64;
+        let n = k * threads + self.id as u64;
+        if self.plan.rate <= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(n as f64 / self.plan.rate)
+        }
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Connect => {
+                self.connect_start = Some(Instant::now());
+                self.connect_reported = false;
+            }
+            Cmd::Measure { start_unix_us } => {
+                let Scenario::Chat { publish_rate, measure_s, body_bytes } = &self.plan.scenario else {
+                    let _ = self.events.send(Event::MeasureDone);
+                    return;
+                };
+                let rate = publish_rate / self.plan.threads.max(1) as f64;
+                if rate <= 0.0 {
+                    let _ = self.events.send(Event::MeasureDone);
+                    return;
+                }
+                // Offset each thread's schedule so the threads interleave instead of bursting together.
+                let offset = (self.id as f64 / self.plan.threads.max(1) as f64 * 1e6 / rate) as u64;
+                self.measure = Some(Measure {
+                    start_unix_us: start_unix_us + offset,
+                    end_unix_us: start_unix_us + measure_s * 1_000_000,
+                    rate,
+                    next: 0,
+                    published: 0,
+                    answered: 0,
+                    cursor: 0,
+                    drain_until: None,
+                    body_pad: "x".repeat(body_bytes.saturating_sub(24)),
+                });
+            }
+            Cmd::Teardown => {
+                let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                for key in keys {
+                    let mut frame = Vec::with_capacity(8);
+                    ws::encode_masked(ws::CLOSE, &1000u16.to_be_bytes(), self.next_mask(), &mut frame);
+                    let c = &mut self.conns[key];
+                    let _ = c.stream.write(&frame);
+                    self.drop_conn(key);
+                }
+                self.stop = true;
+            }
+        }
+    }
+
+    fn next_mask(&mut self) -> [u8; 4] {
+        // xorshift32: cheap and never zero.
+        self.mask ^= self.mask << 13;
+        self.mask ^= self.mask >> 17;
+        self.mask ^= self.mask << 5;
+        self.mask.to_ne_bytes()
+    }
+
+    // ---- opening ----
+
+    fn open_due(&mut self) {
+        let Some(start) = self.connect_start else { return };
+        let now = Instant::now();
+        let mut opened = 0;
+        while self.next_k < self.mine && opened < OPEN_BATCH && start + self.intended_offset(self.next_k) <= now {
+            let k = self.next_k;
+            self.next_k += 1;
+            opened += 1;
+            let threads = self.plan.threads.max(1) as u64;
+            let idx = self.plan.first + self.id as u64 + k * threads;
+            let intended_ms = self.intended_offset(k).as_millis() as u32;
+            self.open(idx, intended_ms);
+        }
+    }
+
+    fn open(&mut self, idx: u64, intended_ms: u32) {
+        Counters::inc(&self.counters.attempted);
+        let plan = &self.plan;
+        let target = plan.targets[(idx % plan.targets.len() as u64) as usize];
+        let source = (!plan.sources.is_empty()).then(|| plan.sources[(idx % plan.sources.len() as u64) as usize]);
+        let mut stream = match connect_from(source, target) {
+            Ok(s) => s,
+            Err(e) => return self.failed_before_open(Failure::of(&e)),
+        };
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let token = Token(key | ((self.next_gen as usize) << 32));
+        if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
+            return self.failed_before_open(Failure::of(&e));
+        }
+        entry.insert(Client { stream, gen: self.next_gen, idx, st: St::Connecting, intended_ms, rbuf: None, wbuf: None });
+        self.arm_timeout(key);
+    }
+
+    fn failed_before_open(&mut self, f: Failure) {
+        self.counters.fail(f);
+        self.settled += 1;
+    }
+
+    fn arm_timeout(&mut self, key: usize) {
+        let c = &self.conns[key];
+        let deadline = Instant::now() + Duration::from_secs(self.plan.step_timeout_s.max(1));
+        self.timeouts.push_back((key, c.gen, c.st, deadline));
+    }
+
+    /// Steps all take the same time bound, so the queue is in deadline order.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        while let Some(&(key, gen, st, deadline)) = self.timeouts.front() {
+            if deadline > now {
+                break;
+            }
+            self.timeouts.pop_front();
+            if self.conns.get(key).is_some_and(|c| c.gen == gen && c.st == st && c.st != St::Open) {
+                self.fail(key, Failure::Timeout);
+            }
+        }
+    }
+
+    // ---- I/O ----
+
+    fn on_writable(&mut self, key: usize) {
+        if self.conns[key].st == St::Connecting {
+            let c = &mut self.conns[key];
+            match c.stream.take_error() {
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => return self.fail(key, Failure::of(&e)),
+            }
+            if let Err(e) = c.stream.peer_addr() {
+                if e.kind() == io::ErrorKind::NotConnected {
+                    return; // Not yet: a spurious wake-up.
+                }
+                return self.fail(key, Failure::of(&e));
+            }
+            Counters::inc(&self.counters.tcp_connected);
+            c.st = St::Upgrading;
+            let host = c.stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            let req = ws::upgrade_request(&host, &self.plan.path);
+            self.arm_timeout(key);
+            self.send(key, &req);
+            return;
+        }
+        let c = &mut self.conns[key];
+        let Some(buf) = c.wbuf.as_mut() else { return };
+        match c.stream.write(buf) {
+            Ok(n) => {
+                buf.drain(..n);
+                if buf.is_empty() {
+                    c.wbuf = None;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => self.fail(key, Failure::of(&e)),
+        }
+    }
+
+    fn send(&mut self, key: usize, bytes: &[u8]) {
+        self.counters.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let c = &mut self.conns[key];
+        if let Some(buf) = c.wbuf.as_mut() {
+            buf.extend_from_slice(bytes);
+            return;
+        }
+        let mut at = 0;
+        while at < bytes.len() {
+            match c.stream.write(&bytes[at..]) {
+                Ok(0) => return self.fail(key, Failure::Closed),
+                Ok(n) => at += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.fail(key, Failure::of(&e)),
+            }
+        }
+        if at < bytes.len() {
+            c.wbuf = Some(Box::new(bytes[at..].to_vec()));
+        }
+    }
+
+    fn send_text(&mut self, key: usize, text: &str) {
+        let mut frame = Vec::with_capacity(text.len() + 14);
+        let mask = self.next_mask();
+        ws::encode_masked(ws::TEXT, text.as_bytes(), mask, &mut frame);
+        self.send(key, &frame);
+    }
+
+    fn on_readable(&mut self, key: usize) {
+        let mut buf = match self.conns[key].rbuf.take() {
+            Some(b) => *b,
+            None => self.pool.pop().unwrap_or_else(|| Vec::with_capacity(16 * 1024)),
+        };
+        loop {
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(16 * 1024);
+            }
+            let c = &mut self.conns[key];
+            let start = buf.len();
+            buf.resize(buf.capacity(), 0);
+            match c.stream.read(&mut buf[start..]) {
+                Ok(0) => {
+                    buf.truncate(start);
+                    self.recycle(buf);
+                    return self.fail(key, Failure::Closed);
+                }
+                Ok(n) => {
+                    buf.truncate(start + n);
+                    self.counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    let used = match self.consume(key, &buf) {
+                        Some(used) => used,
+                        None => return self.recycle(buf),
+                    };
+                    buf.drain(..used);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    buf.truncate(start);
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(start),
+                Err(e) => {
+                    buf.truncate(start);
+                    self.recycle(buf);
+                    return self.fail(key, Failure::of(&e));
+                }
+            }
+        }
+        if buf.is_empty() {
+            self.recycle(buf);
+        } else {
+            self.conns[key].rbuf = Some(Box::new(buf));
+        }
+    }
+
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.pool.len() < 64 && buf.capacity() <= 64 * 1024 {
+            buf.clear();
+            self.pool.push(buf);
+        }
+    }
+
+    /// Handle what `buf` holds; returns the bytes used, or None when the connection was dropped.
+    fn consume(&mut self, key: usize, buf: &[u8]) -> Option<usize> {
+        let mut used = 0;
+        if self.conns[key].st == St::Upgrading {
+            match ws::parse_upgrade_response(buf) {
+                Ok(None) => return Some(0),
+                Ok(Some(n)) => {
+                    used = n;
+                    Counters::inc(&self.counters.upgraded);
+                    self.upgraded(key);
+                    if !self.conns.contains(key) {
+                        return None;
+                    }
+                }
+                Err(ws::UpgradeError::Status(_)) => {
+                    self.fail(key, Failure::HttpStatus);
+                    return None;
+                }
+                Err(ws::UpgradeError::Malformed) => {
+                    self.fail(key, Failure::Protocol);
+                    return None;
+                }
+            }
+        }
+        loop {
+            match ws::decode(&buf[used..], MAX_FRAME) {
+                Ok(None) => return Some(used),
+                Ok(Some((frame, n))) => {
+                    let payload = &buf[used + frame.payload.start..used + frame.payload.end];
+                    used += n;
+                    match frame.opcode {
+                        ws::TEXT => self.on_text(key, payload),
+                        ws::PING => {
+                            let mut pong = Vec::new();
+                            let mask = self.next_mask();
+                            ws::encode_masked(ws::PONG, payload, mask, &mut pong);
+                            self.send(key, &pong);
+                        }
+                        ws::CLOSE => {
+                            self.fail(key, Failure::Closed);
+                            return None;
+                        }
+                        _ => {}
+                    }
+                    if !self.conns.contains(key) {
+                        return None;
+                    }
+                }
+                Err(_) => {
+                    self.fail(key, Failure::Protocol);
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn upgraded(&mut self, key: usize) {
+        let idx = self.conns[key].idx;
+        match self.plan.topic_of(idx) {
+            Some(topic) => {
+                self.conns[key].st = St::Joining;
+                self.arm_timeout(key);
+                self.send_text(key, &format!(r#"["1","1",{},"phx_join",{{}}]"#, json_str(&topic)));
+            }
+            None => self.joined(key),
+        }
+    }
+
+    fn joined(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        c.st = St::Open;
+        Counters::inc(&self.counters.joined);
+        Counters::inc(&self.counters.open);
+        self.settled += 1;
+        if let Some(start) = self.connect_start {
+            let intended = start + Duration::from_millis(u64::from(c.intended_ms));
+            hist::record(&mut self.hists.establish, hist::latency_from_intended(intended, Instant::now()));
+        }
+    }
+
+    fn on_text(&mut self, key: usize, payload: &[u8]) {
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return self.fail(key, Failure::Protocol);
+        };
+        // [join_ref, ref, topic, event, payload]: only refs, event and a few payload fields matter.
+        let Ok((_jr, r, _topic, event, body)) = serde_json::from_str::<(
+            Option<&serde_json::value::RawValue>,
+            Option<&str>,
+            &serde_json::value::RawValue,
+            &str,
+            &serde_json::value::RawValue,
+        )>(text) else {
+            return self.fail(key, Failure::Protocol);
+        };
+        match (event, r) {
+            ("phx_reply", Some("1")) if self.conns[key].st == St::Joining => {
+                if body.get().starts_with(r#"{"status":"ok""#) {
+                    self.joined(key);
+                } else {
+                    self.fail(key, Failure::JoinRefused);
+                }
+            }
+            ("phx_reply", Some(r)) if r.starts_with('p') => {
+                let ok = body.get().starts_with(r#"{"status":"ok""#);
+                if let (Ok(sent), Some(m)) = (r[1..].parse::<u64>(), self.measure.as_mut()) {
+                    m.answered += 1;
+                    if ok {
+                        Counters::inc(&self.counters.acked);
+                        hist::record(&mut self.hists.ack, unix_us().saturating_sub(sent));
+                    } else {
+                        Counters::inc(&self.counters.ack_errors);
+                    }
+                }
+            }
+            ("new_msg", _) => {
+                if let Some(sent) = marker_time(body.get()) {
+                    Counters::inc(&self.counters.delivered);
+                    hist::record(&mut self.hists.delivery, unix_us().saturating_sub(sent));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ---- traffic ----
+
+    fn heartbeats(&mut self) {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.hb_last);
+        if elapsed < Duration::from_millis(100) || self.conns.is_empty() {
+            return;
+        }
+        self.hb_last = now;
+        // Visit the slab a slice per tick so every connection beats once per period.
+        let cap = self.conns.capacity().max(1);
+        let per_tick = ((cap as f64) * elapsed.as_secs_f64() / self.plan.heartbeat_s.max(1) as f64).ceil() as usize;
+        self.hb_ref += 1;
+        let text = format!(r#"[null,"h{}","phoenix","heartbeat",{{}}]"#, self.hb_ref);
+        for _ in 0..per_tick.min(cap) {
+            let key = self.hb_cursor % cap;
+            self.hb_cursor = self.hb_cursor.wrapping_add(1);
+            if self.conns.get(key).is_some_and(|c| c.st == St::Open) {
+                self.send_text(key, &text);
+            }
+        }
+    }
+
+    fn publish_due(&mut self) {
+        let Some(m) = self.measure.as_mut() else { return };
+        if m.drain_until.is_some() {
+            return;
+        }
+        let now = unix_us();
+        let mut sends = Vec::new();
+        let cap = self.conns.capacity().max(1);
+        while sends.len() < OPEN_BATCH {
+            let due = m.start_unix_us + (m.next as f64 * 1e6 / m.rate) as u64;
+            if due > now {
+                break;
+            }
+            if due >= m.end_unix_us {
+                m.drain_until = Some(Instant::now() + DRAIN);
+                break;
+            }
+            m.next += 1;
+            // The next open connection after the cursor publishes.
+            let mut found = None;
+            for _ in 0..cap {
+                let key = m.cursor % cap;
+                m.cursor = m.cursor.wrapping_add(1);
+                if self.conns.get(key).is_some_and(|c| c.st == St::Open) {
+                    found = Some(key);
+                    break;
+                }
+            }
+            let Some(key) = found else { break };
+            m.published += 1;
+            sends.push((key, due));
+        }
+        let pad = self.measure.as_ref().map(|m| m.body_pad.clone()).unwrap_or_default();
+        for (key, due) in sends {
+            let Some(topic) = self.plan.topic_of(self.conns[key].idx) else { continue };
+            Counters::inc(&self.counters.published);
+            let text = format!(r#"["1","p{due}",{},"new_msg",{{"body":"lg:{due}:{pad}"}}]"#, json_str(&topic));
+            self.send_text(key, &text);
+        }
+    }
+
+    fn check_done(&mut self) {
+        if self.connect_start.is_some() && !self.connect_reported && self.next_k >= self.mine && self.settled >= self.mine {
+            self.connect_reported = true;
+            let _ = self.events.send(Event::ConnectDone);
+        }
+        if let Some(m) = &self.measure {
+            if let Some(until) = m.drain_until {
+                if m.answered >= m.published || Instant::now() >= until {
+                    self.measure = None;
+                    let _ = self.events.send(Event::MeasureDone);
+                }
+            }
+        }
+    }
+
+    // ---- failures ----
+
+    fn fail(&mut self, key: usize, f: Failure) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        self.counters.fail(f);
+        if self.conns[key].st != St::Open {
+            self.settled += 1;
+        }
+        self.drop_conn(key);
+    }
+
+    fn drop_conn(&mut self, key: usize) {
+        let mut c = self.conns.remove(key);
+        if c.st == St::Open {
+            self.counters.open.fetch_sub(1, Ordering::Relaxed);
+        }
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        if let Some(b) = c.rbuf.take() {
+            self.recycle(*b);
+        }
+    }
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialise")
+}
+
+/// The send time in a load-generator message body (`"body":"lg:<unix µs>:..."`).
+fn marker_time(payload: &str) -> Option<u64> {
+    let at = payload.find(r#""body":"lg:"#)? + r#""body":"lg:"#.len();
+    let rest = &payload[at..];
+    let end = rest.find(':')?;
+    rest[..end].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_are_found_in_delivered_messages() {
+        let p = r#"{"seq":3,"id":"9","user":"u1","body":"lg:1700000000123456:xxxx","ts":1}"#;
+        assert_eq!(marker_time(p), Some(1_700_000_000_123_456));
+        assert_eq!(marker_time(r#"{"body":"hello"}"#), None);
+    }
+}

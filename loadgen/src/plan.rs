@@ -1,0 +1,64 @@
+//! What one agent runs: the scenario, its share of the connections and its rates. Sent by the
+//! coordinator as JSON.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+/// The traffic of a run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Scenario {
+    /// Open connections, join each to a topic, hold them with heartbeats, tear down.
+    Connect,
+    /// Rooms of `members` connections; publish `new_msg` at `publish_rate` per second (this agent's
+    /// share) for `measure_s` seconds; measure publish → ack and publish → delivery.
+    Chat {
+        publish_rate: f64,
+        measure_s: u64,
+        body_bytes: usize,
+    },
+}
+
+impl Scenario {
+    /// Short name for results folders.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scenario::Connect => "connect",
+            Scenario::Chat { .. } => "chat",
+        }
+    }
+}
+
+/// One agent's part of a run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Plan {
+    pub scenario: Scenario,
+    /// Servers; connection `i` goes to `targets[i % len]`.
+    pub targets: Vec<SocketAddr>,
+    /// Upgrade path, e.g. `/socket/websocket?vsn=2.0.0`.
+    pub path: String,
+    /// Source addresses; connection `i` binds `sources[i % len]` (none: the kernel chooses).
+    pub sources: Vec<IpAddr>,
+    /// Topic of connection `i`: `{topic_prefix}{i / per_topic}`; `per_topic == 0` joins nothing.
+    pub topic_prefix: String,
+    pub per_topic: u64,
+    /// This agent's connections: indices `first .. first + count` of the whole run.
+    pub first: u64,
+    pub count: u64,
+    /// This agent's arrival rate, connections per second.
+    pub rate: f64,
+    /// Event-loop threads.
+    pub threads: usize,
+    /// Seconds each step (TCP connect, upgrade, join) may take before it counts as a timeout.
+    pub step_timeout_s: u64,
+    /// Seconds between heartbeats of one connection.
+    pub heartbeat_s: u64,
+}
+
+impl Plan {
+    /// The topic connection `i` joins, if any.
+    pub fn topic_of(&self, i: u64) -> Option<String> {
+        (self.per_topic > 0).then(|| format!("{}{}", self.topic_prefix, i / self.per_topic))
+    }
+}
