@@ -42,7 +42,11 @@ impl Counters {
             upgraded: l(&self.upgraded),
             joined: l(&self.joined),
             open: l(&self.open),
-            failures: Failure::ALL.iter().map(|f| (*f, l(&self.failures[f.index()]))).filter(|(_, n)| *n > 0).collect(),
+            failures: Failure::ALL
+                .iter()
+                .map(|f| (*f, l(&self.failures[f.index()])))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
             published: l(&self.published),
             acked: l(&self.acked),
             ack_errors: l(&self.ack_errors),

@@ -1,0 +1,593 @@
+//! The coordinator: gathers agents (local child processes or a fleet), gives each its share, runs the
+//! phases in lock-step, merges the agents' histograms exactly, and writes the result folder.
+
+use std::io::{BufReader, IsTerminal, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use hdrhistogram::Histogram;
+
+use crate::control::{read_msg, write_msg, Phase, ToAgent, ToCoordinator};
+use crate::counters::Snapshot;
+use crate::hist;
+use crate::plan::{Plan, Scenario};
+use crate::results::{self, RunDir, Setup};
+use crate::sample::Sampler;
+
+/// Where the agents come from.
+#[derive(Debug, Clone)]
+pub enum Agents {
+    /// Start this many agent processes on this machine (`exe agent ...`).
+    Local { count: usize, exe: PathBuf },
+    /// Wait for this many agents to connect to `listen`.
+    Fleet { listen: SocketAddr, count: usize },
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// Template for every agent's plan; `first`, `count` and the rates are filled per agent.
+    pub plan: Plan,
+    /// Connections in the whole run, and their arrival rate per second.
+    pub connections: u64,
+    pub rate: f64,
+    /// Seconds to hold the connections after the ramp.
+    pub hold_s: u64,
+    pub agents: Agents,
+    /// Root of the result folders; `None` writes none.
+    pub results: Option<PathBuf>,
+    /// Server processes whose memory and CPU are sampled.
+    pub server_pids: Vec<u32>,
+    /// Hard bound on the whole run.
+    pub max_seconds: u64,
+    /// The command line, for SETUP.md.
+    pub command_line: String,
+    /// Free-text notes for SETUP.md.
+    pub notes: Vec<String>,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub counters: Snapshot,
+    pub hists: Vec<(String, Histogram<u64>)>,
+    /// Seconds from the start of the connect phase until every agent reported it done.
+    pub connect_seconds: f64,
+    pub lost_agents: Vec<String>,
+    pub run_dir: Option<PathBuf>,
+    pub summary: serde_json::Value,
+}
+
+struct AgentConn {
+    name: String,
+    writer: TcpStream,
+    capacity: u64,
+    sources: Vec<IpAddr>,
+    last: Snapshot,
+    done: Option<String>,
+    report: Option<(Snapshot, Vec<(String, String)>)>,
+    lost: bool,
+}
+
+/// Run a whole load test.
+pub fn run(spec: RunSpec) -> anyhow::Result<Outcome> {
+    let deadline = Instant::now() + Duration::from_secs(spec.max_seconds.max(10));
+    let (listener, count) = match &spec.agents {
+        Agents::Local { count, .. } => (TcpListener::bind("127.0.0.1:0")?, *count),
+        Agents::Fleet { listen, count } => (
+            TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?,
+            *count,
+        ),
+    };
+    let addr = listener.local_addr()?;
+    let mut children = Children(Vec::new());
+    if let Agents::Local { exe, .. } = &spec.agents {
+        for i in 0..count {
+            let child = Command::new(exe)
+                .args([
+                    "agent",
+                    "--coordinator",
+                    &addr.to_string(),
+                    "--name",
+                    &format!("local-{i}"),
+                ])
+                .stdin(Stdio::null())
+                .spawn()
+                .with_context(|| format!("cannot start agent {}", exe.display()))?;
+            children.0.push(child);
+        }
+    } else {
+        eprintln!("waiting for {count} agents on {addr}");
+    }
+
+    let (mut agents, rx) = accept_agents(&listener, count, deadline)?;
+    assign(&spec, &mut agents)?;
+    for a in &agents {
+        if a.lost {
+            bail!("agent {} went away before it was ready", a.name);
+        }
+    }
+
+    let open_gauge = Arc::new(AtomicU64::new(0));
+    let run_dir = match &spec.results {
+        Some(root) => Some(RunDir::create(root, spec.plan.scenario.name())?),
+        None => None,
+    };
+    let sampler = match &run_dir {
+        Some(dir) => Some(Sampler::start(
+            spec.server_pids.clone(),
+            open_gauge.clone(),
+            dir.path.join("samples.jsonl"),
+            Duration::from_secs(1),
+            spec.max_seconds as usize + 60,
+        )?),
+        None => None,
+    };
+
+    let baseline = crate::sample::memory_now(&spec.server_pids);
+    let mut progress = Progress::new(spec.connections);
+    let connect_started = Instant::now();
+    broadcast(
+        &mut agents,
+        &ToAgent::Phase {
+            phase: Phase::Connect,
+        },
+    );
+    let ramp = spec.connections as f64 / spec.rate.max(1.0);
+    let connect_deadline = deadline.min(
+        Instant::now()
+            + Duration::from_secs_f64(ramp + 3.0 * spec.plan.step_timeout_s as f64 + 30.0),
+    );
+    wait_phase(
+        &mut agents,
+        &rx,
+        "connect",
+        connect_deadline,
+        &mut progress,
+        &open_gauge,
+    );
+    let connect_seconds = connect_started.elapsed().as_secs_f64();
+
+    let hold_until = deadline.min(Instant::now() + Duration::from_secs(spec.hold_s));
+    while Instant::now() < hold_until {
+        pump(&mut agents, &rx, hold_until, &mut progress, &open_gauge);
+    }
+
+    if let Scenario::Chat { measure_s, .. } = spec.plan.scenario {
+        let start_unix_us = unix_us() + 500_000;
+        broadcast(
+            &mut agents,
+            &ToAgent::Phase {
+                phase: Phase::Measure { start_unix_us },
+            },
+        );
+        let until = deadline.min(Instant::now() + Duration::from_secs(measure_s + 40));
+        wait_phase(
+            &mut agents,
+            &rx,
+            "measure",
+            until,
+            &mut progress,
+            &open_gauge,
+        );
+    }
+
+    broadcast(
+        &mut agents,
+        &ToAgent::Phase {
+            phase: Phase::Teardown,
+        },
+    );
+    let until = Instant::now() + Duration::from_secs(60);
+    while agents.iter().any(|a| a.report.is_none() && !a.lost) && Instant::now() < until {
+        pump(&mut agents, &rx, until, &mut progress, &open_gauge);
+    }
+    progress.finish();
+    let samples = sampler.map(Sampler::stop).unwrap_or_default();
+
+    let mut counters = Snapshot::default();
+    let mut merged: Vec<(String, Histogram<u64>)> = Vec::new();
+    let mut lost_agents = Vec::new();
+    for a in &agents {
+        let Some((c, hists)) = &a.report else {
+            lost_agents.push(a.name.clone());
+            counters.add(&a.last);
+            continue;
+        };
+        counters.add(c);
+        for (name, text) in hists {
+            let h = hist::decode(text)
+                .with_context(|| format!("agent {} sent a bad histogram", a.name))?;
+            match merged.iter_mut().find(|(n, _)| n == name) {
+                Some((_, m)) => hist::merge(m, &h)?,
+                None => merged.push((name.clone(), h)),
+            }
+        }
+    }
+
+    let summary = summarize(
+        &spec,
+        &counters,
+        &merged,
+        connect_seconds,
+        &lost_agents,
+        &samples,
+        baseline,
+    );
+    if let Some(dir) = &run_dir {
+        write_results(dir, &spec, &agents, &summary, &merged)?;
+    }
+    Ok(Outcome {
+        counters,
+        hists: merged,
+        connect_seconds,
+        lost_agents,
+        run_dir: run_dir.map(|d| d.path),
+        summary,
+    })
+}
+
+/// Local agent processes, stopped (by PID, through their handles) however the run ends.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            // Agents exit by themselves after the teardown; give them a moment before ending them.
+            for _ in 0..50 {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+type Inbox = Receiver<(usize, Option<ToCoordinator>)>;
+
+fn accept_agents(
+    listener: &TcpListener,
+    count: usize,
+    deadline: Instant,
+) -> anyhow::Result<(Vec<AgentConn>, Inbox)> {
+    listener.set_nonblocking(true)?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut agents = Vec::new();
+    let hello_by = deadline.min(Instant::now() + Duration::from_secs(60));
+    while agents.len() < count {
+        if Instant::now() > hello_by {
+            bail!("only {} of {count} agents connected in time", agents.len());
+        }
+        let stream = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        stream.set_nonblocking(false)?;
+        let _ = stream.set_nodelay(true);
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let hello = read_msg::<ToCoordinator>(&mut reader)?;
+        let Some(ToCoordinator::Hello {
+            name,
+            pid,
+            capacity,
+            sources,
+        }) = hello
+        else {
+            bail!("an agent did not introduce itself: {hello:?}");
+        };
+        tracing::info!(agent = %name, pid, capacity, "agent connected");
+        let idx = agents.len();
+        let tx = tx.clone();
+        std::thread::spawn(move || loop {
+            match read_msg::<ToCoordinator>(&mut reader) {
+                Ok(Some(m)) => {
+                    if tx.send((idx, Some(m))).is_err() {
+                        break;
+                    }
+                }
+                _ => {
+                    let _ = tx.send((idx, None));
+                    break;
+                }
+            }
+        });
+        agents.push(AgentConn {
+            name,
+            writer: stream,
+            capacity,
+            sources,
+            last: Snapshot::default(),
+            done: None,
+            report: None,
+            lost: false,
+        });
+    }
+    Ok((agents, rx))
+}
+
+/// Give each agent its share, proportional to capacity, and wait until all are ready.
+fn assign(spec: &RunSpec, agents: &mut [AgentConn]) -> anyhow::Result<()> {
+    let total_cap: u64 = agents.iter().map(|a| a.capacity).sum();
+    if total_cap < spec.connections {
+        bail!(
+            "{} agents can hold {total_cap} connections in all, fewer than {}: add agents (--local-agents) or raise their open-file limit",
+            agents.len(),
+            spec.connections
+        );
+    }
+    let n = agents.len() as u64;
+    let mut first = 0;
+    for (i, a) in agents.iter_mut().enumerate() {
+        let count = spec.connections / n + u64::from((i as u64) < spec.connections % n);
+        if count > a.capacity {
+            bail!(
+                "agent {} can hold {} connections, its share is {count}: add agents",
+                a.name,
+                a.capacity
+            );
+        }
+        let share = count as f64 / spec.connections.max(1) as f64;
+        let mut plan = spec.plan.clone();
+        plan.first = first;
+        plan.count = count;
+        plan.rate = spec.rate * share;
+        if let Scenario::Chat { publish_rate, .. } = &mut plan.scenario {
+            *publish_rate *= share;
+        }
+        if !a.sources.is_empty() {
+            plan.sources = a.sources.clone();
+        }
+        first += count;
+        write_msg(&mut a.writer, &ToAgent::Plan { plan })?;
+    }
+    Ok(())
+}
+
+fn broadcast(agents: &mut [AgentConn], msg: &ToAgent) {
+    for a in agents.iter_mut().filter(|a| !a.lost) {
+        a.done = None;
+        if write_msg(&mut a.writer, msg).is_err() {
+            lost(a, "its control connection broke");
+        }
+    }
+}
+
+fn lost(a: &mut AgentConn, why: &str) {
+    if !a.lost {
+        a.lost = true;
+        eprintln!("\nagent {} lost: {why}", a.name);
+    }
+}
+
+/// Handle agent messages until `until`.
+fn pump(
+    agents: &mut [AgentConn],
+    rx: &Inbox,
+    until: Instant,
+    progress: &mut Progress,
+    open: &AtomicU64,
+) {
+    let wait = until
+        .saturating_duration_since(Instant::now())
+        .min(Duration::from_millis(200));
+    match rx.recv_timeout(wait) {
+        Ok((i, Some(msg))) => match msg {
+            ToCoordinator::Progress { counters } => agents[i].last = counters,
+            ToCoordinator::PhaseDone {
+                phase, counters, ..
+            } => {
+                agents[i].last = counters;
+                agents[i].done = Some(phase);
+            }
+            ToCoordinator::Report { counters, hists } => agents[i].report = Some((counters, hists)),
+            ToCoordinator::Error { message } => lost(&mut agents[i], &message),
+            ToCoordinator::Hello { .. } | ToCoordinator::Ready => {}
+        },
+        Ok((i, None)) => {
+            if agents[i].report.is_none() {
+                lost(&mut agents[i], "it disconnected");
+            }
+        }
+        Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
+    }
+    let mut total = Snapshot::default();
+    for a in agents.iter() {
+        total.add(&a.last);
+    }
+    open.store(total.open, Ordering::Relaxed);
+    progress.show(&total, agents.iter().filter(|a| a.lost).count());
+}
+
+fn wait_phase(
+    agents: &mut [AgentConn],
+    rx: &Inbox,
+    phase: &str,
+    until: Instant,
+    progress: &mut Progress,
+    open: &AtomicU64,
+) {
+    while Instant::now() < until
+        && agents
+            .iter()
+            .any(|a| !a.lost && a.done.as_deref() != Some(phase))
+    {
+        pump(agents, rx, until, progress, open);
+    }
+    for a in agents.iter() {
+        if !a.lost && a.done.as_deref() != Some(phase) {
+            eprintln!(
+                "\nagent {} did not finish the {phase} phase in time",
+                a.name
+            );
+        }
+    }
+}
+
+/// The one-line progress display: rewritten in place on a terminal, a line every 5 s otherwise.
+struct Progress {
+    started: Instant,
+    last_shown: Instant,
+    last_joined: u64,
+    last_at: Instant,
+    target: u64,
+    tty: bool,
+}
+
+impl Progress {
+    fn new(target: u64) -> Self {
+        let now = Instant::now();
+        Progress {
+            started: now,
+            last_shown: now,
+            last_joined: 0,
+            last_at: now,
+            target,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn show(&mut self, c: &Snapshot, lost: usize) {
+        let every = if self.tty {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(5)
+        };
+        if self.last_shown.elapsed() < every {
+            return;
+        }
+        let dt = self.last_at.elapsed().as_secs_f64().max(1e-3);
+        let rate = (c.joined.saturating_sub(self.last_joined)) as f64 / dt;
+        self.last_joined = c.joined;
+        self.last_at = Instant::now();
+        self.last_shown = Instant::now();
+        let line = format!(
+            "[{:>5.0}s] open {}/{} joined {} ({:.0}/s) failed {} published {} acked {} delivered {}{}",
+            self.started.elapsed().as_secs_f64(),
+            c.open,
+            self.target,
+            c.joined,
+            rate,
+            c.failed(),
+            c.published,
+            c.acked,
+            c.delivered,
+            if lost > 0 { format!(" LOST AGENTS {lost}") } else { String::new() }
+        );
+        let mut err = std::io::stderr();
+        if self.tty {
+            let _ = write!(err, "\r{line:<120}");
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+    }
+
+    fn finish(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
+}
+
+fn summarize(
+    spec: &RunSpec,
+    c: &Snapshot,
+    hists: &[(String, Histogram<u64>)],
+    connect_seconds: f64,
+    lost: &[String],
+    samples: &[crate::sample::Sample],
+    (rss0_kb, slab0_kb): (u64, u64),
+) -> serde_json::Value {
+    let percentiles: serde_json::Map<String, serde_json::Value> = hists
+        .iter()
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(n, h)| {
+            (
+                n.clone(),
+                serde_json::to_value(hist::percentiles(h)).unwrap_or_default(),
+            )
+        })
+        .collect();
+    // The sample with the most connections held, late in the hold when several tie.
+    let peak = samples.iter().rev().max_by_key(|s| s.connections);
+    let per_conn = |now_kb: u64, base_kb: u64| -> Option<f64> {
+        let p = peak?;
+        (p.connections > 0)
+            .then(|| (now_kb as f64 - base_kb as f64) * 1024.0 / p.connections as f64)
+    };
+    serde_json::json!({
+        "scenario": spec.plan.scenario,
+        "connections": spec.connections,
+        "rate": spec.rate,
+        "hold_s": spec.hold_s,
+        "targets": spec.plan.targets,
+        "sources": spec.plan.sources.len(),
+        "agents": match &spec.agents { Agents::Local { count, .. } => *count, Agents::Fleet { count, .. } => *count },
+        "lost_agents": lost,
+        "connect_seconds": connect_seconds,
+        "counters": c,
+        "latency_us": percentiles,
+        "peak_connections": peak.map(|s| s.connections),
+        "server_rss_bytes_per_connection": if spec.server_pids.is_empty() { None } else { peak.and_then(|p| per_conn(p.server_rss_kb, rss0_kb)) },
+        "kernel_slab_bytes_per_connection": peak.and_then(|p| per_conn(p.slab_kb, slab0_kb)),
+        "server_rss_kb": { "before": rss0_kb, "peak": peak.map(|p| p.server_rss_kb) },
+        "kernel_slab_kb": { "before": slab0_kb, "peak": peak.map(|p| p.slab_kb) },
+    })
+}
+
+fn write_results(
+    dir: &RunDir,
+    spec: &RunSpec,
+    agents: &[AgentConn],
+    summary: &serde_json::Value,
+    hists: &[(String, Histogram<u64>)],
+) -> anyhow::Result<()> {
+    let mut extra = vec![
+        (
+            "agents".to_string(),
+            agents
+                .iter()
+                .map(|a| format!("{} (capacity {})", a.name, a.capacity))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        ("targets".to_string(), format!("{:?}", spec.plan.targets)),
+        (
+            "source addresses".to_string(),
+            spec.plan.sources.len().to_string(),
+        ),
+    ];
+    if let Some(lost) = summary["lost_agents"].as_array().filter(|l| !l.is_empty()) {
+        extra.push(("LOST AGENTS".to_string(), format!("{lost:?}")));
+    }
+    let setup = Setup {
+        command_lines: vec![spec.command_line.clone()],
+        notes: spec.notes.clone(),
+        server_pids: spec.server_pids.clone(),
+        extra,
+    };
+    results::write_setup(dir, &setup)?;
+    results::write_json(dir, "summary", summary)?;
+    for (name, h) in hists.iter().filter(|(_, h)| !h.is_empty()) {
+        results::write_hgrm_file(dir, name, h, 1000.0)?;
+    }
+    Ok(())
+}
