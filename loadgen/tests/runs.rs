@@ -1,0 +1,163 @@
+//! Whole runs against a real Rusher server started in this process: the chat scenario with local
+//! agent processes, and a fleet of three agents merged by one coordinator.
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+
+use rusher_loadgen::coordinator::{self, Agents, RunSpec};
+use rusher_loadgen::plan::{Plan, Scenario};
+use rusher_server::config::ServeArgs;
+use rusher_server::server;
+
+fn loadgen_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rusher-loadgen"))
+}
+
+fn start_server() -> server::Running {
+    let args = ServeArgs {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        store: Some("sqlite://:memory:".into()),
+        workers: Some(2),
+        ..Default::default()
+    };
+    server::start(args.resolve().unwrap()).expect("server starts")
+}
+
+fn spec(
+    target: std::net::SocketAddr,
+    scenario: Scenario,
+    connections: u64,
+    per_topic: u64,
+    agents: Agents,
+) -> RunSpec {
+    RunSpec {
+        plan: Plan {
+            scenario,
+            targets: vec![target],
+            path: "/socket/websocket?vsn=2.0.0".into(),
+            sources: Vec::new(),
+            topic_prefix: "room:lgtest-".into(),
+            per_topic,
+            first: 0,
+            count: 0,
+            rate: 0.0,
+            threads: 2,
+            step_timeout_s: 20,
+            heartbeat_s: 30,
+        },
+        connections,
+        rate: 4000.0,
+        hold_s: 0,
+        agents,
+        results: None,
+        server_pids: Vec::new(),
+        max_seconds: 120,
+        command_line: "test".into(),
+        notes: Vec::new(),
+    }
+}
+
+#[test]
+fn chat_with_2000_connections_has_no_errors_and_one_sample_per_delivery() {
+    let srv = start_server();
+    let scenario = Scenario::Chat {
+        publish_rate: 400.0,
+        measure_s: 3,
+        body_bytes: 64,
+    };
+    let agents = Agents::Local {
+        count: 2,
+        exe: loadgen_exe(),
+    };
+    let out = coordinator::run(spec(srv.addr, scenario, 2000, 20, agents)).expect("run completes");
+    let c = &out.counters;
+    assert_eq!(c.failed(), 0, "failures: {:?}", c.failures);
+    assert!(out.lost_agents.is_empty());
+    assert_eq!(c.joined, 2000);
+    assert!(c.published >= 1000, "published only {}", c.published);
+    assert_eq!(c.acked, c.published, "every publish acked");
+    assert_eq!(
+        c.delivered,
+        c.published * 20,
+        "every member of the room got every message"
+    );
+    let count = |name: &str| {
+        out.hists
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, h)| h.len())
+    };
+    assert_eq!(
+        count("delivery"),
+        c.delivered,
+        "exactly one latency sample per delivery"
+    );
+    assert_eq!(count("ack"), c.acked);
+    assert_eq!(count("establish"), 2000);
+    srv.shutdown();
+}
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_fleet_of_three_agents_produces_one_merged_result() {
+    let srv = start_server();
+    // Find a free port for the coordinator; agents retry until it listens.
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let results = std::env::temp_dir().join(format!("rusher-lg-fleet-{}", std::process::id()));
+    let _agents: Vec<Agent> = (0..3)
+        .map(|i| {
+            let child = Command::new(loadgen_exe())
+                .args([
+                    "agent",
+                    "--coordinator",
+                    &listen.to_string(),
+                    "--name",
+                    &format!("fleet-{i}"),
+                ])
+                .spawn()
+                .unwrap();
+            Agent(child)
+        })
+        .collect();
+    let mut s = spec(
+        srv.addr,
+        Scenario::Connect,
+        900,
+        30,
+        Agents::Fleet { listen, count: 3 },
+    );
+    s.results = Some(results.clone());
+    let out = coordinator::run(s).expect("fleet run completes");
+    assert!(out.lost_agents.is_empty());
+    assert_eq!(out.counters.joined, 900);
+    assert_eq!(out.counters.failed(), 0);
+    let establish = out.hists.iter().find(|(n, _)| n == "establish").unwrap();
+    assert_eq!(
+        establish.1.len(),
+        900,
+        "the merged histogram holds every agent's samples"
+    );
+    assert_eq!(out.summary["agents"], 3);
+    let dir = out.run_dir.expect("a result folder");
+    for file in ["SETUP.md", "summary.json", "establish.hgrm"] {
+        assert!(dir.join(file).exists(), "{file} written");
+    }
+    let setup = std::fs::read_to_string(dir.join("SETUP.md")).unwrap();
+    assert!(
+        setup.contains("fleet-0") && setup.contains("fleet-2"),
+        "SETUP.md names the agents"
+    );
+    let _ = std::fs::remove_dir_all(results);
+    srv.shutdown();
+}
