@@ -217,6 +217,15 @@ pub fn spec(
         anyhow::bail!("nothing to do: --connections is 0");
     }
     let plan = plan_from(run, scenario, per_topic)?;
+    let pairs = (plan.sources.len().max(1) * plan.targets.len()) as u64;
+    if connections / pairs > 10_000 {
+        eprintln!(
+            "note: {} connections per (source address, target) pair; the kernel's port search slows down \
+             as a pair's ports fill, which shows as connect latency. Add --source-ips (e.g. 127.0.0.2-127.0.0.{}).",
+            connections / pairs,
+            (connections / 2000 + 2).min(254)
+        );
+    }
     let agents = match agents {
         Some(a) => a,
         None => {
@@ -238,7 +247,37 @@ pub fn spec(
         results: run.results.clone(),
         server_pids: run.server_pids.clone(),
         max_seconds: run.max_seconds,
-        command_line: std::env::args().collect::<Vec<_>>().join(" "),
+        command_line: std::env::args()
+            .map(|a| shell_quote(&a))
+            .collect::<Vec<_>>()
+            .join(" "),
         notes: run.notes.clone(),
     })
+}
+
+/// Quote an argument so the command line in SETUP.md can be pasted back into a shell.
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=,@+%".contains(&b));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_are_quoted_only_when_needed() {
+        assert_eq!(shell_quote("--rate"), "--rate");
+        assert_eq!(shell_quote("127.0.0.2-127.0.0.9"), "127.0.0.2-127.0.0.9");
+        assert_eq!(shell_quote("two words"), "'two words'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
 }

@@ -533,6 +533,16 @@ fn summarize(
         (p.connections > 0)
             .then(|| (now_kb as f64 - base_kb as f64) * 1024.0 / p.connections as f64)
     };
+    // The marginal cost: growth between the first sample past 10% of the peak and the peak, which
+    // leaves out one-time costs (allocator arenas, database caches) that the all-in figure includes.
+    let marginal = |f: fn(&crate::sample::Sample) -> u64| -> Option<f64> {
+        let p = peak?;
+        let early = samples
+            .iter()
+            .find(|s| s.connections * 10 >= p.connections && s.connections < p.connections)?;
+        let dc = (p.connections - early.connections) as f64;
+        (dc > 0.0).then(|| (f(p) as f64 - f(early) as f64) * 1024.0 / dc)
+    };
     serde_json::json!({
         "scenario": spec.plan.scenario,
         "connections": spec.connections,
@@ -548,6 +558,8 @@ fn summarize(
         "peak_connections": peak.map(|s| s.connections),
         "server_rss_bytes_per_connection": if spec.server_pids.is_empty() { None } else { peak.and_then(|p| per_conn(p.server_rss_kb, rss0_kb)) },
         "kernel_slab_bytes_per_connection": peak.and_then(|p| per_conn(p.slab_kb, slab0_kb)),
+        "server_rss_bytes_per_connection_marginal": if spec.server_pids.is_empty() { None } else { marginal(|s| s.server_rss_kb) },
+        "kernel_slab_bytes_per_connection_marginal": marginal(|s| s.slab_kb),
         "server_rss_kb": { "before": rss0_kb, "peak": peak.map(|p| p.server_rss_kb) },
         "kernel_slab_kb": { "before": slab0_kb, "peak": peak.map(|p| p.slab_kb) },
     })

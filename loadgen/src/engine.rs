@@ -53,6 +53,8 @@ pub enum Event {
 /// Latency histograms of one agent, in microseconds.
 #[derive(Debug)]
 pub struct Hists {
+    /// Intended open time → TCP connected, open model.
+    pub tcp: Histogram<u64>,
     /// Intended open time → joined (TCP + upgrade + join), open model.
     pub establish: Histogram<u64>,
     /// Intended publish time → ack.
@@ -64,14 +66,16 @@ pub struct Hists {
 impl Hists {
     fn new() -> Self {
         Hists {
+            tcp: hist::new_hist(),
             establish: hist::new_hist(),
             ack: hist::new_hist(),
             delivery: hist::new_hist(),
         }
     }
     /// Every histogram with its name.
-    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 3] {
+    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 4] {
         [
+            ("tcp", &self.tcp),
             ("establish", &self.establish),
             ("ack", &self.ack),
             ("delivery", &self.delivery),
@@ -79,6 +83,7 @@ impl Hists {
     }
     fn merge(&mut self, o: &Hists) {
         // Same bounds everywhere, so adding cannot fail.
+        let _ = self.tcp.add(&o.tcp);
         let _ = self.establish.add(&o.establish);
         let _ = self.ack.add(&o.ack);
         let _ = self.delivery.add(&o.delivery);
@@ -493,6 +498,13 @@ impl Thread {
             }
             Counters::inc(&self.counters.tcp_connected);
             c.st = St::Upgrading;
+            if let Some(start) = self.connect_start {
+                let intended = start + Duration::from_millis(u64::from(c.intended_ms));
+                hist::record(
+                    &mut self.hists.tcp,
+                    hist::latency_from_intended(intended, Instant::now()),
+                );
+            }
             let host = c
                 .stream
                 .peer_addr()
