@@ -111,6 +111,10 @@ pub struct ServeArgs {
     /// Enable the /autobahn echo endpoint for WebSocket conformance tests (16 MiB messages). Never in production.
     #[arg(long, env = "RUSHER_AUTOBAHN_ECHO", num_args = 0..=1, default_missing_value = "true")]
     pub autobahn_echo: Option<bool>,
+    /// Enable the /shootout endpoint (the websocket-shootout echo and broadcast protocol) for
+    /// benchmarks against other servers. Any client may broadcast to all shootout clients.
+    #[arg(long, env = "RUSHER_SHOOTOUT", num_args = 0..=1, default_missing_value = "true")]
+    pub shootout: Option<bool>,
     /// Log filter, e.g. info or rusher_server=debug. [default: info]
     #[arg(long, env = "RUSHER_LOG")]
     pub log: Option<String>,
@@ -149,6 +153,7 @@ pub struct Config {
     pub history_on_join: usize,
     pub history_max_page: usize,
     pub autobahn_echo: bool,
+    pub shootout: bool,
     pub log: String,
 }
 
@@ -230,6 +235,7 @@ impl ServeArgs {
             history_on_join,
             history_max_page: history_on_join.max(200),
             autobahn_echo: a.autobahn_echo.or(f.autobahn_echo).unwrap_or(false),
+            shootout: a.shootout.or(f.shootout).unwrap_or(false),
             log: a.log.or(f.log).unwrap_or_else(|| "info".into()),
         };
         cfg.validate()?;

@@ -16,6 +16,8 @@ pub enum Route {
     Phoenix { user: String, response: Vec<u8> },
     /// Switch to the conformance echo endpoint; `response` is the 101.
     Echo { response: Vec<u8> },
+    /// Switch to the websocket-shootout benchmark protocol; `response` is the 101.
+    Shootout { response: Vec<u8> },
 }
 
 fn plain(status: u16, body: &str) -> Route {
@@ -49,6 +51,10 @@ pub fn route(
         "/socket/websocket" => phoenix(req, cfg, anon),
         "/autobahn" if cfg.autobahn_echo => match upgrade(req, None) {
             Ok(response) => Route::Echo { response },
+            Err(r) => r,
+        },
+        "/shootout" if cfg.shootout => match upgrade(req, None) {
+            Ok(response) => Route::Shootout { response },
             Err(r) => r,
         },
         _ => plain(404, "not found"),

@@ -27,6 +27,8 @@ pub enum Stage {
     Handshake,
     /// The test-only echo endpoint for WebSocket conformance.
     Echo,
+    /// The websocket-shootout benchmark protocol on `/shootout`.
+    Shootout,
     /// A plain HTTP response or the answer to the peer's close is being flushed; the socket closes
     /// once it is written.
     Closing,

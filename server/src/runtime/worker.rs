@@ -21,7 +21,7 @@ use crate::mailbox::{ConnId, Inbox, Msg, Outbox};
 use crate::metrics::{Registry, WorkerStats};
 use crate::phoenix::{self, JoinRef, Session};
 use crate::store::StoreHandle;
-use crate::topics::{OwnerCtx, Topics};
+use crate::topics::{shootout, OwnerCtx, Topics};
 use crate::wire::frame::{self, FrameError, Incoming, OpCode};
 use crate::wire::handshake;
 use crate::wire::phoenix as pwire;
@@ -71,6 +71,8 @@ pub struct Worker {
     to_close: Vec<(usize, u32, CloseWhy)>,
     replies: Vec<Vec<u8>>,
     anon_counter: u64,
+    /// Slots of shootout clients in the local subscriber list, by slab key.
+    shootout_slots: std::collections::HashMap<usize, u32>,
 }
 
 /// What a worker needs at start; built by the runtime before threads start.
@@ -123,6 +125,7 @@ impl Worker {
             to_close: Vec::new(),
             replies: Vec::new(),
             anon_counter: 0,
+            shootout_slots: std::collections::HashMap::new(),
         })
     }
 
@@ -356,7 +359,7 @@ impl Worker {
                     .saturating_sub(buf.filled().len())
                     .min(4096)
             }
-            Phase::Other(Stage::Echo)
+            Phase::Other(Stage::Echo | Stage::Shootout)
             | Phase::Phoenix(_)
             | Phase::Other(Stage::Closing)
             | Phase::Other(Stage::AwaitingClose) => {
@@ -420,6 +423,12 @@ impl Worker {
                 self.upgraded(key, response, Phase::Phoenix(Session::new(user.into())))
             }
             Route::Echo { response } => self.upgraded(key, response, Phase::Other(Stage::Echo)),
+            Route::Shootout { response } => {
+                let topic = self.local.intern(shootout::TOPIC);
+                let slot = self.local.join(&topic, key);
+                self.shootout_slots.insert(key, slot);
+                self.upgraded(key, response, Phase::Other(Stage::Shootout))
+            }
         }
     }
 
@@ -518,6 +527,7 @@ impl Worker {
                     let f = frame::encode(OpCode::Text, text.as_bytes());
                     self.send_owned_limit(key, f, self.cfg.echo_max_message_bytes() * 2)
                 }
+                Phase::Other(Stage::Shootout) => self.on_shootout(key, &text),
                 _ => match pwire::parse_text(&text) {
                     Ok(m) => self.on_phoenix(key, m),
                     Err(e) => {
@@ -526,6 +536,12 @@ impl Worker {
                     }
                 },
             },
+            Incoming::Binary(_)
+                if matches!(self.conns[key].phase, Phase::Other(Stage::Shootout)) =>
+            {
+                self.start_close(key, 1003, "the shootout protocol is JSON text");
+                false
+            }
             Incoming::Binary(data) => match &self.conns[key].phase {
                 Phase::Other(Stage::Echo) => {
                     let f = frame::encode(OpCode::Binary, &data);
@@ -659,7 +675,46 @@ impl Worker {
         }
     }
 
+    fn on_shootout(&mut self, key: usize, text: &str) -> bool {
+        match shootout::handle(text) {
+            Ok(shootout::Action::Echo(reply)) => {
+                self.send_owned(key, frame::encode(OpCode::Text, reply.as_bytes()))
+            }
+            Ok(shootout::Action::Broadcast { to_all, result }) => {
+                let frame = crate::topics::text_frame(&to_all);
+                let topic = self.local.intern(shootout::TOPIC);
+                for w in (0..self.out.workers()).filter(|w| *w != self.id) {
+                    self.out.send(
+                        w,
+                        Msg::Broadcast {
+                            topic: topic.clone(),
+                            frame: frame.clone(),
+                            except: None,
+                        },
+                    );
+                }
+                // Local copies first, so the sender sees its own broadcast before the result.
+                self.on_msg(Msg::Broadcast {
+                    topic,
+                    frame,
+                    except: None,
+                });
+                self.conns.contains(key)
+                    && self.send_owned(key, frame::encode(OpCode::Text, result.as_bytes()))
+            }
+            Err(why) => {
+                self.start_close(key, 1003, &why);
+                false
+            }
+        }
+    }
+
     fn detach_session(&mut self, key: usize) {
+        if matches!(self.conns[key].phase, Phase::Other(Stage::Shootout)) {
+            if let Some(slot) = self.shootout_slots.remove(&key) {
+                self.local.leave(shootout::TOPIC, slot);
+            }
+        }
         let me = self.conn_id(key);
         let Worker {
             conns,
@@ -875,7 +930,7 @@ impl Worker {
             let conn = &self.conns[key];
             let limit = match conn.phase {
                 Phase::Other(Stage::Handshake) => self.cfg.handshake_timeout.as_secs() as u32,
-                Phase::Phoenix(_) | Phase::Other(Stage::Echo) => {
+                Phase::Phoenix(_) | Phase::Other(Stage::Echo | Stage::Shootout) => {
                     self.cfg.heartbeat_timeout.as_secs() as u32
                 }
                 Phase::Other(Stage::Closing) | Phase::Other(Stage::AwaitingClose) => CLOSE_TIMEOUT,
@@ -890,7 +945,7 @@ impl Worker {
             }
             WorkerStats::add(&self.stats().timeouts, 1);
             match conn.phase {
-                Phase::Phoenix(_) | Phase::Other(Stage::Echo) => {
+                Phase::Phoenix(_) | Phase::Other(Stage::Echo | Stage::Shootout) => {
                     tracing::debug!(worker = self.id, key, "closing silent connection");
                     self.detach_session(key);
                     self.conns[key].phase = Phase::Other(Stage::Closing);
@@ -919,7 +974,7 @@ impl Worker {
                 continue;
             }
             match self.conns[key].phase {
-                Phase::Phoenix(_) | Phase::Other(Stage::Echo) => {
+                Phase::Phoenix(_) | Phase::Other(Stage::Echo | Stage::Shootout) => {
                     self.detach_session(key);
                     self.conns[key].phase = Phase::Other(Stage::Closing);
                     if self.send_owned(key, frame::close_frame(1001, "server shutting down"))

@@ -2,6 +2,7 @@
 //! topic's owner) and an owner-side part (the topic's state, on one worker).
 
 pub mod chat;
+pub mod shootout;
 
 use std::sync::Arc;
 
