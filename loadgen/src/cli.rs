@@ -41,6 +41,19 @@ pub enum Command {
         run: RunArgs,
         #[command(flatten)]
         chat: ChatArgs,
+        #[command(flatten)]
+        traffic: TrafficArgs,
+    },
+    /// The websocket-shootout protocol (any server that speaks it, e.g. `rusher --shootout` on
+    /// /shootout): echo round trips, or broadcasts to every client with the time each copy arrived.
+    Shootout {
+        #[command(flatten)]
+        run: RunArgs,
+        /// echo or broadcast.
+        #[arg(long, value_enum, default_value = "echo")]
+        mode: ShootoutMode,
+        #[command(flatten)]
+        traffic: TrafficArgs,
     },
     /// Coordinate a fleet: wait for --agents agents (started with `agent --coordinator`) and run the
     /// scenario across them.
@@ -58,6 +71,11 @@ pub enum Command {
         run: RunArgs,
         #[command(flatten)]
         chat: ChatArgs,
+        #[command(flatten)]
+        traffic: TrafficArgs,
+        /// Shootout mode, with --scenario shootout.
+        #[arg(long, value_enum, default_value = "echo")]
+        mode: ShootoutMode,
     },
     /// Serve a coordinator: take a share of its run.
     Agent {
@@ -81,6 +99,14 @@ pub enum Command {
 pub enum ScenarioKind {
     Connect,
     Chat,
+    Shootout,
+}
+
+/// What shootout clients send.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ShootoutMode {
+    Echo,
+    Broadcast,
 }
 
 /// Flags every scenario shares.
@@ -89,9 +115,9 @@ pub struct RunArgs {
     /// Servers, host:port, comma separated; connection i goes to target i mod N.
     #[arg(long, required = true)]
     pub target: String,
-    /// Upgrade path.
-    #[arg(long, default_value = "/socket/websocket?vsn=2.0.0")]
-    pub path: String,
+    /// Upgrade path. [default: /socket/websocket?vsn=2.0.0, or /shootout]
+    #[arg(long)]
+    pub path: Option<String>,
     /// Source addresses: ranges and lists, e.g. 127.0.0.2-127.0.0.201 (bound with IP_BIND_ADDRESS_NO_PORT).
     #[arg(long)]
     pub source_ips: Option<String>,
@@ -145,7 +171,13 @@ pub struct ChatArgs {
     /// Members per room.
     #[arg(long, default_value_t = 10)]
     pub members: u64,
-    /// Messages published per second across the run.
+}
+
+/// The traffic phase of chat and shootout.
+#[derive(Args, Debug, Clone)]
+pub struct TrafficArgs {
+    /// Messages published per second across the run (open model: latency counts from the intended
+    /// send time).
     #[arg(long, default_value_t = 1000.0)]
     pub publish_rate: f64,
     /// Seconds of publishing.
@@ -156,7 +188,35 @@ pub struct ChatArgs {
     pub body_bytes: usize,
 }
 
+/// Flag values for scenarios that do not take chat or traffic flags.
+pub fn defaults() -> (ChatArgs, TrafficArgs) {
+    (
+        ChatArgs {
+            rooms: None,
+            members: 10,
+        },
+        TrafficArgs {
+            publish_rate: 1000.0,
+            measure: 10,
+            body_bytes: 64,
+        },
+    )
+}
+
+impl TrafficArgs {
+    fn check(&self) -> anyhow::Result<()> {
+        if !(self.publish_rate > 0.0 && self.publish_rate.is_finite()) {
+            anyhow::bail!("--publish-rate must be a positive number");
+        }
+        Ok(())
+    }
+}
+
 fn plan_from(run: &RunArgs, scenario: Scenario, per_topic: u64) -> anyhow::Result<Plan> {
+    let path = run.path.clone().unwrap_or_else(|| match scenario {
+        Scenario::Shootout { .. } => "/shootout".into(),
+        _ => "/socket/websocket?vsn=2.0.0".into(),
+    });
     let targets = parse_targets(&run.target).map_err(anyhow::Error::msg)?;
     let sources = match &run.source_ips {
         Some(s) => parse_sources(s).map_err(anyhow::Error::msg)?,
@@ -165,7 +225,7 @@ fn plan_from(run: &RunArgs, scenario: Scenario, per_topic: u64) -> anyhow::Resul
     Ok(Plan {
         scenario,
         targets,
-        path: run.path.clone(),
+        path,
         sources,
         topic_prefix: run.topic_prefix.clone(),
         per_topic,
@@ -184,33 +244,38 @@ fn plan_from(run: &RunArgs, scenario: Scenario, per_topic: u64) -> anyhow::Resul
 pub fn spec(
     kind: ScenarioKind,
     run: &RunArgs,
-    chat: Option<&ChatArgs>,
+    chat: &ChatArgs,
+    traffic: &TrafficArgs,
+    mode: ShootoutMode,
     agents: Option<Agents>,
 ) -> anyhow::Result<RunSpec> {
     if run.rate <= 0.0 || !run.rate.is_finite() {
         anyhow::bail!("--rate must be a positive number");
     }
-    let (scenario, per_topic, connections) = match (kind, chat) {
-        (ScenarioKind::Connect, _) | (ScenarioKind::Chat, None) => {
-            (Scenario::Connect, run.per_topic, run.connections)
-        }
-        (ScenarioKind::Chat, Some(c)) => {
-            if c.members == 0 {
+    let (scenario, per_topic, connections) = match kind {
+        ScenarioKind::Connect => (Scenario::Connect, run.per_topic, run.connections),
+        ScenarioKind::Chat => {
+            traffic.check()?;
+            if chat.members == 0 {
                 anyhow::bail!("--members must be at least 1");
             }
-            if !(c.publish_rate > 0.0 && c.publish_rate.is_finite()) {
-                anyhow::bail!("--publish-rate must be a positive number");
-            }
-            let connections = c.rooms.map_or(run.connections, |r| r * c.members);
-            (
-                Scenario::Chat {
-                    publish_rate: c.publish_rate,
-                    measure_s: c.measure,
-                    body_bytes: c.body_bytes.max(32),
-                },
-                c.members,
-                connections,
-            )
+            let connections = chat.rooms.map_or(run.connections, |r| r * chat.members);
+            let s = Scenario::Chat {
+                publish_rate: traffic.publish_rate,
+                measure_s: traffic.measure,
+                body_bytes: traffic.body_bytes.max(32),
+            };
+            (s, chat.members, connections)
+        }
+        ScenarioKind::Shootout => {
+            traffic.check()?;
+            let s = Scenario::Shootout {
+                broadcast: matches!(mode, ShootoutMode::Broadcast),
+                publish_rate: traffic.publish_rate,
+                measure_s: traffic.measure,
+                body_bytes: traffic.body_bytes,
+            };
+            (s, 0, run.connections)
         }
     };
     if connections == 0 {

@@ -16,7 +16,7 @@ use hdrhistogram::Histogram;
 use crate::control::{read_msg, write_msg, Phase, ToAgent, ToCoordinator};
 use crate::counters::Snapshot;
 use crate::hist;
-use crate::plan::{Plan, Scenario};
+use crate::plan::Plan;
 use crate::results::{self, RunDir, Setup};
 use crate::sample::Sampler;
 
@@ -159,7 +159,7 @@ pub fn run(spec: RunSpec) -> anyhow::Result<Outcome> {
         pump(&mut agents, &rx, hold_until, &mut progress, &open_gauge);
     }
 
-    if let Scenario::Chat { measure_s, .. } = spec.plan.scenario {
+    if let Some((_, measure_s, _)) = spec.plan.scenario.traffic() {
         let start_unix_us = unix_us() + 500_000;
         broadcast(
             &mut agents,
@@ -350,9 +350,7 @@ fn assign(spec: &RunSpec, agents: &mut [AgentConn]) -> anyhow::Result<()> {
         plan.first = first;
         plan.count = count;
         plan.rate = spec.rate * share;
-        if let Scenario::Chat { publish_rate, .. } = &mut plan.scenario {
-            *publish_rate *= share;
-        }
+        plan.scenario.scale_rate(share);
         if !a.sources.is_empty() {
             plan.sources = a.sources.clone();
         }

@@ -342,11 +342,7 @@ impl Thread {
                 self.connect_reported = false;
             }
             Cmd::Measure { start_unix_us } => {
-                let Scenario::Chat {
-                    publish_rate,
-                    measure_s,
-                    body_bytes,
-                } = &self.plan.scenario
+                let Some((publish_rate, measure_s, body_bytes)) = self.plan.scenario.traffic()
                 else {
                     let _ = self.events.send(Event::MeasureDone);
                     return;
@@ -708,6 +704,9 @@ impl Thread {
         let Ok(text) = std::str::from_utf8(payload) else {
             return self.fail(key, Failure::Protocol);
         };
+        if let Scenario::Shootout { .. } = self.plan.scenario {
+            return self.on_shootout_text(key, text);
+        }
         // [join_ref, ref, topic, event, payload]: only refs, event and a few payload fields matter.
         let Ok((_jr, r, _topic, event, body)) = serde_json::from_str::<(
             Option<&serde_json::value::RawValue>,
@@ -748,6 +747,37 @@ impl Thread {
         }
     }
 
+    fn on_shootout_text(&mut self, key: usize, text: &str) {
+        #[derive(serde::Deserialize)]
+        struct Payload {
+            t: u64,
+        }
+        #[derive(serde::Deserialize)]
+        struct Msg<'a> {
+            #[serde(rename = "type")]
+            kind: &'a str,
+            payload: Payload,
+        }
+        let Ok(m) = serde_json::from_str::<Msg<'_>>(text) else {
+            return self.fail(key, Failure::Protocol);
+        };
+        let latency = unix_us().saturating_sub(m.payload.t);
+        match m.kind {
+            "echo" | "broadcastResult" => {
+                Counters::inc(&self.counters.acked);
+                hist::record(&mut self.hists.ack, latency);
+                if let Some(ms) = self.measure.as_mut() {
+                    ms.answered += 1;
+                }
+            }
+            "broadcast" => {
+                Counters::inc(&self.counters.delivered);
+                hist::record(&mut self.hists.delivery, latency);
+            }
+            _ => self.fail(key, Failure::Protocol),
+        }
+    }
+
     // ---- traffic ----
 
     fn heartbeats(&mut self) {
@@ -762,12 +792,21 @@ impl Thread {
         let per_tick = ((cap as f64) * elapsed.as_secs_f64() / self.plan.heartbeat_s.max(1) as f64)
             .ceil() as usize;
         self.hb_ref += 1;
+        // Phoenix sockets beat on the `phoenix` topic; other protocols get a WebSocket ping.
+        let phoenix = !matches!(self.plan.scenario, Scenario::Shootout { .. });
         let text = format!(r#"[null,"h{}","phoenix","heartbeat",{{}}]"#, self.hb_ref);
         for _ in 0..per_tick.min(cap) {
             let key = self.hb_cursor % cap;
             self.hb_cursor = self.hb_cursor.wrapping_add(1);
             if self.conns.get(key).is_some_and(|c| c.st == St::Open) {
-                self.send_text(key, &text);
+                if phoenix {
+                    self.send_text(key, &text);
+                } else {
+                    let mut ping = Vec::with_capacity(6);
+                    let mask = self.next_mask();
+                    ws::encode_masked(ws::PING, b"", mask, &mut ping);
+                    self.send(key, &ping);
+                }
             }
         }
     }
@@ -812,14 +851,11 @@ impl Thread {
             .map(|m| m.body_pad.clone())
             .unwrap_or_default();
         for (key, due) in sends {
-            let Some(topic) = self.plan.topic_of(self.conns[key].idx) else {
+            let topic = self.plan.topic_of(self.conns[key].idx);
+            let Some(text) = self.plan.scenario.publish_text(topic.as_deref(), due, &pad) else {
                 continue;
             };
             Counters::inc(&self.counters.published);
-            let text = format!(
-                r#"["1","p{due}",{},"new_msg",{{"body":"lg:{due}:{pad}"}}]"#,
-                json_str(&topic)
-            );
             self.send_text(key, &text);
         }
     }

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 
-use rusher_loadgen::cli::{self, Cli, Command, ScenarioKind};
+use rusher_loadgen::cli::{self, Cli, Command, ScenarioKind, ShootoutMode};
 use rusher_loadgen::coordinator::{self, Agents, Outcome};
 use rusher_loadgen::sources::{parse_sources, Failure};
 use rusher_loadgen::{agent, hist};
@@ -30,23 +30,44 @@ fn main() -> anyhow::Result<()> {
             let capacity = capacity.unwrap_or_else(agent::capacity);
             return agent::run(*coordinator, name, sources, capacity);
         }
-        Command::Connect(run) => cli::spec(ScenarioKind::Connect, run, None, None)?,
-        Command::Chat { run, chat } => cli::spec(ScenarioKind::Chat, run, Some(chat), None)?,
+        Command::Connect(run) => {
+            let (chat, traffic) = cli::defaults();
+            cli::spec(
+                ScenarioKind::Connect,
+                run,
+                &chat,
+                &traffic,
+                ShootoutMode::Echo,
+                None,
+            )?
+        }
+        Command::Chat { run, chat, traffic } => cli::spec(
+            ScenarioKind::Chat,
+            run,
+            chat,
+            traffic,
+            ShootoutMode::Echo,
+            None,
+        )?,
+        Command::Shootout { run, mode, traffic } => {
+            let (chat, _) = cli::defaults();
+            cli::spec(ScenarioKind::Shootout, run, &chat, traffic, *mode, None)?
+        }
         Command::Coordinator {
             listen,
             agents,
             scenario,
             run,
             chat,
-        } => cli::spec(
-            *scenario,
-            run,
-            Some(chat),
-            Some(Agents::Fleet {
+            traffic,
+            mode,
+        } => {
+            let fleet = Agents::Fleet {
                 listen: *listen,
                 count: *agents,
-            }),
-        )?,
+            };
+            cli::spec(*scenario, run, chat, traffic, *mode, Some(fleet))?
+        }
     };
     agent::raise_nofile_limit();
     let outcome = coordinator::run(spec)?;

@@ -18,6 +18,14 @@ pub enum Scenario {
         measure_s: u64,
         body_bytes: usize,
     },
+    /// The websocket-shootout protocol: `echo` (each message answered) or `broadcast` (each message
+    /// delivered to every client and answered with `broadcastResult`), at `publish_rate` per second.
+    Shootout {
+        broadcast: bool,
+        publish_rate: f64,
+        measure_s: u64,
+        body_bytes: usize,
+    },
 }
 
 impl Scenario {
@@ -26,6 +34,57 @@ impl Scenario {
         match self {
             Scenario::Connect => "connect",
             Scenario::Chat { .. } => "chat",
+            Scenario::Shootout {
+                broadcast: false, ..
+            } => "shootout-echo",
+            Scenario::Shootout {
+                broadcast: true, ..
+            } => "shootout-broadcast",
+        }
+    }
+
+    /// The traffic phase, if the scenario has one: (messages per second, seconds, body bytes).
+    pub fn traffic(&self) -> Option<(f64, u64, usize)> {
+        match *self {
+            Scenario::Connect => None,
+            Scenario::Chat {
+                publish_rate,
+                measure_s,
+                body_bytes,
+            }
+            | Scenario::Shootout {
+                publish_rate,
+                measure_s,
+                body_bytes,
+                ..
+            } => Some((publish_rate, measure_s, body_bytes)),
+        }
+    }
+
+    /// Scale the publish rate (an agent's share of the run's).
+    pub fn scale_rate(&mut self, share: f64) {
+        if let Scenario::Chat { publish_rate, .. } | Scenario::Shootout { publish_rate, .. } = self
+        {
+            *publish_rate *= share;
+        }
+    }
+
+    /// The message a connection on `topic` publishes at `due` (Unix µs), carrying `due` for latency.
+    pub fn publish_text(&self, topic: Option<&str>, due: u64, pad: &str) -> Option<String> {
+        match self {
+            Scenario::Connect => None,
+            Scenario::Chat { .. } => {
+                let topic = serde_json::to_string(topic?).ok()?;
+                Some(format!(
+                    r#"["1","p{due}",{topic},"new_msg",{{"body":"lg:{due}:{pad}"}}]"#
+                ))
+            }
+            Scenario::Shootout { broadcast, .. } => {
+                let kind = if *broadcast { "broadcast" } else { "echo" };
+                Some(format!(
+                    r#"{{"type":"{kind}","payload":{{"t":{due},"pad":"{pad}"}}}}"#
+                ))
+            }
         }
     }
 }

@@ -18,6 +18,7 @@ fn start_server() -> server::Running {
         listen: Some("127.0.0.1:0".parse().unwrap()),
         store: Some("sqlite://:memory:".into()),
         workers: Some(2),
+        shootout: Some(true),
         ..Default::default()
     };
     server::start(args.resolve().unwrap()).expect("server starts")
@@ -159,5 +160,65 @@ fn a_fleet_of_three_agents_produces_one_merged_result() {
         "SETUP.md names the agents"
     );
     let _ = std::fs::remove_dir_all(results);
+    srv.shutdown();
+}
+
+#[test]
+fn shootout_broadcast_delivers_exactly_one_copy_to_every_client() {
+    let srv = start_server();
+    let scenario = Scenario::Shootout {
+        broadcast: true,
+        publish_rate: 40.0,
+        measure_s: 2,
+        body_bytes: 16,
+    };
+    let mut s = spec(
+        srv.addr,
+        scenario,
+        300,
+        0,
+        Agents::Local {
+            count: 1,
+            exe: loadgen_exe(),
+        },
+    );
+    s.plan.path = "/shootout".into();
+    let out = coordinator::run(s).expect("run completes");
+    let c = &out.counters;
+    assert_eq!(c.failed(), 0, "failures: {:?}", c.failures);
+    assert!(c.published >= 60, "published only {}", c.published);
+    assert_eq!(
+        c.acked, c.published,
+        "a broadcastResult for every broadcast"
+    );
+    assert_eq!(
+        c.delivered,
+        c.published * 300,
+        "one copy per client per broadcast"
+    );
+
+    let scenario = Scenario::Shootout {
+        broadcast: false,
+        publish_rate: 500.0,
+        measure_s: 1,
+        body_bytes: 16,
+    };
+    let mut s = spec(
+        srv.addr,
+        scenario,
+        100,
+        0,
+        Agents::Local {
+            count: 1,
+            exe: loadgen_exe(),
+        },
+    );
+    s.plan.path = "/shootout".into();
+    let out = coordinator::run(s).expect("run completes");
+    assert_eq!(
+        out.counters.acked, out.counters.published,
+        "every echo answered"
+    );
+    assert_eq!(out.counters.delivered, 0);
     srv.shutdown();
 }
