@@ -119,7 +119,8 @@ pub fn run(
                 }
             },
             recv(tick) -> _ => {
-                if write_msg(&mut writer, &ToCoordinator::Progress { counters: counters.snapshot() }).is_err() {
+                let interval = encode_nonempty(&engine.take_interval());
+                if write_msg(&mut writer, &ToCoordinator::Progress { counters: counters.snapshot(), interval }).is_err() {
                     break;
                 }
             },
@@ -140,6 +141,14 @@ pub fn run(
         },
     );
     Ok(())
+}
+
+fn encode_nonempty(h: &crate::engine::Hists) -> Vec<(String, String)> {
+    h.named()
+        .iter()
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(n, h)| (n.to_string(), hist::encode(h)))
+        .collect()
 }
 
 fn connect_retrying(addr: SocketAddr) -> io::Result<TcpStream> {

@@ -47,8 +47,13 @@ pub enum ToCoordinator {
     },
     /// The plan is accepted and the threads are up.
     Ready,
-    /// Once a second.
-    Progress { counters: Snapshot },
+    /// Once a second: counters, and the latency samples of the last second (HdrHistogram V2,
+    /// compressed, base64) for the time series and the progress display.
+    Progress {
+        counters: Snapshot,
+        #[serde(default)]
+        interval: Vec<(String, String)>,
+    },
     /// A phase finished on every thread (`complete`) or its time ran out.
     PhaseDone {
         phase: String,

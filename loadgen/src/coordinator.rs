@@ -131,7 +131,14 @@ pub fn run(spec: RunSpec) -> anyhow::Result<Outcome> {
     };
 
     let baseline = crate::sample::memory_now(&spec.server_pids);
-    let mut progress = Progress::new(spec.connections);
+    let log = match &run_dir {
+        Some(dir) => Some(hist::IntervalLog::new(
+            dir.path.join("latency.hlog"),
+            SystemTime::now(),
+        )?),
+        None => None,
+    };
+    let mut progress = Progress::new(spec.connections, log);
     let connect_started = Instant::now();
     broadcast(
         &mut agents,
@@ -389,7 +396,10 @@ fn pump(
         .min(Duration::from_millis(200));
     match rx.recv_timeout(wait) {
         Ok((i, Some(msg))) => match msg {
-            ToCoordinator::Progress { counters } => agents[i].last = counters,
+            ToCoordinator::Progress { counters, interval } => {
+                agents[i].last = counters;
+                progress.absorb(&interval);
+            }
             ToCoordinator::PhaseDone {
                 phase, counters, ..
             } => {
@@ -440,7 +450,9 @@ fn wait_phase(
     }
 }
 
-/// The one-line progress display: rewritten in place on a terminal, a line every 5 s otherwise.
+/// The one-line progress display (rewritten in place on a terminal, a line every 5 s otherwise),
+/// and the latency time series: the agents' per-second histograms, merged and appended to an
+/// HdrHistogram interval log once a second.
 struct Progress {
     started: Instant,
     last_shown: Instant,
@@ -448,10 +460,16 @@ struct Progress {
     last_at: Instant,
     target: u64,
     tty: bool,
+    /// Every sample so far, by histogram name.
+    so_far: Vec<(String, Histogram<u64>)>,
+    /// Samples since the last interval-log line.
+    pending: Vec<(String, Histogram<u64>)>,
+    last_logged: Instant,
+    log: Option<hist::IntervalLog>,
 }
 
 impl Progress {
-    fn new(target: u64) -> Self {
+    fn new(target: u64, log: Option<hist::IntervalLog>) -> Self {
         let now = Instant::now();
         Progress {
             started: now,
@@ -460,10 +478,62 @@ impl Progress {
             last_at: now,
             target,
             tty: std::io::stderr().is_terminal(),
+            so_far: Vec::new(),
+            pending: Vec::new(),
+            last_logged: now,
+            log,
         }
     }
 
+    fn absorb(&mut self, interval: &[(String, String)]) {
+        for (name, text) in interval {
+            let Ok(h) = hist::decode(text) else {
+                tracing::warn!(%name, "an agent sent an undecodable interval histogram");
+                continue;
+            };
+            for set in [&mut self.so_far, &mut self.pending] {
+                match set.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, m)) => {
+                        let _ = hist::merge(m, &h);
+                    }
+                    None => set.push((name.clone(), h.clone())),
+                }
+            }
+        }
+    }
+
+    fn log_interval(&mut self) {
+        if self.last_logged.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        let start = self.last_logged.duration_since(self.started);
+        let duration = self.last_logged.elapsed();
+        self.last_logged = Instant::now();
+        if let Some(log) = &mut self.log {
+            for (name, h) in self.pending.iter().filter(|(_, h)| !h.is_empty()) {
+                if let Err(e) = log.append(name, start, duration, h) {
+                    tracing::warn!(error = %e, "cannot write the interval log");
+                }
+            }
+        }
+        for (_, h) in &mut self.pending {
+            h.reset();
+        }
+    }
+
+    /// p50 and p99 so far, in ms, of the most telling histogram: delivery, else ack, else establish.
+    fn latency_so_far(&self) -> String {
+        for name in ["delivery", "ack", "establish"] {
+            if let Some((_, h)) = self.so_far.iter().find(|(n, h)| n == name && !h.is_empty()) {
+                let ms = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
+                return format!(" | {name} p50 {:.2} ms p99 {:.2} ms", ms(0.5), ms(0.99));
+            }
+        }
+        String::new()
+    }
+
     fn show(&mut self, c: &Snapshot, lost: usize) {
+        self.log_interval();
         let every = if self.tty {
             Duration::from_millis(500)
         } else {
@@ -478,7 +548,7 @@ impl Progress {
         self.last_at = Instant::now();
         self.last_shown = Instant::now();
         let line = format!(
-            "[{:>5.0}s] open {}/{} joined {} ({:.0}/s) failed {} published {} acked {} delivered {}{}",
+            "[{:>5.0}s] open {}/{} joined {} ({:.0}/s) failed {} published {} acked {} delivered {}{}{}",
             self.started.elapsed().as_secs_f64(),
             c.open,
             self.target,
@@ -488,17 +558,20 @@ impl Progress {
             c.published,
             c.acked,
             c.delivered,
+            self.latency_so_far(),
             if lost > 0 { format!(" LOST AGENTS {lost}") } else { String::new() }
         );
         let mut err = std::io::stderr();
         if self.tty {
-            let _ = write!(err, "\r{line:<120}");
+            let _ = write!(err, "\r{line:<140}");
         } else {
             let _ = writeln!(err, "{line}");
         }
     }
 
-    fn finish(&self) {
+    fn finish(&mut self) {
+        self.last_logged -= Duration::from_secs(1);
+        self.log_interval();
         if self.tty {
             eprintln!();
         }

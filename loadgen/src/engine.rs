@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -81,7 +81,15 @@ impl Hists {
             ("delivery", &self.delivery),
         ]
     }
-    fn merge(&mut self, o: &Hists) {
+    fn reset(&mut self) {
+        self.tcp.reset();
+        self.establish.reset();
+        self.ack.reset();
+        self.delivery.reset();
+    }
+
+    /// Add another set's samples.
+    pub fn merge(&mut self, o: &Hists) {
         // Same bounds everywhere, so adding cannot fail.
         let _ = self.tcp.add(&o.tcp);
         let _ = self.establish.add(&o.establish);
@@ -94,6 +102,8 @@ impl Hists {
 #[derive(Debug)]
 pub struct Engine {
     threads: Vec<(Sender<Cmd>, Arc<Waker>, JoinHandle<Hists>)>,
+    /// Samples the threads flushed since the last [`Engine::take_interval`].
+    interval: Arc<Mutex<Hists>>,
     pub counters: Arc<Counters>,
     pub events: Receiver<Event>,
 }
@@ -104,11 +114,20 @@ impl Engine {
         let plan = Arc::new(plan);
         let (ev_tx, events) = crossbeam_channel::unbounded();
         let mut threads = Vec::new();
+        let interval = Arc::new(Mutex::new(Hists::new()));
         for t in 0..plan.threads.max(1) {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let (tx, rx) = crossbeam_channel::bounded(16);
-            let mut th = Thread::new(t, plan.clone(), poll, rx, ev_tx.clone(), counters.clone());
+            let mut th = Thread::new(
+                t,
+                plan.clone(),
+                poll,
+                rx,
+                ev_tx.clone(),
+                counters.clone(),
+                interval.clone(),
+            );
             let h = std::thread::Builder::new()
                 .name(format!("lg-{t}"))
                 .spawn(move || th.run())?;
@@ -116,9 +135,18 @@ impl Engine {
         }
         Ok(Engine {
             threads,
+            interval,
             counters,
             events,
         })
+    }
+
+    /// The samples recorded since the last call (flushed by the threads once a second).
+    pub fn take_interval(&self) -> Hists {
+        match self.interval.lock() {
+            Ok(mut h) => std::mem::replace(&mut *h, Hists::new()),
+            Err(_) => Hists::new(),
+        }
     }
 
     /// Number of threads (each reports every event once).
@@ -215,7 +243,12 @@ struct Thread {
     conns: Slab<Client>,
     next_gen: u32,
     pool: Vec<Vec<u8>>,
-    hists: Hists,
+    /// Samples since the last flush (once a second): shared with the agent for the time series, then
+    /// added to `total`.
+    interval: Hists,
+    total: Hists,
+    shared: Arc<Mutex<Hists>>,
+    last_flush: Instant,
     /// This thread's connections: global index `first + id + k * threads` for k in 0..mine.
     mine: u64,
     next_k: u64,
@@ -239,6 +272,7 @@ impl Thread {
         cmds: Receiver<Cmd>,
         events: Sender<Event>,
         counters: Arc<Counters>,
+        shared: Arc<Mutex<Hists>>,
     ) -> Self {
         let threads = plan.threads.max(1) as u64;
         let mine = plan.count / threads + u64::from((id as u64) < plan.count % threads);
@@ -252,7 +286,10 @@ impl Thread {
             conns: Slab::new(),
             next_gen: 0,
             pool: Vec::new(),
-            hists: Hists::new(),
+            interval: Hists::new(),
+            total: Hists::new(),
+            shared,
+            last_flush: Instant::now(),
             mine,
             next_k: 0,
             connect_start: None,
@@ -304,8 +341,21 @@ impl Thread {
             self.heartbeats();
             self.publish_due();
             self.check_done();
+            if self.last_flush.elapsed() >= Duration::from_secs(1) {
+                self.flush_interval();
+            }
         }
-        std::mem::replace(&mut self.hists, Hists::new())
+        self.flush_interval();
+        std::mem::replace(&mut self.total, Hists::new())
+    }
+
+    fn flush_interval(&mut self) {
+        self.last_flush = Instant::now();
+        self.total.merge(&self.interval);
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.merge(&self.interval);
+        }
+        self.interval.reset();
     }
 
     fn poll_timeout(&self) -> Duration {
@@ -497,7 +547,7 @@ impl Thread {
             if let Some(start) = self.connect_start {
                 let intended = start + Duration::from_millis(u64::from(c.intended_ms));
                 hist::record(
-                    &mut self.hists.tcp,
+                    &mut self.interval.tcp,
                     hist::latency_from_intended(intended, Instant::now()),
                 );
             }
@@ -694,7 +744,7 @@ impl Thread {
         if let Some(start) = self.connect_start {
             let intended = start + Duration::from_millis(u64::from(c.intended_ms));
             hist::record(
-                &mut self.hists.establish,
+                &mut self.interval.establish,
                 hist::latency_from_intended(intended, Instant::now()),
             );
         }
@@ -731,7 +781,7 @@ impl Thread {
                     m.answered += 1;
                     if ok {
                         Counters::inc(&self.counters.acked);
-                        hist::record(&mut self.hists.ack, unix_us().saturating_sub(sent));
+                        hist::record(&mut self.interval.ack, unix_us().saturating_sub(sent));
                     } else {
                         Counters::inc(&self.counters.ack_errors);
                     }
@@ -740,7 +790,7 @@ impl Thread {
             ("new_msg", _) => {
                 if let Some(sent) = marker_time(body.get()) {
                     Counters::inc(&self.counters.delivered);
-                    hist::record(&mut self.hists.delivery, unix_us().saturating_sub(sent));
+                    hist::record(&mut self.interval.delivery, unix_us().saturating_sub(sent));
                 }
             }
             _ => {}
@@ -765,14 +815,14 @@ impl Thread {
         match m.kind {
             "echo" | "broadcastResult" => {
                 Counters::inc(&self.counters.acked);
-                hist::record(&mut self.hists.ack, latency);
+                hist::record(&mut self.interval.ack, latency);
                 if let Some(ms) = self.measure.as_mut() {
                     ms.answered += 1;
                 }
             }
             "broadcast" => {
                 Counters::inc(&self.counters.delivered);
-                hist::record(&mut self.hists.delivery, latency);
+                hist::record(&mut self.interval.delivery, latency);
             }
             _ => self.fail(key, Failure::Protocol),
         }

@@ -249,7 +249,6 @@ pub fn write_hgrm(h: &Histogram<u64>, out: &mut impl Write, unit_scale: f64) -> 
 pub struct IntervalLog {
     /// Always flushed after each complete line, so a run that dies leaves a readable log.
     out: BufWriter<File>,
-    serializer: V2DeflateSerializer,
 }
 
 /// µs per ms: converts the `Interval_Max` column to milliseconds.
@@ -274,7 +273,7 @@ impl IntervalLog {
             "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\""
         )?;
         out.flush()?;
-        Ok(IntervalLog { out, serializer })
+        Ok(IntervalLog { out })
     }
 
     /// Appends the histogram of one interval: `tag` names the series (no commas, spaces or line
@@ -286,20 +285,23 @@ impl IntervalLog {
         duration: Duration,
         h: &Histogram<u64>,
     ) -> io::Result<()> {
-        let tag = Tag::new(tag).ok_or_else(|| {
-            io::Error::new(
+        if Tag::new(tag).is_none() {
+            return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("interval log tag {tag:?} contains a comma, space or line break"),
-            )
-        })?;
-        // The crate's writer borrows its output, so a fresh one is built per line; with no
-        // comments or times configured it writes no header of its own.
-        let mut writer = IntervalLogWriterBuilder::new()
-            .with_max_value_divisor(MAX_VALUE_DIVISOR)
-            .begin_log_with(&mut self.out, &mut self.serializer)?;
-        writer
-            .write_histogram(h, start_offset, duration, Some(tag))
-            .map_err(|e| io::Error::other(e.to_string()))?;
+            ));
+        }
+        // One line in the log format's own layout: the crate's writer would repeat its header
+        // comments on every line it is rebuilt for.
+        writeln!(
+            self.out,
+            "Tag={},{:.3},{:.3},{:.3},{}",
+            tag,
+            start_offset.as_secs_f64(),
+            duration.as_secs_f64(),
+            h.max() as f64 / MAX_VALUE_DIVISOR,
+            encode(h)
+        )?;
         self.out.flush()
     }
 }
