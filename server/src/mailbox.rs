@@ -67,6 +67,8 @@ pub enum Msg {
         topic: Arc<str>,
         join_ref: JoinRef,
         ok: bool,
+        /// Whether the member also takes presence events.
+        presence: bool,
         frames: Vec<Frame>,
     },
     /// Write a frame to every local subscriber of `topic` (except one, for broadcast-from).

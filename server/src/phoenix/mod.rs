@@ -15,6 +15,15 @@ use crate::wire::phoenix::{self as wire, Inbound, Payload};
 
 /// Slot value of a channel whose join the owner has not answered yet.
 pub const JOINING: u32 = u32::MAX;
+/// Presence slot value of a channel that takes no presence events.
+pub const NO_PRESENCE: u32 = u32::MAX;
+
+/// The name of a topic's second subscriber list: the members that take presence events. Members
+/// that joined with `presence: false` are only on the topic's own list, so a large audience costs
+/// no presence traffic.
+pub fn presence_list(topic: &str) -> String {
+    format!("{topic}\0presence")
+}
 
 /// One joined (or joining) channel of a connection.
 #[derive(Debug)]
@@ -24,6 +33,8 @@ pub struct Channel {
     pub join_ref: JoinRef,
     /// Slot in the worker's local subscriber list, or [`JOINING`].
     pub slot: u32,
+    /// Slot in the topic's presence list, or [`NO_PRESENCE`].
+    pub presence_slot: u32,
 }
 
 /// The Phoenix state of one connection.
@@ -190,6 +201,7 @@ fn join(ctx: &mut Ctx<'_>, session: &mut Session, msg: &Inbound<'_>, topic: &str
                     topic,
                     join_ref: jr,
                     slot: JOINING,
+                    presence_slot: NO_PRESENCE,
                 })
             });
         }
@@ -208,6 +220,9 @@ fn join(ctx: &mut Ctx<'_>, session: &mut Session, msg: &Inbound<'_>, topic: &str
 
 /// Forget a channel on this worker and tell its owner.
 pub fn detach(ctx: &mut Ctx<'_>, ch: Channel) {
+    if ch.presence_slot != NO_PRESENCE {
+        ctx.local.leave(&presence_list(&ch.topic), ch.presence_slot);
+    }
     if ch.slot != JOINING {
         ctx.local.leave(&ch.topic, ch.slot);
     }
@@ -231,6 +246,7 @@ pub fn on_joined(
     key: usize,
     topic: &Arc<str>,
     join_ref: &str,
+    presence: bool,
 ) -> bool {
     match session
         .channels
@@ -239,6 +255,9 @@ pub fn on_joined(
     {
         Some(ch) => {
             ch.slot = local.join(topic, key);
+            if presence {
+                ch.presence_slot = local.join(&local.intern(&presence_list(topic)), key);
+            }
             true
         }
         None => false,

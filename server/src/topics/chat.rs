@@ -65,12 +65,20 @@ pub struct JoinReq {
     msg_ref: Option<Box<str>>,
     user: Arc<str>,
     last_seq: Option<u64>,
+    presence: bool,
 }
 
 #[derive(Deserialize)]
 struct JoinParams {
     #[serde(default)]
     last_seq: Option<u64>,
+    /// `false`: a listener that is neither listed in presence nor sent presence events.
+    #[serde(default = "yes")]
+    presence: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -87,6 +95,7 @@ struct HistoryParams {
 struct Member {
     join_ref: JoinRef,
     user: Arc<str>,
+    /// The presence ref; 0 for a member that joined with `presence: false`.
     phx_ref: u64,
 }
 
@@ -115,6 +124,8 @@ struct Room {
     per_worker: Vec<u32>,
     /// Appends and history reads in flight for this room.
     inflight: u32,
+    /// Name of the subscriber list of members that take presence events.
+    presence_list: Arc<str>,
 }
 
 /// Storage requests in flight, by tag.
@@ -263,6 +274,7 @@ impl Chat {
                 members: HashMap::new(),
                 per_worker: vec![0; workers],
                 inflight: 1,
+                presence_list: crate::phoenix::presence_list(&room).into(),
             },
         );
     }
@@ -359,7 +371,7 @@ impl Chat {
         let member = Member {
             join_ref: req.join_ref,
             user: req.user.clone(),
-            phx_ref,
+            phx_ref: if req.presence { phx_ref } else { 0 },
         };
         let reply = wire::encode_reply(
             Some(&req.join_ref),
@@ -368,17 +380,29 @@ impl Chat {
             "ok",
             &page_json(page, room.last_seq),
         );
-        let diff = presence::diff_json(&[member.meta()], &[]);
+        let diff = req
+            .presence
+            .then(|| presence::diff_json(&[member.meta()], &[]));
         room.members.insert(req.conn, member);
         room.per_worker[req.conn.worker()] += 1;
-        let state = presence::state_json(
-            room.members
-                .values()
-                .map(Member::meta)
-                .collect::<Vec<_>>()
-                .iter(),
-        );
-        let state_msg = wire::encode(Some(&req.join_ref), None, name, "presence_state", &state);
+        let mut frames = vec![text_frame(&reply)];
+        if req.presence {
+            let state = presence::state_json(
+                room.members
+                    .values()
+                    .filter(|m| m.phx_ref != 0)
+                    .map(Member::meta)
+                    .collect::<Vec<_>>()
+                    .iter(),
+            );
+            frames.push(text_frame(&wire::encode(
+                Some(&req.join_ref),
+                None,
+                name,
+                "presence_state",
+                &state,
+            )));
+        }
         ctx.out.send(
             req.conn.worker(),
             Msg::Joined {
@@ -386,10 +410,13 @@ impl Chat {
                 topic: name.clone(),
                 join_ref: req.join_ref,
                 ok: true,
-                frames: vec![text_frame(&reply), text_frame(&state_msg)],
+                presence: req.presence,
+                frames,
             },
         );
-        self.broadcast(ctx, name, "presence_diff", &diff, None);
+        if let Some(diff) = diff {
+            self.broadcast_presence(ctx, name, &diff);
+        }
     }
 
     fn leave(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, conn: ConnId, join_ref: &str) {
@@ -405,8 +432,10 @@ impl Chat {
         }
         let member = room.members.remove(&conn).expect("checked above");
         room.per_worker[conn.worker()] -= 1;
-        let diff = presence::diff_json(&[], &[member.meta()]);
-        self.broadcast(ctx, name, "presence_diff", &diff, None);
+        if member.phx_ref != 0 {
+            let diff = presence::diff_json(&[], &[member.meta()]);
+            self.broadcast_presence(ctx, name, &diff);
+        }
         self.maybe_unload(name);
     }
 
@@ -658,6 +687,15 @@ impl Chat {
         fan_out(ctx, name, room, frame, except);
     }
 
+    /// Presence diffs go to the members that take presence, on their own subscriber list.
+    fn broadcast_presence(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, diff: &str) {
+        let Some(room) = self.rooms.get(name) else {
+            return;
+        };
+        let frame = text_frame(&wire::encode(None, None, name, "presence_diff", diff));
+        fan_out(ctx, &room.presence_list, room, frame, None);
+    }
+
     fn maybe_unload(&mut self, name: &str) {
         if self
             .rooms
@@ -707,6 +745,7 @@ fn refuse(ctx: &mut OwnerCtx<'_>, name: &Arc<str>, req: &JoinReq, reason: &str) 
             topic: name.clone(),
             join_ref: req.join_ref,
             ok: false,
+            presence: false,
             frames: vec![text_frame(&reply)],
         },
     );
@@ -760,14 +799,16 @@ pub fn on_join(
     params_json: &str,
     user: &Arc<str>,
 ) -> Result<(), String> {
-    let params: JoinParams = serde_json::from_str(params_json)
-        .map_err(|_| "last_seq must be a non-negative integer".to_string())?;
+    let params: JoinParams = serde_json::from_str(params_json).map_err(|_| {
+        "join params: last_seq must be a non-negative integer, presence a boolean".to_string()
+    })?;
     let req = JoinReq {
         conn: ctx.me,
         join_ref,
         msg_ref: msg_ref.map(Into::into),
         user: user.clone(),
         last_seq: params.last_seq,
+        presence: params.presence,
     };
     let owner = ctx.out.owner(topic);
     ctx.out.send(

@@ -557,8 +557,9 @@ impl Worker {
                 topic,
                 join_ref,
                 ok,
+                presence,
                 frames,
-            } => self.on_joined(conn, topic, join_ref, ok, frames),
+            } => self.on_joined(conn, topic, join_ref, ok, presence, frames),
             Msg::Topic(m) => {
                 let mut ctx = OwnerCtx {
                     out: &mut self.out,
@@ -587,6 +588,7 @@ impl Worker {
         topic: Arc<str>,
         join_ref: JoinRef,
         ok: bool,
+        presence: bool,
         frames: Vec<crate::mailbox::Frame>,
     ) {
         let key = self.live(conn.token());
@@ -602,7 +604,7 @@ impl Worker {
         };
         let key = key.expect("session implies key");
         if ok {
-            if !phoenix::on_joined(session, &mut self.local, key, &topic, &join_ref) {
+            if !phoenix::on_joined(session, &mut self.local, key, &topic, &join_ref, presence) {
                 self.undo_join(conn, topic, join_ref);
                 return;
             }
