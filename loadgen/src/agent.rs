@@ -25,20 +25,14 @@ pub fn capacity() -> u64 {
 
 /// Raise the soft open-file limit to the hard one; returns the soft limit in force.
 pub fn raise_nofile_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit read and write only the struct we own.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return 1024;
         }
         if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
                 lim = raised;
             }
@@ -48,23 +42,13 @@ pub fn raise_nofile_limit() -> u64 {
 }
 
 /// Run as an agent of the coordinator at `coordinator` until it says teardown or goes away.
-pub fn run(
-    coordinator: SocketAddr,
-    name: String,
-    sources: Vec<IpAddr>,
-    capacity: u64,
-) -> anyhow::Result<()> {
+pub fn run(coordinator: SocketAddr, name: String, sources: Vec<IpAddr>, capacity: u64) -> anyhow::Result<()> {
     let stream = connect_retrying(coordinator)?;
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     write_msg(
         &mut writer,
-        &ToCoordinator::Hello {
-            name: name.clone(),
-            pid: std::process::id(),
-            capacity,
-            sources,
-        },
+        &ToCoordinator::Hello { name: name.clone(), pid: std::process::id(), capacity, sources },
     )?;
 
     let plan = match read_msg::<ToAgent>(&mut reader)? {
@@ -72,16 +56,9 @@ pub fn run(
         other => anyhow::bail!("expected a plan from the coordinator, got {other:?}"),
     };
     if plan.count > capacity {
-        let message = format!(
-            "share of {} connections exceeds this agent's capacity of {capacity}",
-            plan.count
-        );
-        write_msg(
-            &mut writer,
-            &ToCoordinator::Error {
-                message: message.clone(),
-            },
-        )?;
+        let message =
+            format!("share of {} connections exceeds this agent's capacity of {capacity}", plan.count);
+        write_msg(&mut writer, &ToCoordinator::Error { message: message.clone() })?;
         anyhow::bail!(message);
     }
     let counters = Arc::new(Counters::default());
@@ -126,29 +103,17 @@ pub fn run(
             },
         }
     }
-    let hists = engine.finish();
-    let encoded = hists
-        .named()
-        .iter()
-        .map(|(n, h)| (n.to_string(), hist::encode(h)))
-        .collect();
+    let (hists, completion) = engine.finish();
+    let encoded = hists.named().iter().map(|(n, h)| (n.to_string(), hist::encode(h))).collect();
+    let completions = completion.into_iter().map(|(sent, (n, max))| (sent, n, max)).collect();
+    let report = ToCoordinator::Report { counters: counters.snapshot(), hists: encoded, completions };
     // The coordinator may be gone already (it failed or gave up on us): nothing more to do then.
-    let _ = write_msg(
-        &mut writer,
-        &ToCoordinator::Report {
-            counters: counters.snapshot(),
-            hists: encoded,
-        },
-    );
+    let _ = write_msg(&mut writer, &report);
     Ok(())
 }
 
 fn encode_nonempty(h: &crate::engine::Hists) -> Vec<(String, String)> {
-    h.named()
-        .iter()
-        .filter(|(_, h)| !h.is_empty())
-        .map(|(n, h)| (n.to_string(), hist::encode(h)))
-        .collect()
+    h.named().iter().filter(|(_, h)| !h.is_empty()).map(|(n, h)| (n.to_string(), hist::encode(h))).collect()
 }
 
 fn connect_retrying(addr: SocketAddr) -> io::Result<TcpStream> {

@@ -20,12 +20,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log filter (e.g. info, debug).
-    #[arg(
-        long,
-        env = "RUSHER_LOADGEN_LOG",
-        default_value = "warn",
-        global = true
-    )]
+    #[arg(long, env = "RUSHER_LOADGEN_LOG", default_value = "warn", global = true)]
     pub log: String,
 }
 
@@ -41,6 +36,14 @@ pub enum Command {
         run: RunArgs,
         #[command(flatten)]
         chat: ChatArgs,
+        #[command(flatten)]
+        traffic: TrafficArgs,
+    },
+    /// Every connection joins one topic (without presence); connection 0 publishes; measures each
+    /// copy and the time until every copy of a message arrived.
+    Broadcast {
+        #[command(flatten)]
+        run: RunArgs,
         #[command(flatten)]
         traffic: TrafficArgs,
     },
@@ -100,6 +103,7 @@ pub enum ScenarioKind {
     Connect,
     Chat,
     Shootout,
+    Broadcast,
 }
 
 /// What shootout clients send.
@@ -136,6 +140,10 @@ pub struct RunArgs {
     /// Connections per topic; 0 joins nothing (upgrade only).
     #[arg(long, default_value_t = 100)]
     pub per_topic: u64,
+    /// Join with `{"presence": false}`: members are not listed in presence and get no presence
+    /// events, so large topics cost no presence traffic.
+    #[arg(long)]
+    pub no_presence: bool,
     /// Event-loop threads per agent. [default: available cores]
     #[arg(long)]
     pub threads: Option<usize>,
@@ -190,17 +198,7 @@ pub struct TrafficArgs {
 
 /// Flag values for scenarios that do not take chat or traffic flags.
 pub fn defaults() -> (ChatArgs, TrafficArgs) {
-    (
-        ChatArgs {
-            rooms: None,
-            members: 10,
-        },
-        TrafficArgs {
-            publish_rate: 1000.0,
-            measure: 10,
-            body_bytes: 64,
-        },
-    )
+    (ChatArgs { rooms: None, members: 10 }, TrafficArgs { publish_rate: 1000.0, measure: 10, body_bytes: 64 })
 }
 
 impl TrafficArgs {
@@ -213,6 +211,7 @@ impl TrafficArgs {
 }
 
 fn plan_from(run: &RunArgs, scenario: Scenario, per_topic: u64) -> anyhow::Result<Plan> {
+    let presence = !run.no_presence && !matches!(scenario, Scenario::Broadcast { .. });
     let path = run.path.clone().unwrap_or_else(|| match scenario {
         Scenario::Shootout { .. } => "/shootout".into(),
         _ => "/socket/websocket?vsn=2.0.0".into(),
@@ -226,15 +225,14 @@ fn plan_from(run: &RunArgs, scenario: Scenario, per_topic: u64) -> anyhow::Resul
         scenario,
         targets,
         path,
+        presence,
         sources,
         topic_prefix: run.topic_prefix.clone(),
         per_topic,
         first: 0,
         count: 0,
         rate: 0.0,
-        threads: run
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        threads: run.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         step_timeout_s: run.step_timeout,
         heartbeat_s: run.heartbeat,
     })
@@ -277,6 +275,15 @@ pub fn spec(
             };
             (s, 0, run.connections)
         }
+        ScenarioKind::Broadcast => {
+            traffic.check()?;
+            let s = Scenario::Broadcast {
+                publish_rate: traffic.publish_rate,
+                measure_s: traffic.measure,
+                body_bytes: traffic.body_bytes.max(32),
+            };
+            (s, run.connections, run.connections)
+        }
     };
     if connections == 0 {
         anyhow::bail!("nothing to do: --connections is 0");
@@ -297,10 +304,7 @@ pub fn spec(
             let capacity = crate::agent::capacity();
             let needed = connections.div_ceil(capacity) as usize;
             let count = run.local_agents.unwrap_or(needed).max(1);
-            Agents::Local {
-                count,
-                exe: std::env::current_exe()?,
-            }
+            Agents::Local { count, exe: std::env::current_exe()? }
         }
     };
     Ok(RunSpec {
@@ -312,20 +316,15 @@ pub fn spec(
         results: run.results.clone(),
         server_pids: run.server_pids.clone(),
         max_seconds: run.max_seconds,
-        command_line: std::env::args()
-            .map(|a| shell_quote(&a))
-            .collect::<Vec<_>>()
-            .join(" "),
+        command_line: std::env::args().map(|a| shell_quote(&a)).collect::<Vec<_>>().join(" "),
         notes: run.notes.clone(),
     })
 }
 
 /// Quote an argument so the command line in SETUP.md can be pasted back into a shell.
 fn shell_quote(arg: &str) -> String {
-    let plain = !arg.is_empty()
-        && arg
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=,@+%".contains(&b));
+    let plain =
+        !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=,@+%".contains(&b));
     if plain {
         arg.to_string()
     } else {

@@ -39,12 +39,7 @@ pub enum ToAgent {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToCoordinator {
     /// First message: who the agent is and how many connections it can hold.
-    Hello {
-        name: String,
-        pid: u32,
-        capacity: u64,
-        sources: Vec<IpAddr>,
-    },
+    Hello { name: String, pid: u32, capacity: u64, sources: Vec<IpAddr> },
     /// The plan is accepted and the threads are up.
     Ready,
     /// Once a second: counters, and the latency samples of the last second (HdrHistogram V2,
@@ -55,38 +50,30 @@ pub enum ToCoordinator {
         interval: Vec<(String, String)>,
     },
     /// A phase finished on every thread (`complete`) or its time ran out.
-    PhaseDone {
-        phase: String,
-        complete: bool,
-        counters: Snapshot,
-    },
-    /// The end: counters and histograms (HdrHistogram V2, compressed, base64).
+    PhaseDone { phase: String, complete: bool, counters: Snapshot },
+    /// The end: counters and histograms (HdrHistogram V2, compressed, base64). Broadcast runs add,
+    /// per message (by send time, Unix µs): copies received and the last copy's latency (µs).
     Report {
         counters: Snapshot,
         hists: Vec<(String, String)>,
+        #[serde(default)]
+        completions: Vec<(u64, u64, u64)>,
     },
     /// The agent cannot go on.
     Error { message: String },
 }
 
 /// Read one message from a split reader.
-pub fn read_msg<T: for<'de> Deserialize<'de>>(
-    reader: &mut BufReader<TcpStream>,
-) -> io::Result<Option<T>> {
+pub fn read_msg<T: for<'de> Deserialize<'de>>(reader: &mut BufReader<TcpStream>) -> io::Result<Option<T>> {
     let mut line = String::new();
     let n = reader.take(MAX_LINE as u64).read_line(&mut line)?;
     if n == 0 {
         return Ok(None);
     }
     if !line.ends_with('\n') {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "control message too long or cut short",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "control message too long or cut short"));
     }
-    serde_json::from_str(&line)
-        .map(Some)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    serde_json::from_str(&line).map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Write one message to a split writer.
@@ -102,23 +89,12 @@ mod tests {
 
     #[test]
     fn messages_round_trip_as_json_lines() {
-        let m = ToAgent::Phase {
-            phase: Phase::Measure { start_unix_us: 42 },
-        };
+        let m = ToAgent::Phase { phase: Phase::Measure { start_unix_us: 42 } };
         let text = serde_json::to_string(&m).unwrap();
-        assert_eq!(
-            text,
-            r#"{"type":"phase","phase":{"phase":"measure","start_unix_us":42}}"#
-        );
+        assert_eq!(text, r#"{"type":"phase","phase":{"phase":"measure","start_unix_us":42}}"#);
         assert_eq!(serde_json::from_str::<ToAgent>(&text).unwrap(), m);
-        let h = ToCoordinator::Hello {
-            name: "a".into(),
-            pid: 1,
-            capacity: 5,
-            sources: vec![],
-        };
-        let back: ToCoordinator =
-            serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();
+        let h = ToCoordinator::Hello { name: "a".into(), pid: 1, capacity: 5, sources: vec![] };
+        let back: ToCoordinator = serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();
         assert_eq!(back, h);
     }
 }

@@ -64,6 +64,9 @@ pub struct Outcome {
     pub summary: serde_json::Value,
 }
 
+/// An agent's final report: counters, encoded histograms, broadcast completions.
+type Report = (Snapshot, Vec<(String, String)>, Vec<(u64, u64, u64)>);
+
 struct AgentConn {
     name: String,
     writer: TcpStream,
@@ -71,7 +74,7 @@ struct AgentConn {
     sources: Vec<IpAddr>,
     last: Snapshot,
     done: Option<String>,
-    report: Option<(Snapshot, Vec<(String, String)>)>,
+    report: Option<Report>,
     lost: bool,
 }
 
@@ -80,23 +83,16 @@ pub fn run(spec: RunSpec) -> anyhow::Result<Outcome> {
     let deadline = Instant::now() + Duration::from_secs(spec.max_seconds.max(10));
     let (listener, count) = match &spec.agents {
         Agents::Local { count, .. } => (TcpListener::bind("127.0.0.1:0")?, *count),
-        Agents::Fleet { listen, count } => (
-            TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?,
-            *count,
-        ),
+        Agents::Fleet { listen, count } => {
+            (TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?, *count)
+        }
     };
     let addr = listener.local_addr()?;
     let mut children = Children(Vec::new());
     if let Agents::Local { exe, .. } = &spec.agents {
         for i in 0..count {
             let child = Command::new(exe)
-                .args([
-                    "agent",
-                    "--coordinator",
-                    &addr.to_string(),
-                    "--name",
-                    &format!("local-{i}"),
-                ])
+                .args(["agent", "--coordinator", &addr.to_string(), "--name", &format!("local-{i}")])
                 .stdin(Stdio::null())
                 .spawn()
                 .with_context(|| format!("cannot start agent {}", exe.display()))?;
@@ -132,33 +128,16 @@ pub fn run(spec: RunSpec) -> anyhow::Result<Outcome> {
 
     let baseline = crate::sample::memory_now(&spec.server_pids);
     let log = match &run_dir {
-        Some(dir) => Some(hist::IntervalLog::new(
-            dir.path.join("latency.hlog"),
-            SystemTime::now(),
-        )?),
+        Some(dir) => Some(hist::IntervalLog::new(dir.path.join("latency.hlog"), SystemTime::now())?),
         None => None,
     };
     let mut progress = Progress::new(spec.connections, log);
     let connect_started = Instant::now();
-    broadcast(
-        &mut agents,
-        &ToAgent::Phase {
-            phase: Phase::Connect,
-        },
-    );
+    broadcast(&mut agents, &ToAgent::Phase { phase: Phase::Connect });
     let ramp = spec.connections as f64 / spec.rate.max(1.0);
-    let connect_deadline = deadline.min(
-        Instant::now()
-            + Duration::from_secs_f64(ramp + 3.0 * spec.plan.step_timeout_s as f64 + 30.0),
-    );
-    wait_phase(
-        &mut agents,
-        &rx,
-        "connect",
-        connect_deadline,
-        &mut progress,
-        &open_gauge,
-    );
+    let connect_deadline = deadline
+        .min(Instant::now() + Duration::from_secs_f64(ramp + 3.0 * spec.plan.step_timeout_s as f64 + 30.0));
+    wait_phase(&mut agents, &rx, "connect", connect_deadline, &mut progress, &open_gauge);
     let connect_seconds = connect_started.elapsed().as_secs_f64();
 
     let hold_until = deadline.min(Instant::now() + Duration::from_secs(spec.hold_s));
@@ -168,29 +147,12 @@ pub fn run(spec: RunSpec) -> anyhow::Result<Outcome> {
 
     if let Some((_, measure_s, _)) = spec.plan.scenario.traffic() {
         let start_unix_us = unix_us() + 500_000;
-        broadcast(
-            &mut agents,
-            &ToAgent::Phase {
-                phase: Phase::Measure { start_unix_us },
-            },
-        );
+        broadcast(&mut agents, &ToAgent::Phase { phase: Phase::Measure { start_unix_us } });
         let until = deadline.min(Instant::now() + Duration::from_secs(measure_s + 40));
-        wait_phase(
-            &mut agents,
-            &rx,
-            "measure",
-            until,
-            &mut progress,
-            &open_gauge,
-        );
+        wait_phase(&mut agents, &rx, "measure", until, &mut progress, &open_gauge);
     }
 
-    broadcast(
-        &mut agents,
-        &ToAgent::Phase {
-            phase: Phase::Teardown,
-        },
-    );
+    broadcast(&mut agents, &ToAgent::Phase { phase: Phase::Teardown });
     let until = Instant::now() + Duration::from_secs(60);
     while agents.iter().any(|a| a.report.is_none() && !a.lost) && Instant::now() < until {
         pump(&mut agents, &rx, until, &mut progress, &open_gauge);
@@ -201,16 +163,21 @@ pub fn run(spec: RunSpec) -> anyhow::Result<Outcome> {
     let mut counters = Snapshot::default();
     let mut merged: Vec<(String, Histogram<u64>)> = Vec::new();
     let mut lost_agents = Vec::new();
+    let mut completion = crate::engine::Completion::new();
     for a in &agents {
-        let Some((c, hists)) = &a.report else {
+        let Some((c, hists, completions)) = &a.report else {
             lost_agents.push(a.name.clone());
             counters.add(&a.last);
             continue;
         };
         counters.add(c);
+        for (sent, n, max) in completions {
+            let e = completion.entry(*sent).or_insert((0, 0));
+            e.0 += n;
+            e.1 = e.1.max(*max);
+        }
         for (name, text) in hists {
-            let h = hist::decode(text)
-                .with_context(|| format!("agent {} sent a bad histogram", a.name))?;
+            let h = hist::decode(text).with_context(|| format!("agent {} sent a bad histogram", a.name))?;
             match merged.iter_mut().find(|(n, _)| n == name) {
                 Some((_, m)) => hist::merge(m, &h)?,
                 None => merged.push((name.clone(), h)),
@@ -218,15 +185,28 @@ pub fn run(spec: RunSpec) -> anyhow::Result<Outcome> {
         }
     }
 
-    let summary = summarize(
-        &spec,
-        &counters,
-        &merged,
-        connect_seconds,
-        &lost_agents,
-        &samples,
-        baseline,
-    );
+    let mut summary = summarize(&spec, &counters, &merged, connect_seconds, &lost_agents, &samples, baseline);
+    if !completion.is_empty() {
+        // A message is complete when every joined connection got its copy; its time is the
+        // latest copy's latency.
+        let mut complete = hist::new_hist();
+        let mut incomplete = 0u64;
+        for (n, max) in completion.values() {
+            if *n >= counters.joined {
+                hist::record(&mut complete, *max);
+            } else {
+                incomplete += 1;
+            }
+        }
+        summary["broadcast"] = serde_json::json!({
+            "messages": completion.len(),
+            "complete": complete.len(),
+            "incomplete": incomplete,
+            "subscribers": counters.joined,
+            "every_copy_us": hist::percentiles(&complete),
+        });
+        merged.push(("every-copy".to_string(), complete));
+    }
     if let Some(dir) = &run_dir {
         write_results(dir, &spec, &agents, &summary, &merged)?;
     }
@@ -260,9 +240,7 @@ impl Drop for Children {
 }
 
 fn unix_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 type Inbox = Receiver<(usize, Option<ToCoordinator>)>;
@@ -292,13 +270,7 @@ fn accept_agents(
         let _ = stream.set_nodelay(true);
         let mut reader = BufReader::new(stream.try_clone()?);
         let hello = read_msg::<ToCoordinator>(&mut reader)?;
-        let Some(ToCoordinator::Hello {
-            name,
-            pid,
-            capacity,
-            sources,
-        }) = hello
-        else {
+        let Some(ToCoordinator::Hello { name, pid, capacity, sources }) = hello else {
             bail!("an agent did not introduce itself: {hello:?}");
         };
         tracing::info!(agent = %name, pid, capacity, "agent connected");
@@ -346,11 +318,7 @@ fn assign(spec: &RunSpec, agents: &mut [AgentConn]) -> anyhow::Result<()> {
     for (i, a) in agents.iter_mut().enumerate() {
         let count = spec.connections / n + u64::from((i as u64) < spec.connections % n);
         if count > a.capacity {
-            bail!(
-                "agent {} can hold {} connections, its share is {count}: add agents",
-                a.name,
-                a.capacity
-            );
+            bail!("agent {} can hold {} connections, its share is {count}: add agents", a.name, a.capacity);
         }
         let share = count as f64 / spec.connections.max(1) as f64;
         let mut plan = spec.plan.clone();
@@ -384,29 +352,21 @@ fn lost(a: &mut AgentConn, why: &str) {
 }
 
 /// Handle agent messages until `until`.
-fn pump(
-    agents: &mut [AgentConn],
-    rx: &Inbox,
-    until: Instant,
-    progress: &mut Progress,
-    open: &AtomicU64,
-) {
-    let wait = until
-        .saturating_duration_since(Instant::now())
-        .min(Duration::from_millis(200));
+fn pump(agents: &mut [AgentConn], rx: &Inbox, until: Instant, progress: &mut Progress, open: &AtomicU64) {
+    let wait = until.saturating_duration_since(Instant::now()).min(Duration::from_millis(200));
     match rx.recv_timeout(wait) {
         Ok((i, Some(msg))) => match msg {
             ToCoordinator::Progress { counters, interval } => {
                 agents[i].last = counters;
                 progress.absorb(&interval);
             }
-            ToCoordinator::PhaseDone {
-                phase, counters, ..
-            } => {
+            ToCoordinator::PhaseDone { phase, counters, .. } => {
                 agents[i].last = counters;
                 agents[i].done = Some(phase);
             }
-            ToCoordinator::Report { counters, hists } => agents[i].report = Some((counters, hists)),
+            ToCoordinator::Report { counters, hists, completions } => {
+                agents[i].report = Some((counters, hists, completions))
+            }
             ToCoordinator::Error { message } => lost(&mut agents[i], &message),
             ToCoordinator::Hello { .. } | ToCoordinator::Ready => {}
         },
@@ -433,19 +393,12 @@ fn wait_phase(
     progress: &mut Progress,
     open: &AtomicU64,
 ) {
-    while Instant::now() < until
-        && agents
-            .iter()
-            .any(|a| !a.lost && a.done.as_deref() != Some(phase))
-    {
+    while Instant::now() < until && agents.iter().any(|a| !a.lost && a.done.as_deref() != Some(phase)) {
         pump(agents, rx, until, progress, open);
     }
     for a in agents.iter() {
         if !a.lost && a.done.as_deref() != Some(phase) {
-            eprintln!(
-                "\nagent {} did not finish the {phase} phase in time",
-                a.name
-            );
+            eprintln!("\nagent {} did not finish the {phase} phase in time", a.name);
         }
     }
 }
@@ -534,11 +487,7 @@ impl Progress {
 
     fn show(&mut self, c: &Snapshot, lost: usize) {
         self.log_interval();
-        let every = if self.tty {
-            Duration::from_millis(500)
-        } else {
-            Duration::from_secs(5)
-        };
+        let every = if self.tty { Duration::from_millis(500) } else { Duration::from_secs(5) };
         if self.last_shown.elapsed() < every {
             return;
         }
@@ -590,27 +539,20 @@ fn summarize(
     let percentiles: serde_json::Map<String, serde_json::Value> = hists
         .iter()
         .filter(|(_, h)| !h.is_empty())
-        .map(|(n, h)| {
-            (
-                n.clone(),
-                serde_json::to_value(hist::percentiles(h)).unwrap_or_default(),
-            )
-        })
+        .map(|(n, h)| (n.clone(), serde_json::to_value(hist::percentiles(h)).unwrap_or_default()))
         .collect();
     // The sample with the most connections held, late in the hold when several tie.
     let peak = samples.iter().rev().max_by_key(|s| s.connections);
     let per_conn = |now_kb: u64, base_kb: u64| -> Option<f64> {
         let p = peak?;
-        (p.connections > 0)
-            .then(|| (now_kb as f64 - base_kb as f64) * 1024.0 / p.connections as f64)
+        (p.connections > 0).then(|| (now_kb as f64 - base_kb as f64) * 1024.0 / p.connections as f64)
     };
     // The marginal cost: growth between the first sample past 10% of the peak and the peak, which
     // leaves out one-time costs (allocator arenas, database caches) that the all-in figure includes.
     let marginal = |f: fn(&crate::sample::Sample) -> u64| -> Option<f64> {
         let p = peak?;
-        let early = samples
-            .iter()
-            .find(|s| s.connections * 10 >= p.connections && s.connections < p.connections)?;
+        let early =
+            samples.iter().find(|s| s.connections * 10 >= p.connections && s.connections < p.connections)?;
         let dc = (p.connections - early.connections) as f64;
         (dc > 0.0).then(|| (f(p) as f64 - f(early) as f64) * 1024.0 / dc)
     };
@@ -653,10 +595,7 @@ fn write_results(
                 .join(", "),
         ),
         ("targets".to_string(), format!("{:?}", spec.plan.targets)),
-        (
-            "source addresses".to_string(),
-            spec.plan.sources.len().to_string(),
-        ),
+        ("source addresses".to_string(), spec.plan.sources.len().to_string()),
     ];
     if let Some(lost) = summary["lost_agents"].as_array().filter(|l| !l.is_empty()) {
         extra.push(("LOST AGENTS".to_string(), format!("{lost:?}")));

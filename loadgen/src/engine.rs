@@ -74,12 +74,7 @@ impl Hists {
     }
     /// Every histogram with its name.
     pub fn named(&self) -> [(&'static str, &Histogram<u64>); 4] {
-        [
-            ("tcp", &self.tcp),
-            ("establish", &self.establish),
-            ("ack", &self.ack),
-            ("delivery", &self.delivery),
-        ]
+        [("tcp", &self.tcp), ("establish", &self.establish), ("ack", &self.ack), ("delivery", &self.delivery)]
     }
     fn reset(&mut self) {
         self.tcp.reset();
@@ -98,10 +93,32 @@ impl Hists {
     }
 }
 
+/// Per broadcast message, keyed by its intended send time (Unix µs): copies received and the
+/// latency of the last one.
+pub type Completion = std::collections::BTreeMap<u64, (u64, u64)>;
+
+/// Add another agent's or thread's counts.
+pub fn merge_completion(into: &mut Completion, from: &Completion) {
+    for (sent, (n, max)) in from {
+        let e = into.entry(*sent).or_insert((0, 0));
+        e.0 += n;
+        e.1 = e.1.max(*max);
+    }
+}
+
+impl Default for Hists {
+    fn default() -> Self {
+        Hists::new()
+    }
+}
+
+/// What a thread hands back when it stops.
+type ThreadResult = (Hists, Completion);
+
 /// A running engine.
 #[derive(Debug)]
 pub struct Engine {
-    threads: Vec<(Sender<Cmd>, Arc<Waker>, JoinHandle<Hists>)>,
+    threads: Vec<(Sender<Cmd>, Arc<Waker>, JoinHandle<ThreadResult>)>,
     /// Samples the threads flushed since the last [`Engine::take_interval`].
     interval: Arc<Mutex<Hists>>,
     pub counters: Arc<Counters>,
@@ -119,32 +136,18 @@ impl Engine {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let (tx, rx) = crossbeam_channel::bounded(16);
-            let mut th = Thread::new(
-                t,
-                plan.clone(),
-                poll,
-                rx,
-                ev_tx.clone(),
-                counters.clone(),
-                interval.clone(),
-            );
-            let h = std::thread::Builder::new()
-                .name(format!("lg-{t}"))
-                .spawn(move || th.run())?;
+            let mut th =
+                Thread::new(t, plan.clone(), poll, rx, ev_tx.clone(), counters.clone(), interval.clone());
+            let h = std::thread::Builder::new().name(format!("lg-{t}")).spawn(move || th.run())?;
             threads.push((tx, waker, h));
         }
-        Ok(Engine {
-            threads,
-            interval,
-            counters,
-            events,
-        })
+        Ok(Engine { threads, interval, counters, events })
     }
 
     /// The samples recorded since the last call (flushed by the threads once a second).
     pub fn take_interval(&self) -> Hists {
         match self.interval.lock() {
-            Ok(mut h) => std::mem::replace(&mut *h, Hists::new()),
+            Ok(mut h) => std::mem::take(&mut *h),
             Err(_) => Hists::new(),
         }
     }
@@ -177,22 +180,22 @@ impl Engine {
     }
 
     /// Tear down and collect the merged histograms.
-    pub fn finish(self) -> Hists {
+    pub fn finish(self) -> (Hists, Completion) {
         self.command(Cmd::Teardown);
         let mut all = Hists::new();
+        let mut completion = Completion::new();
         for (_, _, h) in self.threads {
-            if let Ok(hs) = h.join() {
+            if let Ok((hs, c)) = h.join() {
                 all.merge(&hs);
+                merge_completion(&mut completion, &c);
             }
         }
-        all
+        (all, completion)
     }
 }
 
 fn unix_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Where a client connection is.
@@ -222,6 +225,9 @@ struct Client {
 }
 
 struct Measure {
+    /// Broadcast only: copies this thread expects (messages × its open connections) and has seen.
+    expect: Option<u64>,
+    seen: u64,
     start_unix_us: u64,
     end_unix_us: u64,
     rate: f64,
@@ -248,6 +254,8 @@ struct Thread {
     interval: Hists,
     total: Hists,
     shared: Arc<Mutex<Hists>>,
+    /// Broadcast: per message (by its send time), copies seen and the latest copy's latency.
+    completion: Completion,
     last_flush: Instant,
     /// This thread's connections: global index `first + id + k * threads` for k in 0..mine.
     mine: u64,
@@ -289,6 +297,7 @@ impl Thread {
             interval: Hists::new(),
             total: Hists::new(),
             shared,
+            completion: Completion::new(),
             last_flush: Instant::now(),
             mine,
             next_k: 0,
@@ -305,7 +314,7 @@ impl Thread {
         }
     }
 
-    fn run(&mut self) -> Hists {
+    fn run(&mut self) -> (Hists, Completion) {
         let mut events = Events::with_capacity(1024);
         while !self.stop {
             let timeout = self.poll_timeout();
@@ -327,9 +336,7 @@ impl Thread {
                 if ev.is_writable() {
                     self.on_writable(key);
                 }
-                if (ev.is_readable() || ev.is_read_closed() || ev.is_error())
-                    && self.conns.contains(key)
-                {
+                if (ev.is_readable() || ev.is_read_closed() || ev.is_error()) && self.conns.contains(key) {
                     self.on_readable(key);
                 }
             }
@@ -346,7 +353,7 @@ impl Thread {
             }
         }
         self.flush_interval();
-        std::mem::replace(&mut self.total, Hists::new())
+        (std::mem::take(&mut self.total), std::mem::take(&mut self.completion))
     }
 
     fn flush_interval(&mut self) {
@@ -366,7 +373,7 @@ impl Thread {
                 t = t.min(due.saturating_duration_since(Instant::now()));
             }
         }
-        if let Some(m) = &self.measure {
+        if let Some(m) = self.measure.as_ref().filter(|m| m.rate > 0.0) {
             if m.drain_until.is_none() {
                 let due_us = m.start_unix_us + (m.next as f64 * 1e6 / m.rate) as u64;
                 t = t.min(Duration::from_micros(due_us.saturating_sub(unix_us())));
@@ -392,19 +399,32 @@ impl Thread {
                 self.connect_reported = false;
             }
             Cmd::Measure { start_unix_us } => {
-                let Some((publish_rate, measure_s, body_bytes)) = self.plan.scenario.traffic()
-                else {
+                let Some((publish_rate, measure_s, body_bytes)) = self.plan.scenario.traffic() else {
                     let _ = self.events.send(Event::MeasureDone);
                     return;
                 };
-                let rate = publish_rate / self.plan.threads.max(1) as f64;
-                if rate <= 0.0 {
+                let broadcast = matches!(self.plan.scenario, Scenario::Broadcast { .. });
+                let mut rate = publish_rate / self.plan.threads.max(1) as f64;
+                let mut expect = None;
+                if broadcast {
+                    // One publisher (the thread holding connection 0) at the whole rate; every
+                    // thread knows how many messages that makes and waits for its copies.
+                    let publisher = self.plan.first == 0 && self.id == 0;
+                    rate = if publisher { publish_rate } else { 0.0 };
+                    let messages = (measure_s as f64 * publish_rate).ceil() as u64;
+                    let open = self.conns.iter().filter(|(_, c)| c.st == St::Open).count() as u64;
+                    expect = Some(messages * open);
+                }
+                if rate <= 0.0 && expect.is_none() {
                     let _ = self.events.send(Event::MeasureDone);
                     return;
                 }
                 // Offset each thread's schedule so the threads interleave instead of bursting together.
                 let offset = (self.id as f64 / self.plan.threads.max(1) as f64 * 1e6 / rate) as u64;
+                let offset = if broadcast { 0 } else { offset };
                 self.measure = Some(Measure {
+                    expect,
+                    seen: 0,
                     start_unix_us: start_unix_us + offset,
                     end_unix_us: start_unix_us + measure_s * 1_000_000,
                     rate,
@@ -420,12 +440,7 @@ impl Thread {
                 let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
                 for key in keys {
                     let mut frame = Vec::with_capacity(8);
-                    ws::encode_masked(
-                        ws::CLOSE,
-                        &1000u16.to_be_bytes(),
-                        self.next_mask(),
-                        &mut frame,
-                    );
+                    ws::encode_masked(ws::CLOSE, &1000u16.to_be_bytes(), self.next_mask(), &mut frame);
                     let c = &mut self.conns[key];
                     let _ = c.stream.write(&frame);
                     self.drop_conn(key);
@@ -469,8 +484,8 @@ impl Thread {
         Counters::inc(&self.counters.attempted);
         let plan = &self.plan;
         let target = plan.targets[(idx % plan.targets.len() as u64) as usize];
-        let source = (!plan.sources.is_empty())
-            .then(|| plan.sources[(idx % plan.sources.len() as u64) as usize]);
+        let source =
+            (!plan.sources.is_empty()).then(|| plan.sources[(idx % plan.sources.len() as u64) as usize]);
         let mut stream = match connect_from(source, target) {
             Ok(s) => s,
             Err(e) => return self.failed_before_open(Failure::of(&e)),
@@ -479,11 +494,9 @@ impl Thread {
         let key = entry.key();
         self.next_gen = self.next_gen.wrapping_add(1);
         let token = Token(key | ((self.next_gen as usize) << 32));
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+        if let Err(e) =
+            self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+        {
             return self.failed_before_open(Failure::of(&e));
         }
         entry.insert(Client {
@@ -517,11 +530,7 @@ impl Thread {
                 break;
             }
             self.timeouts.pop_front();
-            if self
-                .conns
-                .get(key)
-                .is_some_and(|c| c.gen == gen && c.st == st && c.st != St::Open)
-            {
+            if self.conns.get(key).is_some_and(|c| c.gen == gen && c.st == st && c.st != St::Open) {
                 self.fail(key, Failure::Timeout);
             }
         }
@@ -546,16 +555,9 @@ impl Thread {
             c.st = St::Upgrading;
             if let Some(start) = self.connect_start {
                 let intended = start + Duration::from_millis(u64::from(c.intended_ms));
-                hist::record(
-                    &mut self.interval.tcp,
-                    hist::latency_from_intended(intended, Instant::now()),
-                );
+                hist::record(&mut self.interval.tcp, hist::latency_from_intended(intended, Instant::now()));
             }
-            let host = c
-                .stream
-                .peer_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default();
+            let host = c.stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
             let req = ws::upgrade_request(&host, &self.plan.path);
             self.arm_timeout(key);
             self.send(key, &req);
@@ -576,9 +578,7 @@ impl Thread {
     }
 
     fn send(&mut self, key: usize, bytes: &[u8]) {
-        self.counters
-            .bytes_out
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.counters.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let c = &mut self.conns[key];
         if let Some(buf) = c.wbuf.as_mut() {
             buf.extend_from_slice(bytes);
@@ -609,10 +609,7 @@ impl Thread {
     fn on_readable(&mut self, key: usize) {
         let mut buf = match self.conns[key].rbuf.take() {
             Some(b) => *b,
-            None => self
-                .pool
-                .pop()
-                .unwrap_or_else(|| Vec::with_capacity(16 * 1024)),
+            None => self.pool.pop().unwrap_or_else(|| Vec::with_capacity(16 * 1024)),
         };
         loop {
             if buf.capacity() - buf.len() < 4096 {
@@ -629,9 +626,7 @@ impl Thread {
                 }
                 Ok(n) => {
                     buf.truncate(start + n);
-                    self.counters
-                        .bytes_in
-                        .fetch_add(n as u64, Ordering::Relaxed);
+                    self.counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                     let used = match self.consume(key, &buf) {
                         Some(used) => used,
                         None => return self.recycle(buf),
@@ -726,10 +721,8 @@ impl Thread {
             Some(topic) => {
                 self.conns[key].st = St::Joining;
                 self.arm_timeout(key);
-                self.send_text(
-                    key,
-                    &format!(r#"["1","1",{},"phx_join",{{}}]"#, json_str(&topic)),
-                );
+                let params = if self.plan.presence { "{}" } else { r#"{"presence":false}"# };
+                self.send_text(key, &format!(r#"["1","1",{},"phx_join",{params}]"#, json_str(&topic)));
             }
             None => self.joined(key),
         }
@@ -743,10 +736,7 @@ impl Thread {
         self.settled += 1;
         if let Some(start) = self.connect_start {
             let intended = start + Duration::from_millis(u64::from(c.intended_ms));
-            hist::record(
-                &mut self.interval.establish,
-                hist::latency_from_intended(intended, Instant::now()),
-            );
+            hist::record(&mut self.interval.establish, hist::latency_from_intended(intended, Instant::now()));
         }
     }
 
@@ -789,8 +779,15 @@ impl Thread {
             }
             ("new_msg", _) => {
                 if let Some(sent) = marker_time(body.get()) {
+                    let latency = unix_us().saturating_sub(sent);
                     Counters::inc(&self.counters.delivered);
-                    hist::record(&mut self.interval.delivery, unix_us().saturating_sub(sent));
+                    hist::record(&mut self.interval.delivery, latency);
+                    if let Some(m) = self.measure.as_mut().filter(|m| m.expect.is_some()) {
+                        m.seen += 1;
+                        let e = self.completion.entry(sent).or_insert((0, 0));
+                        e.0 += 1;
+                        e.1 = e.1.max(latency);
+                    }
                 }
             }
             _ => {}
@@ -839,8 +836,8 @@ impl Thread {
         self.hb_last = now;
         // Visit the slab a slice per tick so every connection beats once per period.
         let cap = self.conns.capacity().max(1);
-        let per_tick = ((cap as f64) * elapsed.as_secs_f64() / self.plan.heartbeat_s.max(1) as f64)
-            .ceil() as usize;
+        let per_tick =
+            ((cap as f64) * elapsed.as_secs_f64() / self.plan.heartbeat_s.max(1) as f64).ceil() as usize;
         self.hb_ref += 1;
         // Phoenix sockets beat on the `phoenix` topic; other protocols get a WebSocket ping.
         let phoenix = !matches!(self.plan.scenario, Scenario::Shootout { .. });
@@ -865,7 +862,7 @@ impl Thread {
         let Some(m) = self.measure.as_mut() else {
             return;
         };
-        if m.drain_until.is_some() {
+        if m.drain_until.is_some() || m.rate <= 0.0 {
             return;
         }
         let now = unix_us();
@@ -895,11 +892,7 @@ impl Thread {
             m.published += 1;
             sends.push((key, due));
         }
-        let pad = self
-            .measure
-            .as_ref()
-            .map(|m| m.body_pad.clone())
-            .unwrap_or_default();
+        let pad = self.measure.as_ref().map(|m| m.body_pad.clone()).unwrap_or_default();
         for (key, due) in sends {
             let topic = self.plan.topic_of(self.conns[key].idx);
             let Some(text) = self.plan.scenario.publish_text(topic.as_deref(), due, &pad) else {
@@ -920,11 +913,22 @@ impl Thread {
             let _ = self.events.send(Event::ConnectDone);
         }
         if let Some(m) = &self.measure {
-            if let Some(until) = m.drain_until {
-                if m.answered >= m.published || Instant::now() >= until {
-                    self.measure = None;
-                    let _ = self.events.send(Event::MeasureDone);
+            let done = match m.expect {
+                // A broadcast listener is done when every copy arrived, or a while after the
+                // last message was due.
+                Some(expect) => {
+                    let published_all = m.rate <= 0.0 || m.drain_until.is_some();
+                    let acks_in = m.answered >= m.published;
+                    let late = unix_us() > m.end_unix_us + DRAIN.as_micros() as u64;
+                    (m.seen >= expect && published_all && acks_in) || late
                 }
+                None => {
+                    m.drain_until.is_some_and(|until| m.answered >= m.published || Instant::now() >= until)
+                }
+            };
+            if done {
+                self.measure = None;
+                let _ = self.events.send(Event::MeasureDone);
             }
         }
     }

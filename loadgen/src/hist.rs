@@ -11,9 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine as _;
 use hdrhistogram::errors::AdditionError;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-use hdrhistogram::serialization::{
-    DeserializeError, Deserializer, Serializer as _, V2DeflateSerializer,
-};
+use hdrhistogram::serialization::{DeserializeError, Deserializer, Serializer as _, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -55,8 +53,7 @@ pub enum HistError {
 pub fn new_hist() -> Histogram<u64> {
     // The bounds are constants that satisfy every precondition of `new_with_bounds`
     // (low >= 1, high >= 2 * low, sigfig <= 5), so this cannot fail.
-    Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, SIGFIG)
-        .expect("constant histogram bounds are valid")
+    Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, SIGFIG).expect("constant histogram bounds are valid")
 }
 
 /// Records one latency; values above the histogram's highest trackable value are recorded as
@@ -117,9 +114,7 @@ pub fn encode(h: &Histogram<u64>) -> String {
     let mut bytes = Vec::new();
     // Writing into a Vec cannot fail; the serializer's only other error is a count above
     // i64::MAX, which would take centuries of recording at any realistic rate.
-    V2DeflateSerializer::new()
-        .serialize(h, &mut bytes)
-        .expect("histogram counts fit the V2 format");
+    V2DeflateSerializer::new().serialize(h, &mut bytes).expect("histogram counts fit the V2 format");
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
@@ -127,10 +122,7 @@ pub fn encode(h: &Histogram<u64>) -> String {
 pub fn decode(s: &str) -> Result<Histogram<u64>, HistError> {
     let s = s.trim();
     if s.len() > MAX_ENCODED_LEN {
-        return Err(HistError::TooLong {
-            len: s.len(),
-            max: MAX_ENCODED_LEN,
-        });
+        return Err(HistError::TooLong { len: s.len(), max: MAX_ENCODED_LEN });
     }
     let bytes = base64::engine::general_purpose::STANDARD.decode(s)?;
     Ok(Deserializer::new().deserialize(&mut bytes.as_slice())?)
@@ -195,22 +187,14 @@ pub fn write_hgrm(h: &Histogram<u64>, out: &mut impl Write, unit_scale: f64) -> 
     // The Java implementation prints values with as many decimals as the histogram has
     // significant digits; plotters do not care, but diffing against Java output does.
     let prec = usize::from(h.sigfig());
-    writeln!(
-        out,
-        "{:>12} {:>14} {:>10} {:>14}\n",
-        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
-    )?;
+    writeln!(out, "{:>12} {:>14} {:>10} {:>14}\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)")?;
     let mut total = 0u64;
     for v in h.iter_quantiles(HGRM_TICKS_PER_HALF_DISTANCE) {
         total += v.count_since_last_iteration();
         let value = v.value_iterated_to() as f64 / unit_scale;
         let q = v.quantile_iterated_to();
         if q < 1.0 {
-            writeln!(
-                out,
-                "{value:12.prec$} {q:2.12} {total:10} {:14.2}",
-                1.0 / (1.0 - q)
-            )?;
+            writeln!(out, "{value:12.prec$} {q:2.12} {total:10} {:14.2}", 1.0 / (1.0 - q))?;
         } else {
             writeln!(out, "{value:12.prec$} {q:2.12} {total:10}")?;
         }
@@ -225,18 +209,8 @@ pub fn write_hgrm(h: &Histogram<u64>, out: &mut impl Write, unit_scale: f64) -> 
         h.mean() / unit_scale,
         h.stdev() / unit_scale
     )?;
-    writeln!(
-        out,
-        "#[Max     = {:12.prec$}, Total count    = {:12}]",
-        max as f64 / unit_scale,
-        h.len()
-    )?;
-    writeln!(
-        out,
-        "#[Buckets = {:12}, SubBuckets     = {:12}]",
-        h.buckets(),
-        sub_buckets
-    )?;
+    writeln!(out, "#[Max     = {:12.prec$}, Total count    = {:12}]", max as f64 / unit_scale, h.len())?;
+    writeln!(out, "#[Buckets = {:12}, SubBuckets     = {:12}]", h.buckets(), sub_buckets)?;
     Ok(())
 }
 
@@ -320,14 +294,8 @@ mod tests {
         for q in QUANTILES {
             assert_eq!(a.value_at_quantile(q), b.value_at_quantile(q), "q = {q}");
         }
-        let ca: Vec<_> = a
-            .iter_recorded()
-            .map(|v| (v.value_iterated_to(), v.count_at_value()))
-            .collect();
-        let cb: Vec<_> = b
-            .iter_recorded()
-            .map(|v| (v.value_iterated_to(), v.count_at_value()))
-            .collect();
+        let ca: Vec<_> = a.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect();
+        let cb: Vec<_> = b.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect();
         assert_eq!(ca, cb);
     }
 
@@ -336,9 +304,7 @@ mod tests {
         let mut x = seed;
         (0..n)
             .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 let exp = (x >> 60) % 6;
                 1 + (x >> 20) % 10u64.pow(exp as u32 + 1)
             })
@@ -403,13 +369,7 @@ mod tests {
 
     #[test]
     fn corrected_recording_matches_record_correct() {
-        for (value, interval) in [
-            (1_000_000, 1_000),
-            (123_456, 7),
-            (50_000, 3_333),
-            (5, 10),
-            (10, 10),
-        ] {
+        for (value, interval) in [(1_000_000, 1_000), (123_456, 7), (50_000, 3_333), (5, 10), (10, 10)] {
             let mut ours = new_hist();
             let mut theirs = new_hist();
             record_corrected(&mut ours, value, interval);
@@ -442,11 +402,7 @@ mod tests {
             record(&mut h, v);
         }
         let text = encode(&h);
-        assert!(
-            text.starts_with("HISTFAA"),
-            "compressed V2 cookie: {}",
-            &text[..10]
-        );
+        assert!(text.starts_with("HISTFAA"), "compressed V2 cookie: {}", &text[..10]);
         let back = decode(&text).unwrap();
         assert_eq!(back, h);
         assert_eq!(back.high(), h.high());
@@ -517,10 +473,7 @@ mod tests {
             .filter(|l| !l.starts_with('#'))
             .map(|l| l.split_whitespace().collect())
             .collect();
-        assert_eq!(
-            rows.len(),
-            h.iter_quantiles(HGRM_TICKS_PER_HALF_DISTANCE).count()
-        );
+        assert_eq!(rows.len(), h.iter_quantiles(HGRM_TICKS_PER_HALF_DISTANCE).count());
         assert!(rows.len() > 50);
 
         let mut prev_count = 0;
@@ -558,23 +511,16 @@ mod tests {
             record(&mut b, v * 3);
         }
         let mut log = IntervalLog::new(&path, start).unwrap();
-        log.append("chat", Duration::ZERO, Duration::from_secs(1), &a)
-            .unwrap();
-        log.append(
-            "join",
-            Duration::from_millis(1_000),
-            Duration::from_millis(1_000),
-            &b,
-        )
-        .unwrap();
-        assert!(log
-            .append("bad tag", Duration::ZERO, Duration::ZERO, &a)
-            .is_err());
+        log.append("chat", Duration::ZERO, Duration::from_secs(1), &a).unwrap();
+        log.append("join", Duration::from_millis(1_000), Duration::from_millis(1_000), &b).unwrap();
+        assert!(log.append("bad tag", Duration::ZERO, Duration::ZERO, &a).is_err());
         drop(log);
 
         let bytes = std::fs::read(&path).unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();
-        assert!(text.contains("\n\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n"));
+        assert!(text.contains(
+            "\n\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n"
+        ));
         let mut entries = IntervalLogIterator::new(&bytes).map(Result::unwrap);
         let expected_start = Duration::from_millis(1_700_000_000_123);
         assert!(matches!(entries.next(), Some(LogEntry::StartTime(t)) if t == expected_start));
@@ -595,11 +541,7 @@ mod tests {
             seen,
             vec![
                 ("chat".to_owned(), Duration::ZERO, Duration::from_secs(1)),
-                (
-                    "join".to_owned(),
-                    Duration::from_secs(1),
-                    Duration::from_secs(1)
-                ),
+                ("join".to_owned(), Duration::from_secs(1), Duration::from_secs(1)),
             ]
         );
         std::fs::remove_dir_all(&dir).unwrap();

@@ -14,58 +14,32 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let spec = match &cli.command {
-        Command::Agent {
-            coordinator,
-            name,
-            source_ips,
-            capacity,
-        } => {
+        Command::Agent { coordinator, name, source_ips, capacity } => {
             let sources = match source_ips {
                 Some(s) => parse_sources(s).map_err(anyhow::Error::msg)?,
                 None => Vec::new(),
             };
-            let name = name
-                .clone()
-                .unwrap_or_else(|| format!("agent-{}", std::process::id()));
+            let name = name.clone().unwrap_or_else(|| format!("agent-{}", std::process::id()));
             let capacity = capacity.unwrap_or_else(agent::capacity);
             return agent::run(*coordinator, name, sources, capacity);
         }
         Command::Connect(run) => {
             let (chat, traffic) = cli::defaults();
-            cli::spec(
-                ScenarioKind::Connect,
-                run,
-                &chat,
-                &traffic,
-                ShootoutMode::Echo,
-                None,
-            )?
+            cli::spec(ScenarioKind::Connect, run, &chat, &traffic, ShootoutMode::Echo, None)?
         }
-        Command::Chat { run, chat, traffic } => cli::spec(
-            ScenarioKind::Chat,
-            run,
-            chat,
-            traffic,
-            ShootoutMode::Echo,
-            None,
-        )?,
+        Command::Chat { run, chat, traffic } => {
+            cli::spec(ScenarioKind::Chat, run, chat, traffic, ShootoutMode::Echo, None)?
+        }
+        Command::Broadcast { run, traffic } => {
+            let (chat, _) = cli::defaults();
+            cli::spec(ScenarioKind::Broadcast, run, &chat, traffic, ShootoutMode::Echo, None)?
+        }
         Command::Shootout { run, mode, traffic } => {
             let (chat, _) = cli::defaults();
             cli::spec(ScenarioKind::Shootout, run, &chat, traffic, *mode, None)?
         }
-        Command::Coordinator {
-            listen,
-            agents,
-            scenario,
-            run,
-            chat,
-            traffic,
-            mode,
-        } => {
-            let fleet = Agents::Fleet {
-                listen: *listen,
-                count: *agents,
-            };
+        Command::Coordinator { listen, agents, scenario, run, chat, traffic, mode } => {
+            let fleet = Agents::Fleet { listen: *listen, count: *agents };
             cli::spec(*scenario, run, chat, traffic, *mode, Some(fleet))?
         }
     };

@@ -13,19 +13,14 @@ pub enum Scenario {
     Connect,
     /// Rooms of `members` connections; publish `new_msg` at `publish_rate` per second (this agent's
     /// share) for `measure_s` seconds; measure publish → ack and publish → delivery.
-    Chat {
-        publish_rate: f64,
-        measure_s: u64,
-        body_bytes: usize,
-    },
+    Chat { publish_rate: f64, measure_s: u64, body_bytes: usize },
     /// The websocket-shootout protocol: `echo` (each message answered) or `broadcast` (each message
     /// delivered to every client and answered with `broadcastResult`), at `publish_rate` per second.
-    Shootout {
-        broadcast: bool,
-        publish_rate: f64,
-        measure_s: u64,
-        body_bytes: usize,
-    },
+    Shootout { broadcast: bool, publish_rate: f64, measure_s: u64, body_bytes: usize },
+    /// Every connection joins one topic without presence; connection 0 publishes `new_msg` at
+    /// `publish_rate`; measures each copy's latency and the time until every copy of a message
+    /// arrived.
+    Broadcast { publish_rate: f64, measure_s: u64, body_bytes: usize },
 }
 
 impl Scenario {
@@ -34,12 +29,9 @@ impl Scenario {
         match self {
             Scenario::Connect => "connect",
             Scenario::Chat { .. } => "chat",
-            Scenario::Shootout {
-                broadcast: false, ..
-            } => "shootout-echo",
-            Scenario::Shootout {
-                broadcast: true, ..
-            } => "shootout-broadcast",
+            Scenario::Shootout { broadcast: false, .. } => "shootout-echo",
+            Scenario::Shootout { broadcast: true, .. } => "shootout-broadcast",
+            Scenario::Broadcast { .. } => "broadcast",
         }
     }
 
@@ -47,24 +39,18 @@ impl Scenario {
     pub fn traffic(&self) -> Option<(f64, u64, usize)> {
         match *self {
             Scenario::Connect => None,
-            Scenario::Chat {
-                publish_rate,
-                measure_s,
-                body_bytes,
+            Scenario::Chat { publish_rate, measure_s, body_bytes }
+            | Scenario::Broadcast { publish_rate, measure_s, body_bytes }
+            | Scenario::Shootout { publish_rate, measure_s, body_bytes, .. } => {
+                Some((publish_rate, measure_s, body_bytes))
             }
-            | Scenario::Shootout {
-                publish_rate,
-                measure_s,
-                body_bytes,
-                ..
-            } => Some((publish_rate, measure_s, body_bytes)),
         }
     }
 
-    /// Scale the publish rate (an agent's share of the run's).
+    /// Scale the publish rate to an agent's share of the run. A broadcast has one publisher, which
+    /// keeps the whole rate.
     pub fn scale_rate(&mut self, share: f64) {
-        if let Scenario::Chat { publish_rate, .. } | Scenario::Shootout { publish_rate, .. } = self
-        {
+        if let Scenario::Chat { publish_rate, .. } | Scenario::Shootout { publish_rate, .. } = self {
             *publish_rate *= share;
         }
     }
@@ -73,17 +59,13 @@ impl Scenario {
     pub fn publish_text(&self, topic: Option<&str>, due: u64, pad: &str) -> Option<String> {
         match self {
             Scenario::Connect => None,
-            Scenario::Chat { .. } => {
+            Scenario::Chat { .. } | Scenario::Broadcast { .. } => {
                 let topic = serde_json::to_string(topic?).ok()?;
-                Some(format!(
-                    r#"["1","p{due}",{topic},"new_msg",{{"body":"lg:{due}:{pad}"}}]"#
-                ))
+                Some(format!(r#"["1","p{due}",{topic},"new_msg",{{"body":"lg:{due}:{pad}"}}]"#))
             }
             Scenario::Shootout { broadcast, .. } => {
                 let kind = if *broadcast { "broadcast" } else { "echo" };
-                Some(format!(
-                    r#"{{"type":"{kind}","payload":{{"t":{due},"pad":"{pad}"}}}}"#
-                ))
+                Some(format!(r#"{{"type":"{kind}","payload":{{"t":{due},"pad":"{pad}"}}}}"#))
             }
         }
     }
@@ -113,6 +95,13 @@ pub struct Plan {
     pub step_timeout_s: u64,
     /// Seconds between heartbeats of one connection.
     pub heartbeat_s: u64,
+    /// Join with presence (`false` sends `{"presence": false}`: no presence traffic).
+    #[serde(default = "yes")]
+    pub presence: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Plan {

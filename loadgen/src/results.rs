@@ -52,11 +52,7 @@ impl RunDir {
         let (y, m, d) = civil_from_days(unix_secs(now) / 86_400);
         let base = format!("{y:04}-{m:02}-{d:02}-{}", sanitize(scenario));
         for n in 1..=MAX_RUNS_PER_DAY {
-            let name = if n == 1 {
-                base.clone()
-            } else {
-                format!("{base}-{n}")
-            };
+            let name = if n == 1 { base.clone() } else { format!("{base}-{n}") };
             let path = root.join(name);
             // create_dir, not exists() + create: two runs starting together must not share.
             match fs::create_dir(&path) {
@@ -67,10 +63,7 @@ impl RunDir {
         }
         Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
-            format!(
-                "{} already holds {MAX_RUNS_PER_DAY} runs named {base}",
-                root.display()
-            ),
+            format!("{} already holds {MAX_RUNS_PER_DAY} runs named {base}", root.display()),
         ))
     }
 }
@@ -97,10 +90,7 @@ pub fn write_setup(run: &RunDir, setup: &Setup) -> io::Result<()> {
 
 fn write_setup_with_git_dir(run: &RunDir, setup: &Setup, git_dir: &Path) -> io::Result<()> {
     let facts = MachineFacts::gather(SystemTime::now(), git_dir, &setup.server_pids);
-    write_atomically(
-        &run.path.join("SETUP.md"),
-        render_setup(run, setup, &facts).as_bytes(),
-    )
+    write_atomically(&run.path.join("SETUP.md"), render_setup(run, setup, &facts).as_bytes())
 }
 
 /// Writes `value` pretty-printed to `<name>` in the run folder, adding `.json` if `name` lacks it.
@@ -113,12 +103,7 @@ pub fn write_json(run: &RunDir, name: &str, value: &serde_json::Value) -> io::Re
 
 /// Writes the histogram's percentile distribution (HdrHistogram `.hgrm` text, values divided by
 /// `unit_scale`) to `<name>` in the run folder, adding `.hgrm` if `name` lacks it.
-pub fn write_hgrm_file(
-    run: &RunDir,
-    name: &str,
-    h: &Histogram<u64>,
-    unit_scale: f64,
-) -> io::Result<()> {
+pub fn write_hgrm_file(run: &RunDir, name: &str, h: &Histogram<u64>, unit_scale: f64) -> io::Result<()> {
     let path = run.path.join(file_name(name, ".hgrm")?);
     let mut text = Vec::new();
     hist::write_hgrm(h, &mut text, unit_scale)?;
@@ -133,11 +118,7 @@ fn file_name(name: &str, ext: &str) -> io::Result<String> {
             format!("{name:?} is not a plain file name"),
         ));
     }
-    Ok(if name.ends_with(ext) {
-        name.to_owned()
-    } else {
-        format!("{name}{ext}")
-    })
+    Ok(if name.ends_with(ext) { name.to_owned() } else { format!("{name}{ext}") })
 }
 
 /// Writes through a temporary file and a rename, so a report script never reads half a file.
@@ -155,13 +136,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 fn sanitize(scenario: &str) -> String {
     let s: String = scenario
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
         .collect();
     if s.is_empty() {
         "run".to_owned()
@@ -195,12 +170,7 @@ fn utc_timestamp(t: SystemTime) -> String {
     let secs = unix_secs(t);
     let (y, m, d) = civil_from_days(secs / 86_400);
     let s = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        s / 3_600,
-        s / 60 % 60,
-        s % 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", s / 3_600, s / 60 % 60, s % 60)
 }
 
 /// Everything `SETUP.md` reports about the machine, gathered before rendering so that rendering
@@ -238,10 +208,7 @@ impl MachineFacts {
             kernel: read_trimmed("/proc/sys/kernel/osrelease"),
             commit: git_commit(git_dir),
             nofile: nofile_limits(),
-            sysctls: SYSCTLS
-                .iter()
-                .map(|&name| (name, read_sysctl(name)))
-                .collect(),
+            sysctls: SYSCTLS.iter().map(|&name| (name, read_sysctl(name))).collect(),
             servers: pids.iter().map(|&pid| (pid, read_cmdline(pid))).collect(),
         }
     }
@@ -283,9 +250,7 @@ fn parse_cpuinfo(text: &str) -> (Option<String>, usize) {
         let (key, value) = (key.trim(), value.trim());
         match key {
             "processor" => count += 1,
-            "model name" | "Hardware" | "cpu model" | "Model"
-                if model.is_none() && !value.is_empty() =>
-            {
+            "model name" | "Hardware" | "cpu model" | "Model" if model.is_none() && !value.is_empty() => {
                 model = Some(value.to_owned());
             }
             _ => {}
@@ -304,11 +269,7 @@ fn meminfo_kb(meminfo: &str, field: &str) -> Option<u64> {
 
 /// `git rev-parse HEAD` in `dir`, with " (dirty)" when the work tree has uncommitted changes.
 fn git_commit(dir: &Path) -> Option<String> {
-    let head = Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .current_dir(dir)
-        .output()
-        .ok()?;
+    let head = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(dir).output().ok()?;
     if !head.status.success() {
         return None;
     }
@@ -324,18 +285,11 @@ fn git_commit(dir: &Path) -> Option<String> {
         .output()
         .ok();
     let dirty = status.is_some_and(|s| s.status.success() && !s.stdout.trim_ascii().is_empty());
-    Some(if dirty {
-        format!("{commit} (dirty)")
-    } else {
-        commit
-    })
+    Some(if dirty { format!("{commit} (dirty)") } else { commit })
 }
 
 fn nofile_limits() -> Option<(Option<u64>, Option<u64>)> {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit only writes the struct we pass, which is valid and exclusively borrowed.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
     if rc != 0 {
@@ -358,29 +312,19 @@ fn or_unknown(v: &Option<String>) -> String {
 
 fn render_setup(run: &RunDir, setup: &Setup, facts: &MachineFacts) -> String {
     let mut md = String::new();
-    let title = run.path.file_name().map_or_else(
-        || run.path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let title = run
+        .path
+        .file_name()
+        .map_or_else(|| run.path.display().to_string(), |n| n.to_string_lossy().into_owned());
     // Writing to a String cannot fail; the results are ignored for that reason alone.
     let _ = writeln!(md, "# Setup: {title}\n");
     let _ = writeln!(md, "| | |\n|---|---|");
     let _ = writeln!(md, "| Date (UTC) | {} |", facts.utc);
     let _ = writeln!(md, "| Host | {} |", or_unknown(&facts.hostname));
-    let _ = writeln!(
-        md,
-        "| CPU | {} × {} |",
-        or_unknown(&facts.cpu_model),
-        facts.cpu_count
-    );
+    let _ = writeln!(md, "| CPU | {} × {} |", or_unknown(&facts.cpu_model), facts.cpu_count);
     let memory = facts.mem_total_kb.map_or_else(
         || "unknown".to_owned(),
-        |kb| {
-            format!(
-                "{:.1} GiB (MemTotal {kb} kB)",
-                kb as f64 / (1024.0 * 1024.0)
-            )
-        },
+        |kb| format!("{:.1} GiB (MemTotal {kb} kB)", kb as f64 / (1024.0 * 1024.0)),
     );
     let _ = writeln!(md, "| Memory | {memory} |");
     let _ = writeln!(md, "| Kernel | {} |", or_unknown(&facts.kernel));
@@ -446,14 +390,8 @@ mod tests {
 
     impl TempDir {
         fn new(tag: &str) -> TempDir {
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            let p = std::env::temp_dir().join(format!(
-                "rusher-results-{tag}-{}-{nanos}",
-                std::process::id()
-            ));
+            let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+            let p = std::env::temp_dir().join(format!("rusher-results-{tag}-{}-{nanos}", std::process::id()));
             fs::create_dir_all(&p).unwrap();
             TempDir(p)
         }
@@ -474,10 +412,7 @@ mod tests {
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
         assert_eq!(civil_from_days(19_783), (2024, 3, 1));
         assert_eq!(civil_from_days(20_088), (2024, 12, 31));
-        assert_eq!(
-            utc_timestamp(UNIX_EPOCH + Duration::from_secs(1_709_210_096)),
-            "2024-02-29 12:34:56 UTC"
-        );
+        assert_eq!(utc_timestamp(UNIX_EPOCH + Duration::from_secs(1_709_210_096)), "2024-02-29 12:34:56 UTC");
     }
 
     #[test]
@@ -497,10 +432,7 @@ mod tests {
 
         let today = RunDir::create(&root, "hold").unwrap();
         let name = today.path.file_name().unwrap().to_str().unwrap().to_owned();
-        assert!(
-            name.ends_with("-hold") && name.len() == "YYYY-MM-DD-hold".len(),
-            "{name}"
-        );
+        assert!(name.ends_with("-hold") && name.len() == "YYYY-MM-DD-hold".len(), "{name}");
     }
 
     #[test]
@@ -518,10 +450,7 @@ mod tests {
 
         let md = fs::read_to_string(run.path.join("SETUP.md")).unwrap();
         let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-        assert!(
-            md.contains(&format!("| Kernel | {} |", kernel.trim())),
-            "{md}"
-        );
+        assert!(md.contains(&format!("| Kernel | {} |", kernel.trim())), "{md}");
         for name in SYSCTLS {
             let row = md
                 .lines()
@@ -545,9 +474,7 @@ mod tests {
 
     #[test]
     fn setup_md_marks_missing_facts() {
-        let run = RunDir {
-            path: PathBuf::from("/results/2024-02-29-chat"),
-        };
+        let run = RunDir { path: PathBuf::from("/results/2024-02-29-chat") };
         let facts = MachineFacts {
             utc: "2024-02-29 12:34:56 UTC".to_owned(),
             hostname: None,
@@ -557,16 +484,10 @@ mod tests {
             kernel: Some("6.8.0-1".to_owned()),
             commit: Some("0123abcd (dirty)".to_owned()),
             nofile: Some((Some(1_024), None)),
-            sysctls: vec![
-                ("fs.file-max", Some("2466177".to_owned())),
-                ("fs.nr_open", None),
-            ],
+            sysctls: vec![("fs.file-max", Some("2466177".to_owned())), ("fs.nr_open", None)],
             servers: vec![(4_000_000, None)],
         };
-        let setup = Setup {
-            command_lines: vec!["echo ```".to_owned()],
-            ..Setup::default()
-        };
+        let setup = Setup { command_lines: vec!["echo ```".to_owned()], ..Setup::default() };
         let md = render_setup(&run, &setup, &facts);
         assert!(md.starts_with("# Setup: 2024-02-29-chat\n"));
         assert!(md.contains("| Host | unknown |"));
@@ -583,16 +504,11 @@ mod tests {
 
     #[test]
     fn cpuinfo_and_meminfo_parsing() {
-        let cpuinfo = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) CPU @ 2.20GHz\n\n\
+        let cpuinfo =
+            "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) CPU @ 2.20GHz\n\n\
                        processor\t: 1\nmodel name\t: Intel(R) Xeon(R) CPU @ 2.20GHz\n";
-        assert_eq!(
-            parse_cpuinfo(cpuinfo),
-            (Some("Intel(R) Xeon(R) CPU @ 2.20GHz".to_owned()), 2)
-        );
-        assert_eq!(
-            parse_cpuinfo("processor : 0\nBogoMIPS : 50.00\n"),
-            (None, 1)
-        );
+        assert_eq!(parse_cpuinfo(cpuinfo), (Some("Intel(R) Xeon(R) CPU @ 2.20GHz".to_owned()), 2));
+        assert_eq!(parse_cpuinfo("processor : 0\nBogoMIPS : 50.00\n"), (None, 1));
         let meminfo = "MemTotal:       24536789 kB\nMemFree:         1234 kB\n";
         assert_eq!(meminfo_kb(meminfo, "MemTotal"), Some(24_536_789));
         assert_eq!(meminfo_kb(meminfo, "MemFre"), None);

@@ -97,12 +97,7 @@ pub fn parse_cpu_line(stat: &str) -> (u64, u64) {
     let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
         return (0, 0);
     };
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
+    let f: Vec<u64> = line.split_whitespace().skip(1).take(8).map(|v| v.parse().unwrap_or(0)).collect();
     let total: u64 = f.iter().sum();
     let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
     (total.saturating_sub(idle), total)
@@ -150,9 +145,7 @@ fn read_now(pids: &[u32]) -> Reading {
     let mut pid_ticks = Vec::with_capacity(pids.len());
     for pid in pids {
         rss_kb += parse_vmrss_kb(&read(&format!("/proc/{pid}/status")));
-        let ticks = fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .map(|s| parse_pid_cpu_ticks(&s));
+        let ticks = fs::read_to_string(format!("/proc/{pid}/stat")).ok().map(|s| parse_pid_cpu_ticks(&s));
         pid_ticks.push(ticks);
     }
     Reading {
@@ -172,15 +165,8 @@ fn make_sample(
     connections: u64,
     ticks_per_sec: f64,
 ) -> Sample {
-    let (busy, total) = (
-        cur.cpu.0.saturating_sub(prev.cpu.0),
-        cur.cpu.1.saturating_sub(prev.cpu.1),
-    );
-    let cpu_busy_pct = if total == 0 {
-        0.0
-    } else {
-        100.0 * busy as f64 / total as f64
-    };
+    let (busy, total) = (cur.cpu.0.saturating_sub(prev.cpu.0), cur.cpu.1.saturating_sub(prev.cpu.1));
+    let cpu_busy_pct = if total == 0 { 0.0 } else { 100.0 * busy as f64 / total as f64 };
     // A pid seen at only one of the two readings started or exited in between (or was reused),
     // so its lifetime ticks say nothing about this interval.
     let server_ticks: u64 = prev
@@ -193,14 +179,9 @@ fn make_sample(
         })
         .sum();
     let secs = cur.at.saturating_duration_since(prev.at).as_secs_f64();
-    let server_cpu_pct = if secs > 0.0 {
-        100.0 * server_ticks as f64 / ticks_per_sec / secs
-    } else {
-        0.0
-    };
+    let server_cpu_pct = if secs > 0.0 { 100.0 * server_ticks as f64 / ticks_per_sec / secs } else { 0.0 };
     Sample {
-        t_ms: u64::try_from(cur.at.saturating_duration_since(start).as_millis())
-            .unwrap_or(u64::MAX),
+        t_ms: u64::try_from(cur.at.saturating_duration_since(start).as_millis()).unwrap_or(u64::MAX),
         connections,
         server_rss_kb: cur.rss_kb,
         slab_kb: cur.slab_kb,
@@ -243,26 +224,13 @@ impl Sampler {
         max_samples: usize,
     ) -> io::Result<Sampler> {
         if every.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "sampling interval must be positive",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "sampling interval must be positive"));
         }
         let file = BufWriter::new(File::create(&out)?);
         let (stop_tx, stop_rx) = mpsc::channel();
         let handle = thread::Builder::new()
             .name("loadgen-sampler".to_owned())
-            .spawn(move || {
-                run(
-                    &pids,
-                    &connections,
-                    file,
-                    &out,
-                    every,
-                    max_samples,
-                    &stop_rx,
-                )
-            })?;
+            .spawn(move || run(&pids, &connections, file, &out, every, max_samples, &stop_rx))?;
         Ok(Sampler { stop_tx, handle })
     }
 
@@ -303,13 +271,7 @@ fn run(
             Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
         }
         let cur = read_now(pids);
-        let sample = make_sample(
-            &prev,
-            &cur,
-            start,
-            connections.load(Ordering::Relaxed),
-            ticks_per_sec,
-        );
+        let sample = make_sample(&prev, &cur, start, connections.load(Ordering::Relaxed), ticks_per_sec);
         if let Some(f) = file.as_mut() {
             // Flushed per line so the progress of a long run can be followed with `tail -f`.
             let written = serde_json::to_writer(&mut *f, &sample)
@@ -343,10 +305,10 @@ mod tests {
     const MEMINFO: &str =
         "MemTotal:       24683656 kB\nMemFree:        20000000 kB\nSlab:             812344 kB\n\
                            SReclaimable:     300000 kB\nSUnreclaim:       512344 kB\n";
-    const SOCKSTAT: &str = "sockets: used 2000123\nTCP: inuse 2000004 orphan 3 tw 17 alloc 2000010 mem 245760\n\
+    const SOCKSTAT: &str =
+        "sockets: used 2000123\nTCP: inuse 2000004 orphan 3 tw 17 alloc 2000010 mem 245760\n\
                             UDP: inuse 2 mem 4\nUDPLITE: inuse 0\nRAW: inuse 0\nFRAG: inuse 0 memory 0\n";
-    const STAT: &str =
-        "cpu  1000 20 300 5000 100 10 5 7 50 0\ncpu0 500 10 150 2500 50 5 2 3 25 0\n\
+    const STAT: &str = "cpu  1000 20 300 5000 100 10 5 7 50 0\ncpu0 500 10 150 2500 50 5 2 3 25 0\n\
                         cpu1 500 10 150 2500 50 5 3 4 25 0\nintr 123456\nctxt 98765\n";
 
     #[test]
@@ -373,20 +335,10 @@ mod tests {
 
     #[test]
     fn pid_ticks_survive_hostile_command_names() {
-        let fields =
-            "S 1 1234 1234 0 -1 4194560 2000 0 0 0 1500 250 0 0 20 0 4 0 987654 1000000 8000";
-        assert_eq!(
-            parse_pid_cpu_ticks(&format!("1234 (rusher) {fields}")),
-            1_750
-        );
-        assert_eq!(
-            parse_pid_cpu_ticks(&format!("1234 (a) b (c) ) ) d) {fields}")),
-            1_750
-        );
-        assert_eq!(
-            parse_pid_cpu_ticks(&format!("1234 (x 1 2 3 4 5 6 7 8 9 10 11 12) {fields}")),
-            1_750
-        );
+        let fields = "S 1 1234 1234 0 -1 4194560 2000 0 0 0 1500 250 0 0 20 0 4 0 987654 1000000 8000";
+        assert_eq!(parse_pid_cpu_ticks(&format!("1234 (rusher) {fields}")), 1_750);
+        assert_eq!(parse_pid_cpu_ticks(&format!("1234 (a) b (c) ) ) d) {fields}")), 1_750);
+        assert_eq!(parse_pid_cpu_ticks(&format!("1234 (x 1 2 3 4 5 6 7 8 9 10 11 12) {fields}")), 1_750);
         assert_eq!(parse_pid_cpu_ticks("1234 (truncated) S 1 2"), 0);
         assert_eq!(parse_pid_cpu_ticks("garbage"), 0);
     }
@@ -409,10 +361,7 @@ mod tests {
             pid_ticks: vec![Some(210), None, Some(1_000), Some(3)],
             rss_kb: 4_096,
             slab_kb: 800,
-            sockstat: SockStat {
-                tcp_inuse: 7,
-                ..SockStat::default()
-            },
+            sockstat: SockStat { tcp_inuse: 7, ..SockStat::default() },
         };
         let s = make_sample(&prev, &cur, t0, 42, 100.0);
         assert_eq!(s.t_ms, 2_000);
@@ -429,14 +378,8 @@ mod tests {
     }
 
     fn temp_path(tag: &str) -> PathBuf {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        std::env::temp_dir().join(format!(
-            "rusher-sample-{tag}-{}-{nanos}.jsonl",
-            std::process::id()
-        ))
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        std::env::temp_dir().join(format!("rusher-sample-{tag}-{}-{nanos}.jsonl", std::process::id()))
     }
 
     #[test]
@@ -445,14 +388,9 @@ mod tests {
         let connections = Arc::new(AtomicU64::new(42));
         // Our own pid is alive; a pid above any pid_max never is.
         let pids = vec![std::process::id(), 999_999_999];
-        let sampler = Sampler::start(
-            pids,
-            Arc::clone(&connections),
-            out.clone(),
-            Duration::from_millis(20),
-            4,
-        )
-        .unwrap();
+        let sampler =
+            Sampler::start(pids, Arc::clone(&connections), out.clone(), Duration::from_millis(20), 4)
+                .unwrap();
         // Keep this process busy so its CPU shows up in the samples.
         let watchdog = Instant::now() + Duration::from_secs(30);
         let mut spin = 0u64;
@@ -465,16 +403,11 @@ mod tests {
         assert!(samples.windows(2).all(|w| w[0].t_ms < w[1].t_ms));
         assert!(samples.iter().all(|s| s.connections == 42));
         assert!(samples.iter().all(|s| s.server_rss_kb > 0));
-        assert!(samples
-            .iter()
-            .all(|s| (0.0..=100.0).contains(&s.cpu_busy_pct)));
+        assert!(samples.iter().all(|s| (0.0..=100.0).contains(&s.cpu_busy_pct)));
         assert!(samples.iter().map(|s| s.server_cpu_pct).sum::<f64>() > 0.0);
 
         let text = fs::read_to_string(&out).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 4);
         assert_eq!(lines[0]["connections"], 42);
         assert_eq!(lines[3]["t_ms"], samples[3].t_ms);
@@ -485,14 +418,9 @@ mod tests {
     #[test]
     fn stop_is_prompt() {
         let out = temp_path("prompt");
-        let sampler = Sampler::start(
-            vec![],
-            Arc::new(AtomicU64::new(0)),
-            out.clone(),
-            Duration::from_secs(3_600),
-            10,
-        )
-        .unwrap();
+        let sampler =
+            Sampler::start(vec![], Arc::new(AtomicU64::new(0)), out.clone(), Duration::from_secs(3_600), 10)
+                .unwrap();
         let t = Instant::now();
         assert!(sampler.stop().is_empty());
         assert!(t.elapsed() < Duration::from_secs(10));

@@ -13,14 +13,8 @@ pub fn parse_sources(spec: &str) -> Result<Vec<IpAddr>, String> {
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('-') {
             Some((a, b)) => {
-                let a: Ipv4Addr = a
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("bad address {a:?} in {part:?}"))?;
-                let b: Ipv4Addr = b
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("bad address {b:?} in {part:?}"))?;
+                let a: Ipv4Addr = a.trim().parse().map_err(|_| format!("bad address {a:?} in {part:?}"))?;
+                let b: Ipv4Addr = b.trim().parse().map_err(|_| format!("bad address {b:?} in {part:?}"))?;
                 let (a, b) = (u32::from(a), u32::from(b));
                 if b < a || b - a >= 1 << 20 {
                     return Err(format!(
@@ -54,9 +48,7 @@ pub fn parse_targets(spec: &str) -> Result<Vec<SocketAddr>, String> {
 }
 
 /// Kinds of connection failure, counted and reported, never retried silently.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Failure {
     /// No local port left for this source address and target (EADDRNOTAVAIL): add source IPs.
@@ -113,9 +105,7 @@ impl Failure {
     pub fn hint(self) -> &'static str {
         match self {
             Failure::AddrNotAvail => "out of local ports: add --source-ips",
-            Failure::TooManyFiles => {
-                "out of file descriptors: raise the limit or use more --local-agents"
-            }
+            Failure::TooManyFiles => "out of file descriptors: raise the limit or use more --local-agents",
             Failure::Refused => "connection refused: is the server running on the target?",
             Failure::Timeout => {
                 "timed out: the server or the kernel queues are overloaded (see sysctl/check)"
@@ -131,11 +121,7 @@ impl Failure {
 
 /// Open a non-blocking TCP connection from `source` (port chosen at connect time) to `target`.
 pub fn connect_from(source: Option<IpAddr>, target: SocketAddr) -> io::Result<mio::net::TcpStream> {
-    let socket = Socket::new(
-        Domain::for_address(target),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
+    let socket = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
     socket.set_nodelay(true)?;
     if let Some(src) = source {
@@ -177,12 +163,7 @@ mod tests {
         assert_eq!(v[3], "127.0.0.9".parse::<IpAddr>().unwrap());
         assert!(parse_sources("127.0.0.5-127.0.0.1").is_err());
         assert!(parse_sources("nonsense").is_err());
-        assert_eq!(
-            parse_targets("127.0.0.1:4000,127.0.0.1:4001")
-                .unwrap()
-                .len(),
-            2
-        );
+        assert_eq!(parse_targets("127.0.0.1:4000,127.0.0.1:4001").unwrap().len(), 2);
         assert!(parse_targets("").is_err());
     }
 
@@ -197,10 +178,7 @@ mod tests {
 
     #[test]
     fn refused_is_classified() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         // The listener is dropped: nothing listens there now.
         let e = std::net::TcpStream::connect(port).unwrap_err();
         assert_eq!(Failure::of(&e), Failure::Refused);

@@ -33,11 +33,7 @@ pub enum UpgradeError {
 /// Look for the end of the upgrade response in `buf`: `Ok(Some(len))` once a complete 101 arrived.
 pub fn parse_upgrade_response(buf: &[u8]) -> Result<Option<usize>, UpgradeError> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if buf.len() > 8192 {
-            Err(UpgradeError::Malformed)
-        } else {
-            Ok(None)
-        };
+        return if buf.len() > 8192 { Err(UpgradeError::Malformed) } else { Ok(None) };
     };
     let head = std::str::from_utf8(&buf[..end]).map_err(|_| UpgradeError::Malformed)?;
     let status: u16 = head
@@ -112,10 +108,7 @@ pub fn decode(buf: &[u8], max: usize) -> Result<Option<(ServerFrame, usize)>, Fr
             if buf.len() < 10 {
                 return Ok(None);
             }
-            (
-                u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")),
-                10,
-            )
+            (u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")), 10)
         }
         n => (u64::from(n), 2),
     };
@@ -126,11 +119,7 @@ pub fn decode(buf: &[u8], max: usize) -> Result<Option<(ServerFrame, usize)>, Fr
     if buf.len() < total {
         return Ok(None);
     }
-    let frame = ServerFrame {
-        opcode: buf[0] & 0x0f,
-        fin: buf[0] & 0x80 != 0,
-        payload: header..total,
-    };
+    let frame = ServerFrame { opcode: buf[0] & 0x0f, fin: buf[0] & 0x80 != 0, payload: header..total };
     Ok(Some((frame, total)))
 }
 
@@ -171,13 +160,7 @@ mod tests {
             parse_upgrade_response(b"HTTP/1.1 101 Switching Protocols\r\nA: b\r\n\r\nxx"),
             Ok(Some(42))
         );
-        assert_eq!(
-            parse_upgrade_response(b"HTTP/1.1 403 Forbidden\r\n\r\n"),
-            Err(UpgradeError::Status(403))
-        );
-        assert_eq!(
-            parse_upgrade_response(b"SSH-2.0\r\n\r\n"),
-            Err(UpgradeError::Malformed)
-        );
+        assert_eq!(parse_upgrade_response(b"HTTP/1.1 403 Forbidden\r\n\r\n"), Err(UpgradeError::Status(403)));
+        assert_eq!(parse_upgrade_response(b"SSH-2.0\r\n\r\n"), Err(UpgradeError::Malformed));
     }
 }

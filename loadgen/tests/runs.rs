@@ -45,6 +45,7 @@ fn spec(
             threads: 2,
             step_timeout_s: 20,
             heartbeat_s: 30,
+            presence: true,
         },
         connections,
         rate: 4000.0,
@@ -61,15 +62,8 @@ fn spec(
 #[test]
 fn chat_with_2000_connections_has_no_errors_and_one_sample_per_delivery() {
     let srv = start_server();
-    let scenario = Scenario::Chat {
-        publish_rate: 400.0,
-        measure_s: 3,
-        body_bytes: 64,
-    };
-    let agents = Agents::Local {
-        count: 2,
-        exe: loadgen_exe(),
-    };
+    let scenario = Scenario::Chat { publish_rate: 400.0, measure_s: 3, body_bytes: 64 };
+    let agents = Agents::Local { count: 2, exe: loadgen_exe() };
     let out = coordinator::run(spec(srv.addr, scenario, 2000, 20, agents)).expect("run completes");
     let c = &out.counters;
     assert_eq!(c.failed(), 0, "failures: {:?}", c.failures);
@@ -77,22 +71,9 @@ fn chat_with_2000_connections_has_no_errors_and_one_sample_per_delivery() {
     assert_eq!(c.joined, 2000);
     assert!(c.published >= 1000, "published only {}", c.published);
     assert_eq!(c.acked, c.published, "every publish acked");
-    assert_eq!(
-        c.delivered,
-        c.published * 20,
-        "every member of the room got every message"
-    );
-    let count = |name: &str| {
-        out.hists
-            .iter()
-            .find(|(n, _)| n == name)
-            .map_or(0, |(_, h)| h.len())
-    };
-    assert_eq!(
-        count("delivery"),
-        c.delivered,
-        "exactly one latency sample per delivery"
-    );
+    assert_eq!(c.delivered, c.published * 20, "every member of the room got every message");
+    let count = |name: &str| out.hists.iter().find(|(n, _)| n == name).map_or(0, |(_, h)| h.len());
+    assert_eq!(count("delivery"), c.delivered, "exactly one latency sample per delivery");
     assert_eq!(count("ack"), c.acked);
     assert_eq!(count("establish"), 2000);
     srv.shutdown();
@@ -111,54 +92,32 @@ impl Drop for Agent {
 fn a_fleet_of_three_agents_produces_one_merged_result() {
     let srv = start_server();
     // Find a free port for the coordinator; agents retry until it listens.
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let results = std::env::temp_dir().join(format!("rusher-lg-fleet-{}", std::process::id()));
     let _agents: Vec<Agent> = (0..3)
         .map(|i| {
             let child = Command::new(loadgen_exe())
-                .args([
-                    "agent",
-                    "--coordinator",
-                    &listen.to_string(),
-                    "--name",
-                    &format!("fleet-{i}"),
-                ])
+                .args(["agent", "--coordinator", &listen.to_string(), "--name", &format!("fleet-{i}")])
                 .spawn()
                 .unwrap();
             Agent(child)
         })
         .collect();
-    let mut s = spec(
-        srv.addr,
-        Scenario::Connect,
-        900,
-        30,
-        Agents::Fleet { listen, count: 3 },
-    );
+    let mut s = spec(srv.addr, Scenario::Connect, 900, 30, Agents::Fleet { listen, count: 3 });
     s.results = Some(results.clone());
     let out = coordinator::run(s).expect("fleet run completes");
     assert!(out.lost_agents.is_empty());
     assert_eq!(out.counters.joined, 900);
     assert_eq!(out.counters.failed(), 0);
     let establish = out.hists.iter().find(|(n, _)| n == "establish").unwrap();
-    assert_eq!(
-        establish.1.len(),
-        900,
-        "the merged histogram holds every agent's samples"
-    );
+    assert_eq!(establish.1.len(), 900, "the merged histogram holds every agent's samples");
     assert_eq!(out.summary["agents"], 3);
     let dir = out.run_dir.expect("a result folder");
     for file in ["SETUP.md", "summary.json", "establish.hgrm"] {
         assert!(dir.join(file).exists(), "{file} written");
     }
     let setup = std::fs::read_to_string(dir.join("SETUP.md")).unwrap();
-    assert!(
-        setup.contains("fleet-0") && setup.contains("fleet-2"),
-        "SETUP.md names the agents"
-    );
+    assert!(setup.contains("fleet-0") && setup.contains("fleet-2"), "SETUP.md names the agents");
     let _ = std::fs::remove_dir_all(results);
     srv.shutdown();
 }
@@ -166,59 +125,40 @@ fn a_fleet_of_three_agents_produces_one_merged_result() {
 #[test]
 fn shootout_broadcast_delivers_exactly_one_copy_to_every_client() {
     let srv = start_server();
-    let scenario = Scenario::Shootout {
-        broadcast: true,
-        publish_rate: 40.0,
-        measure_s: 2,
-        body_bytes: 16,
-    };
-    let mut s = spec(
-        srv.addr,
-        scenario,
-        300,
-        0,
-        Agents::Local {
-            count: 1,
-            exe: loadgen_exe(),
-        },
-    );
+    let scenario = Scenario::Shootout { broadcast: true, publish_rate: 40.0, measure_s: 2, body_bytes: 16 };
+    let mut s = spec(srv.addr, scenario, 300, 0, Agents::Local { count: 1, exe: loadgen_exe() });
     s.plan.path = "/shootout".into();
     let out = coordinator::run(s).expect("run completes");
     let c = &out.counters;
     assert_eq!(c.failed(), 0, "failures: {:?}", c.failures);
     assert!(c.published >= 60, "published only {}", c.published);
-    assert_eq!(
-        c.acked, c.published,
-        "a broadcastResult for every broadcast"
-    );
-    assert_eq!(
-        c.delivered,
-        c.published * 300,
-        "one copy per client per broadcast"
-    );
+    assert_eq!(c.acked, c.published, "a broadcastResult for every broadcast");
+    assert_eq!(c.delivered, c.published * 300, "one copy per client per broadcast");
 
-    let scenario = Scenario::Shootout {
-        broadcast: false,
-        publish_rate: 500.0,
-        measure_s: 1,
-        body_bytes: 16,
-    };
-    let mut s = spec(
-        srv.addr,
-        scenario,
-        100,
-        0,
-        Agents::Local {
-            count: 1,
-            exe: loadgen_exe(),
-        },
-    );
+    let scenario = Scenario::Shootout { broadcast: false, publish_rate: 500.0, measure_s: 1, body_bytes: 16 };
+    let mut s = spec(srv.addr, scenario, 100, 0, Agents::Local { count: 1, exe: loadgen_exe() });
     s.plan.path = "/shootout".into();
     let out = coordinator::run(s).expect("run completes");
-    assert_eq!(
-        out.counters.acked, out.counters.published,
-        "every echo answered"
-    );
+    assert_eq!(out.counters.acked, out.counters.published, "every echo answered");
     assert_eq!(out.counters.delivered, 0);
+    srv.shutdown();
+}
+
+#[test]
+fn broadcast_reaches_every_subscriber_and_times_the_last_copy() {
+    let srv = start_server();
+    let scenario = Scenario::Broadcast { publish_rate: 20.0, measure_s: 2, body_bytes: 32 };
+    let mut s = spec(srv.addr, scenario, 600, 600, Agents::Local { count: 2, exe: loadgen_exe() });
+    s.plan.presence = false;
+    let out = coordinator::run(s).expect("run completes");
+    let c = &out.counters;
+    assert_eq!(c.failed(), 0, "failures: {:?}", c.failures);
+    assert_eq!(c.joined, 600);
+    assert_eq!(c.published, 40, "one publisher at 20/s for 2 s");
+    assert_eq!(c.delivered, 40 * 600, "every subscriber, the publisher included, got every message");
+    assert_eq!(out.summary["broadcast"]["complete"], 40);
+    assert_eq!(out.summary["broadcast"]["incomplete"], 0);
+    let every = out.hists.iter().find(|(n, _)| n == "every-copy").expect("every-copy histogram");
+    assert_eq!(every.1.len(), 40);
     srv.shutdown();
 }

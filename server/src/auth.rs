@@ -105,12 +105,7 @@ struct PayloadIn {
 ///
 /// `user` must be 1..=64 bytes of printable non-control characters (else `BadUser`). The expiry is
 /// `now + ttl` rounded down to the second, so a token never outlives its `ttl`.
-pub fn mint(
-    key: &TokenKey,
-    user: &str,
-    ttl: Duration,
-    now: SystemTime,
-) -> Result<String, TokenError> {
+pub fn mint(key: &TokenKey, user: &str, ttl: Duration, now: SystemTime) -> Result<String, TokenError> {
     check_user(user)?;
     let exp = unix_secs(now).saturating_add(ttl.as_secs())
         + u64::from(subsec_nanos(now) + ttl.subsec_nanos() >= 1_000_000_000);
@@ -132,18 +127,11 @@ pub fn verify(key: &TokenKey, token: &str, now: SystemTime) -> Result<Claims, To
     if payload.is_empty() || signature.contains('.') {
         return Err(TokenError::Malformed);
     }
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature)
-        .map_err(|_| TokenError::Malformed)?;
-    key.mac(payload.as_bytes())
-        .verify_slice(&signature)
-        .map_err(|_| TokenError::BadSignature)?;
+    let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| TokenError::Malformed)?;
+    key.mac(payload.as_bytes()).verify_slice(&signature).map_err(|_| TokenError::BadSignature)?;
     // From here on the content is ours: a failure means a bug or a changed format, not an attacker.
-    let json = URL_SAFE_NO_PAD
-        .decode(payload)
-        .map_err(|_| TokenError::Malformed)?;
-    let PayloadIn { sub, exp } =
-        serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
+    let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?;
+    let PayloadIn { sub, exp } = serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
     check_user(&sub)?;
     if exp <= unix_secs(now) {
         return Err(TokenError::Expired);
@@ -159,9 +147,7 @@ pub fn verify(key: &TokenKey, token: &str, now: SystemTime) -> Result<Claims, To
 /// entry has the prefix or the first one does not decode to UTF-8 text of at most [`MAX_TOKEN_LEN`] bytes.
 /// The server must answer with `phoenix`, never echo this entry: it would put the token in the response.
 pub fn token_from_subprotocols(protocols: &[String]) -> Option<String> {
-    let encoded = protocols
-        .iter()
-        .find_map(|p| p.trim().strip_prefix(AUTH_SUBPROTOCOL_PREFIX))?;
+    let encoded = protocols.iter().find_map(|p| p.trim().strip_prefix(AUTH_SUBPROTOCOL_PREFIX))?;
     if encoded.len() > MAX_TOKEN_LEN.div_ceil(3) * 4 {
         return None;
     }
@@ -189,8 +175,7 @@ fn check_user(user: &str) -> Result<(), TokenError> {
 
 /// Characters that change how surrounding text is laid out or interpreted rather than showing as a glyph.
 fn is_unprintable(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Whole seconds since the Unix epoch; a clock set before 1970 counts as 0 so nothing panics.
@@ -224,13 +209,7 @@ mod tests {
     fn round_trip() {
         let token = mint(&key(), "alice", Duration::from_secs(3600), t0()).unwrap();
         let claims = verify(&key(), &token, t0()).unwrap();
-        assert_eq!(
-            claims,
-            Claims {
-                user: "alice".into(),
-                exp: 1_700_003_600
-            }
-        );
+        assert_eq!(claims, Claims { user: "alice".into(), exp: 1_700_003_600 });
     }
 
     #[test]
@@ -239,10 +218,7 @@ mod tests {
         let (payload, sig) = token.split_once('.').unwrap();
         let json: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
-        assert_eq!(
-            json,
-            serde_json::json!({"sub": "bob", "exp": 1_700_000_060u64})
-        );
+        assert_eq!(json, serde_json::json!({"sub": "bob", "exp": 1_700_000_060u64}));
         assert_eq!(URL_SAFE_NO_PAD.decode(sig).unwrap().len(), 32);
         assert!(!token.contains('='));
         assert!(!token.contains('+') && !token.contains('/'));
@@ -251,10 +227,7 @@ mod tests {
     #[test]
     fn unicode_user_round_trips() {
         let token = mint(&key(), "Zoë 🦀 \"quoted\"", Duration::from_secs(60), t0()).unwrap();
-        assert_eq!(
-            verify(&key(), &token, t0()).unwrap().user,
-            "Zoë 🦀 \"quoted\""
-        );
+        assert_eq!(verify(&key(), &token, t0()).unwrap().user, "Zoë 🦀 \"quoted\"");
     }
 
     #[test]
@@ -262,16 +235,10 @@ mod tests {
         let token = mint(&key(), "alice", Duration::from_secs(60), t0()).unwrap();
         let (_, sig) = token.split_once('.').unwrap();
         let forged = URL_SAFE_NO_PAD.encode(br#"{"sub":"admin","exp":1700000060}"#);
-        assert_eq!(
-            verify(&key(), &format!("{forged}.{sig}"), t0()),
-            Err(TokenError::BadSignature)
-        );
+        assert_eq!(verify(&key(), &format!("{forged}.{sig}"), t0()), Err(TokenError::BadSignature));
         // A longer lifetime for the same user is just as forged.
         let forged = URL_SAFE_NO_PAD.encode(br#"{"sub":"alice","exp":9999999999}"#);
-        assert_eq!(
-            verify(&key(), &format!("{forged}.{sig}"), t0()),
-            Err(TokenError::BadSignature)
-        );
+        assert_eq!(verify(&key(), &format!("{forged}.{sig}"), t0()), Err(TokenError::BadSignature));
     }
 
     #[test]
@@ -281,20 +248,11 @@ mod tests {
         let mut raw = URL_SAFE_NO_PAD.decode(sig).unwrap();
         raw[0] ^= 1;
         let flipped = format!("{payload}.{}", URL_SAFE_NO_PAD.encode(&raw));
-        assert_eq!(
-            verify(&key(), &flipped, t0()),
-            Err(TokenError::BadSignature)
-        );
+        assert_eq!(verify(&key(), &flipped, t0()), Err(TokenError::BadSignature));
         let truncated = format!("{payload}.{}", URL_SAFE_NO_PAD.encode(&raw[..16]));
-        assert_eq!(
-            verify(&key(), &truncated, t0()),
-            Err(TokenError::BadSignature)
-        );
+        assert_eq!(verify(&key(), &truncated, t0()), Err(TokenError::BadSignature));
         let empty_sig = format!("{payload}.");
-        assert_eq!(
-            verify(&key(), &empty_sig, t0()),
-            Err(TokenError::BadSignature)
-        );
+        assert_eq!(verify(&key(), &empty_sig, t0()), Err(TokenError::BadSignature));
     }
 
     #[test]
@@ -309,14 +267,8 @@ mod tests {
         let token = mint(&key(), "alice", Duration::from_secs(60), t0()).unwrap();
         let just_before = t0() + Duration::from_millis(59_999);
         assert!(verify(&key(), &token, just_before).is_ok());
-        assert_eq!(
-            verify(&key(), &token, t0() + Duration::from_secs(60)),
-            Err(TokenError::Expired)
-        );
-        assert_eq!(
-            verify(&key(), &token, t0() + Duration::from_secs(86_400)),
-            Err(TokenError::Expired)
-        );
+        assert_eq!(verify(&key(), &token, t0() + Duration::from_secs(60)), Err(TokenError::Expired));
+        assert_eq!(verify(&key(), &token, t0() + Duration::from_secs(86_400)), Err(TokenError::Expired));
         let zero = mint(&key(), "alice", Duration::ZERO, t0()).unwrap();
         assert_eq!(verify(&key(), &zero, t0()), Err(TokenError::Expired));
     }
@@ -335,16 +287,7 @@ mod tests {
     fn garbage_is_malformed() {
         let k = key();
         let too_long = "a".repeat(MAX_TOKEN_LEN + 1);
-        for bad in [
-            "",
-            "nodot",
-            ".",
-            ".abc",
-            "abc.!!!",
-            "a.b.c",
-            "abc.de$f",
-            too_long.as_str(),
-        ] {
+        for bad in ["", "nodot", ".", ".abc", "abc.!!!", "a.b.c", "abc.de$f", too_long.as_str()] {
             assert_eq!(verify(&k, bad, t0()), Err(TokenError::Malformed), "{bad:?}");
         }
     }
@@ -357,15 +300,9 @@ mod tests {
             format!("{payload}.{}", URL_SAFE_NO_PAD.encode(sig))
         };
         let not_json = URL_SAFE_NO_PAD.encode("not json");
-        assert_eq!(
-            verify(&k, &sign(&not_json), t0()),
-            Err(TokenError::Malformed)
-        );
+        assert_eq!(verify(&k, &sign(&not_json), t0()), Err(TokenError::Malformed));
         let missing_exp = URL_SAFE_NO_PAD.encode(r#"{"sub":"alice"}"#);
-        assert_eq!(
-            verify(&k, &sign(&missing_exp), t0()),
-            Err(TokenError::Malformed)
-        );
+        assert_eq!(verify(&k, &sign(&missing_exp), t0()), Err(TokenError::Malformed));
         assert_eq!(verify(&k, &sign("!!!"), t0()), Err(TokenError::Malformed));
         let bad_user = URL_SAFE_NO_PAD.encode(r#"{"sub":"","exp":9999999999}"#);
         assert_eq!(verify(&k, &sign(&bad_user), t0()), Err(TokenError::BadUser));
@@ -389,11 +326,7 @@ mod tests {
             "ls\u{2028}",
             "rlo\u{202e}gnp.exe",
         ] {
-            assert_eq!(
-                mint(&k, bad, ttl, t0()),
-                Err(TokenError::BadUser),
-                "{bad:?}"
-            );
+            assert_eq!(mint(&k, bad, ttl, t0()), Err(TokenError::BadUser), "{bad:?}");
         }
         assert_eq!(mint(&k, &long, ttl, t0()), Err(TokenError::BadUser));
         assert_eq!(mint(&k, &long_bytes, ttl, t0()), Err(TokenError::BadUser));
@@ -426,10 +359,8 @@ mod tests {
     #[test]
     fn subprotocol_token_is_found_and_decoded() {
         let token = mint(&key(), "alice", Duration::from_secs(60), t0()).unwrap();
-        let offered = vec![
-            "phoenix".to_string(),
-            format!("{AUTH_SUBPROTOCOL_PREFIX}{}", btoa_unpadded(&token)),
-        ];
+        let offered =
+            vec!["phoenix".to_string(), format!("{AUTH_SUBPROTOCOL_PREFIX}{}", btoa_unpadded(&token))];
         let found = token_from_subprotocols(&offered).unwrap();
         assert_eq!(found, token);
         assert_eq!(verify(&key(), &found, t0()).unwrap().user, "alice");
@@ -438,10 +369,7 @@ mod tests {
     #[test]
     fn phoenix_client_example_decodes() {
         // From the phoenix.js test suite: authToken "1234" is offered as "base64url.bearer.phx.MTIzNA".
-        let offered = [
-            "phoenix".to_string(),
-            "base64url.bearer.phx.MTIzNA".to_string(),
-        ];
+        let offered = ["phoenix".to_string(), "base64url.bearer.phx.MTIzNA".to_string()];
         assert_eq!(token_from_subprotocols(&offered).as_deref(), Some("1234"));
     }
 
@@ -456,11 +384,7 @@ mod tests {
         for raw in ["a", "ab", "abcd?", "x>y?z"] {
             let encoded = btoa_unpadded(raw);
             let offered = [format!("{AUTH_SUBPROTOCOL_PREFIX}{encoded}")];
-            assert_eq!(
-                token_from_subprotocols(&offered).as_deref(),
-                Some(raw),
-                "{encoded}"
-            );
+            assert_eq!(token_from_subprotocols(&offered).as_deref(), Some(raw), "{encoded}");
         }
     }
 
@@ -488,11 +412,7 @@ mod tests {
             "Base64url.Bearer.Phx.MTIzNA".to_string(),
         ];
         for case in cases {
-            assert_eq!(
-                token_from_subprotocols(std::slice::from_ref(&case)),
-                None,
-                "{case}"
-            );
+            assert_eq!(token_from_subprotocols(std::slice::from_ref(&case)), None, "{case}");
         }
     }
 

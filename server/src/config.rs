@@ -162,34 +162,22 @@ impl ServeArgs {
     pub fn resolve(self) -> Result<Config, ConfigError> {
         let file = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-                    path: path.clone(),
-                    msg: e.to_string(),
-                })?;
-                toml::from_str::<ServeArgs>(&text).map_err(|e| ConfigError::File {
-                    path: path.clone(),
-                    msg: e.to_string(),
-                })?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::File { path: path.clone(), msg: e.to_string() })?;
+                toml::from_str::<ServeArgs>(&text)
+                    .map_err(|e| ConfigError::File { path: path.clone(), msg: e.to_string() })?
             }
             None => ServeArgs::default(),
         };
         let a = self;
         let f = file;
-        let token_key = load_secret(
-            a.secret.or(f.secret).as_deref(),
-            a.secret_file.or(f.secret_file).as_deref(),
-        )?;
-        let workers = a.workers.or(f.workers).unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        });
-        let sync = match a
-            .sqlite_synchronous
-            .or(f.sqlite_synchronous)
-            .as_deref()
-            .unwrap_or("full")
-        {
+        let token_key =
+            load_secret(a.secret.or(f.secret).as_deref(), a.secret_file.or(f.secret_file).as_deref())?;
+        let workers = a
+            .workers
+            .or(f.workers)
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        let sync = match a.sqlite_synchronous.or(f.sqlite_synchronous).as_deref().unwrap_or("full") {
             "full" => Synchronous::Full,
             "normal" => Synchronous::Normal,
             "off" => Synchronous::Off,
@@ -201,32 +189,16 @@ impl ServeArgs {
         };
         let history_on_join = a.history_on_join.or(f.history_on_join).unwrap_or(50);
         let cfg = Config {
-            listen: a
-                .listen
-                .or(f.listen)
-                .unwrap_or_else(|| "127.0.0.1:4000".parse().expect("valid default")),
+            listen: a.listen.or(f.listen).unwrap_or_else(|| "127.0.0.1:4000".parse().expect("valid default")),
             workers,
-            store_url: a
-                .store
-                .or(f.store)
-                .unwrap_or_else(|| "sqlite://rusher.db".into()),
+            store_url: a.store.or(f.store).unwrap_or_else(|| "sqlite://rusher.db".into()),
             sqlite_synchronous: sync,
             token_key,
-            heartbeat_timeout: Duration::from_secs(
-                a.heartbeat_timeout.or(f.heartbeat_timeout).unwrap_or(60),
-            ),
-            handshake_timeout: Duration::from_secs(
-                a.handshake_timeout.or(f.handshake_timeout).unwrap_or(10),
-            ),
+            heartbeat_timeout: Duration::from_secs(a.heartbeat_timeout.or(f.heartbeat_timeout).unwrap_or(60)),
+            handshake_timeout: Duration::from_secs(a.handshake_timeout.or(f.handshake_timeout).unwrap_or(10)),
             max_request_bytes: a.max_request_bytes.or(f.max_request_bytes).unwrap_or(8192),
-            max_message_bytes: a
-                .max_message_bytes
-                .or(f.max_message_bytes)
-                .unwrap_or(65_536),
-            max_outbound_bytes: a
-                .max_outbound_bytes
-                .or(f.max_outbound_bytes)
-                .unwrap_or(1 << 20),
+            max_message_bytes: a.max_message_bytes.or(f.max_message_bytes).unwrap_or(65_536),
+            max_outbound_bytes: a.max_outbound_bytes.or(f.max_outbound_bytes).unwrap_or(1 << 20),
             max_channels: a.max_channels.or(f.max_channels).unwrap_or(100),
             max_body_bytes: a.max_body_bytes.or(f.max_body_bytes).unwrap_or(4096),
             max_connections: a.max_connections.or(f.max_connections).unwrap_or(1_000_000),
@@ -251,24 +223,17 @@ pub fn load_secret(
     {
         let secret = match (secret, file) {
             (Some(_), Some(_)) => {
-                return Err(ConfigError::Invalid(
-                    "give either --secret or --secret-file, not both".into(),
-                ))
+                return Err(ConfigError::Invalid("give either --secret or --secret-file, not both".into()))
             }
             (Some(s), None) => s.trim().to_owned(),
             (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| ConfigError::File {
-                    path: path.to_path_buf(),
-                    msg: e.to_string(),
-                })?
+                .map_err(|e| ConfigError::File { path: path.to_path_buf(), msg: e.to_string() })?
                 .trim()
                 .to_owned(),
             (None, None) => return Ok(None),
         };
         if secret.len() < 16 {
-            return Err(ConfigError::Invalid(
-                "the secret must be at least 16 bytes long".into(),
-            ));
+            return Err(ConfigError::Invalid("the secret must be at least 16 bytes long".into()));
         }
         Ok(Some(TokenKey::new(secret.as_bytes())))
     }
@@ -296,15 +261,10 @@ impl Config {
             return bad("--max-outbound-bytes must hold at least one message".into());
         }
         if self.max_channels == 0 || self.max_body_bytes == 0 || self.history_on_join == 0 {
-            return bad(
-                "--max-channels, --max-body-bytes and --history-on-join must be positive".into(),
-            );
+            return bad("--max-channels, --max-body-bytes and --history-on-join must be positive".into());
         }
         if self.max_body_bytes + 512 > self.max_message_bytes {
-            return bad(
-                "--max-body-bytes must leave room for the envelope within --max-message-bytes"
-                    .into(),
-            );
+            return bad("--max-body-bytes must leave room for the envelope within --max-message-bytes".into());
         }
         if self.max_connections == 0 || self.max_connections > u32::MAX as usize {
             return bad("--max-connections must be between 1 and 2^32-1".into());
@@ -339,16 +299,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rusher-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("rusher.toml");
-        std::fs::write(
-            &path,
-            "workers = 3\nmax_channels = 7\nsecret = \"0123456789abcdef0\"\n",
-        )
-        .unwrap();
-        let args = ServeArgs {
-            config: Some(path),
-            max_channels: Some(9),
-            ..Default::default()
-        };
+        std::fs::write(&path, "workers = 3\nmax_channels = 7\nsecret = \"0123456789abcdef0\"\n").unwrap();
+        let args = ServeArgs { config: Some(path), max_channels: Some(9), ..Default::default() };
         let cfg = args.resolve().unwrap();
         assert_eq!(cfg.workers, 3);
         assert_eq!(cfg.max_channels, 9, "the flag wins over the file");
@@ -358,28 +310,11 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_with_a_reason() {
-        let args = ServeArgs {
-            workers: Some(0),
-            ..Default::default()
-        };
-        assert!(args
-            .resolve()
-            .unwrap_err()
-            .to_string()
-            .contains("--workers"));
-        let args = ServeArgs {
-            sqlite_synchronous: Some("sometimes".into()),
-            ..Default::default()
-        };
-        assert!(args
-            .resolve()
-            .unwrap_err()
-            .to_string()
-            .contains("synchronous"));
-        let args = ServeArgs {
-            secret: Some("short".into()),
-            ..Default::default()
-        };
+        let args = ServeArgs { workers: Some(0), ..Default::default() };
+        assert!(args.resolve().unwrap_err().to_string().contains("--workers"));
+        let args = ServeArgs { sqlite_synchronous: Some("sometimes".into()), ..Default::default() };
+        assert!(args.resolve().unwrap_err().to_string().contains("synchronous"));
+        let args = ServeArgs { secret: Some("short".into()), ..Default::default() };
         assert!(args.resolve().unwrap_err().to_string().contains("16 bytes"));
     }
 
@@ -389,12 +324,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("rusher.toml");
         std::fs::write(&path, "wrokers = 3\n").unwrap();
-        let err = ServeArgs {
-            config: Some(path),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap_err();
+        let err = ServeArgs { config: Some(path), ..Default::default() }.resolve().unwrap_err();
         assert!(err.to_string().contains("wrokers"));
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -33,12 +33,7 @@ fn plain(status: u16, body: &str) -> Route {
 const MAX_OPEN_USER: usize = 64;
 
 /// Route one request. `anon` names an anonymous user in open mode (unique per connection).
-pub fn route(
-    req: &Request,
-    cfg: &Config,
-    registry: &Registry,
-    anon: impl FnOnce() -> String,
-) -> Route {
+pub fn route(req: &Request, cfg: &Config, registry: &Registry, anon: impl FnOnce() -> String) -> Route {
     match req.path.as_str() {
         "/healthz" if req.method == "GET" => plain(200, "ok"),
         "/metrics" if req.method == "GET" => Route::Respond(handshake::response(
@@ -63,11 +58,7 @@ pub fn route(
 
 fn upgrade(req: &Request, protocol: Option<&str>) -> Result<Vec<u8>, Route> {
     if let Err((status, why)) = handshake::validate_upgrade(req) {
-        let extra: &[(&str, &str)] = if status == 426 {
-            &[("Sec-WebSocket-Version", "13")]
-        } else {
-            &[]
-        };
+        let extra: &[(&str, &str)] = if status == 426 { &[("Sec-WebSocket-Version", "13")] } else { &[] };
         return Err(Route::Respond(handshake::response(
             status,
             "text/plain; charset=utf-8",
@@ -83,45 +74,26 @@ fn phoenix(req: &Request, cfg: &Config, anon: impl FnOnce() -> String) -> Route 
     match req.query_param("vsn") {
         Some("2.0.0") => {}
         Some(other) => {
-            return plain(
-                403,
-                &format!("unsupported serializer vsn {other:?}: this server speaks 2.0.0"),
-            )
+            return plain(403, &format!("unsupported serializer vsn {other:?}: this server speaks 2.0.0"))
         }
-        None => {
-            return plain(
-                403,
-                "missing vsn: this server speaks Phoenix Channels vsn=2.0.0",
-            )
-        }
+        None => return plain(403, "missing vsn: this server speaks Phoenix Channels vsn=2.0.0"),
     }
-    let token = req
-        .query_param("token")
-        .map(str::to_owned)
-        .or_else(|| auth::token_from_subprotocols(&req.protocols));
+    let token =
+        req.query_param("token").map(str::to_owned).or_else(|| auth::token_from_subprotocols(&req.protocols));
     let user = match (&cfg.token_key, token) {
         (Some(key), Some(token)) => match auth::verify(key, &token, SystemTime::now()) {
             Ok(claims) => claims.user,
             Err(TokenError::Expired) => return plain(403, "token expired"),
             Err(_) => return plain(403, "invalid token"),
         },
-        (Some(_), None) => {
-            return plain(
-                401,
-                "a token is required (token parameter or Phoenix authToken)",
-            )
-        }
+        (Some(_), None) => return plain(401, "a token is required (token parameter or Phoenix authToken)"),
         (None, _) => match req.query_param("user") {
             Some(u) if valid_open_user(u) => u.to_owned(),
             Some(_) => return plain(400, "user must be 1 to 64 printable characters"),
             None => anon(),
         },
     };
-    let protocol = req
-        .protocols
-        .iter()
-        .any(|p| p == "phoenix")
-        .then_some("phoenix");
+    let protocol = req.protocols.iter().any(|p| p == "phoenix").then_some("phoenix");
     match upgrade(req, protocol) {
         Ok(response) => Route::Phoenix { user, response },
         Err(r) => r,

@@ -72,11 +72,7 @@ pub enum Msg {
         frames: Vec<Frame>,
     },
     /// Write a frame to every local subscriber of `topic` (except one, for broadcast-from).
-    Broadcast {
-        topic: Arc<str>,
-        frame: Frame,
-        except: Option<ConnId>,
-    },
+    Broadcast { topic: Arc<str>, frame: Frame, except: Option<ConnId> },
     /// A storage result for a topic this worker owns.
     Store(StoreResult),
     /// Begin the graceful drain.
@@ -123,17 +119,10 @@ impl Mailbox {
         for waker in wakers {
             let (tx, rx) = crossbeam_channel::bounded(capacity);
             let notified = Arc::new(AtomicBool::new(false));
-            peers.push(Peer {
-                tx,
-                waker,
-                notified: notified.clone(),
-            });
+            peers.push(Peer { tx, waker, notified: notified.clone() });
             inboxes.push(Inbox { rx, notified });
         }
-        let mailbox = Mailbox {
-            peers: peers.into(),
-            hasher: std::collections::hash_map::RandomState::new(),
-        };
+        let mailbox = Mailbox { peers: peers.into(), hasher: std::collections::hash_map::RandomState::new() };
         (mailbox, inboxes)
     }
 
@@ -202,11 +191,7 @@ impl Outbox {
         } else if let Err(e) = self.mailbox.try_send(worker, msg) {
             self.dropped += 1;
             if e == SendError::Full && self.dropped.is_power_of_two() {
-                tracing::warn!(
-                    to = worker,
-                    dropped = self.dropped,
-                    "worker inbox full: message dropped"
-                );
+                tracing::warn!(to = worker, dropped = self.dropped, "worker inbox full: message dropped");
             }
         }
     }
@@ -232,10 +217,7 @@ mod tests {
         assert_eq!(id.worker(), 255);
         assert_eq!(id.gen(), ConnId::GEN_MASK);
         assert_eq!(id.key(), u32::MAX as usize);
-        assert!(
-            id.token() < usize::MAX - 2,
-            "conn tokens stay below listener/waker tokens"
-        );
+        assert!(id.token() < usize::MAX - 2, "conn tokens stay below listener/waker tokens");
         let other = ConnId::new(3, 7, 42);
         assert_eq!((other.worker(), other.gen(), other.key()), (3, 7, 42));
     }

@@ -16,13 +16,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Token {
-        user,
-        ttl,
-        secret,
-        secret_file,
-    }) = cli.command
-    {
+    if let Some(Command::Token { user, ttl, secret, secret_file }) = cli.command {
         let key = load_secret(secret.as_deref(), secret_file.as_deref())?
             .context("no secret configured: set RUSHER_SECRET or --secret-file")?;
         let token = auth::mint(&key, &user, Duration::from_secs(ttl), SystemTime::now())
@@ -33,9 +27,7 @@ fn main() -> anyhow::Result<()> {
 
     let cfg = cli.serve.resolve()?;
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cfg.log).context("bad --log filter")?,
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cfg.log).context("bad --log filter")?)
         .with_writer(std::io::stderr)
         .init();
 
@@ -44,7 +36,9 @@ fn main() -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
     }
     if cfg.token_key.is_none() {
-        tracing::warn!("no secret configured: open development mode, any client may connect and choose its name");
+        tracing::warn!(
+            "no secret configured: open development mode, any client may connect and choose its name"
+        );
     }
     if cfg.autobahn_echo {
         tracing::warn!("the /autobahn echo endpoint is enabled: for conformance tests only");

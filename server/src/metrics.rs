@@ -119,24 +119,15 @@ fn render_store(out: &mut String, store: &StoreHandle) {
     let mut cumulative = 0;
     for (i, le) in crate::store::COMMIT_BUCKETS.iter().enumerate() {
         cumulative += load(&s.commit_buckets[i]);
-        let _ = writeln!(
-            out,
-            "rusher_store_commit_seconds_bucket{{backend=\"{b}\",le=\"{le}\"}} {cumulative}"
-        );
+        let _ =
+            writeln!(out, "rusher_store_commit_seconds_bucket{{backend=\"{b}\",le=\"{le}\"}} {cumulative}");
     }
     cumulative += load(&s.commit_buckets[crate::store::COMMIT_BUCKETS.len()]);
-    let _ = writeln!(
-        out,
-        "rusher_store_commit_seconds_bucket{{backend=\"{b}\",le=\"+Inf\"}} {cumulative}"
-    );
+    let _ = writeln!(out, "rusher_store_commit_seconds_bucket{{backend=\"{b}\",le=\"+Inf\"}} {cumulative}");
     let _ = writeln!(
         out,
         "rusher_store_commit_seconds_sum{{backend=\"{b}\"}} {}",
         load(&s.commit_micros) as f64 / 1e6
     );
-    let _ = writeln!(
-        out,
-        "rusher_store_commit_seconds_count{{backend=\"{b}\"}} {}",
-        load(&s.commits)
-    );
+    let _ = writeln!(out, "rusher_store_commit_seconds_count{{backend=\"{b}\"}} {}", load(&s.commits));
 }

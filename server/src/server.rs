@@ -29,10 +29,7 @@ pub enum StartError {
     #[error("cannot open storage: {0}")]
     Store(#[from] store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: SocketAddr, source: std::io::Error },
     #[error("cannot set up worker: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -55,8 +52,7 @@ pub fn start(cfg: Config) -> Result<Running, StartError> {
     let mut addr = cfg.listen;
     let mut listeners = Vec::with_capacity(cfg.workers);
     for _ in 0..cfg.workers {
-        let l = crate::sys::reuseport_listener(addr)
-            .map_err(|source| StartError::Listen { addr, source })?;
+        let l = crate::sys::reuseport_listener(addr).map_err(|source| StartError::Listen { addr, source })?;
         addr = l.local_addr()?;
         listeners.push(l);
     }
@@ -70,46 +66,29 @@ pub fn start(cfg: Config) -> Result<Running, StartError> {
         }),
     );
     let stats: Arc<[WorkerStats]> = (0..cfg.workers).map(|_| WorkerStats::default()).collect();
-    let registry = Registry {
-        workers: stats,
-        store: store.clone(),
-    };
+    let registry = Registry { workers: stats, store: store.clone() };
 
     let mut workers = Vec::with_capacity(cfg.workers);
-    for (id, ((poll, listener), inbox)) in polls.into_iter().zip(listeners).zip(inboxes).enumerate()
-    {
+    for (id, ((poll, listener), inbox)) in polls.into_iter().zip(listeners).zip(inboxes).enumerate() {
         let parts = WorkerParts {
             id,
             poll,
             listener,
             inbox,
-            out: Outbox {
-                me: id,
-                mailbox: mailbox.clone(),
-                local: Default::default(),
-                dropped: 0,
-            },
+            out: Outbox { me: id, mailbox: mailbox.clone(), local: Default::default(), dropped: 0 },
             cfg: cfg.clone(),
             store: store.clone(),
             registry: registry.clone(),
         };
         let worker = Worker::new(parts)?;
-        let handle = std::thread::Builder::new()
-            .name(format!("rusher-w{id}"))
-            .spawn(move || {
-                if let Err(e) = worker.run() {
-                    tracing::error!(worker = id, error = %e, "worker stopped on an error");
-                }
-            })?;
+        let handle = std::thread::Builder::new().name(format!("rusher-w{id}")).spawn(move || {
+            if let Err(e) = worker.run() {
+                tracing::error!(worker = id, error = %e, "worker stopped on an error");
+            }
+        })?;
         workers.push(handle);
     }
-    Ok(Running {
-        addr,
-        mailbox,
-        workers,
-        store: Some(store),
-        store_thread: Some(store_thread),
-    })
+    Ok(Running { addr, mailbox, workers, store: Some(store), store_thread: Some(store_thread) })
 }
 
 impl Running {

@@ -22,10 +22,7 @@ pub fn reuseport_listener(addr: SocketAddr) -> io::Result<mio::net::TcpListener>
 
 /// Raise the soft open-file limit to the hard limit; returns the limit now in force.
 pub fn raise_nofile_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we own; no other memory is touched.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());

@@ -13,10 +13,7 @@ fn still_serves(srv: &TestServer) {
     let mut ws = Ws::phoenix(srv.addr, "checker");
     ws.send_text(r#"[null,"1","phoenix","heartbeat",{}]"#);
     let v = ws.recv_text_until(|_| true);
-    assert_eq!(
-        v,
-        json!([null, "1", "phoenix", "phx_reply", {"status": "ok", "response": {}}])
-    );
+    assert_eq!(v, json!([null, "1", "phoenix", "phx_reply", {"status": "ok", "response": {}}]));
 }
 
 #[test]
@@ -65,10 +62,7 @@ fn malformed_phoenix_json_is_closed_with_1007_and_a_reason() {
 #[test]
 fn garbage_and_oversized_upgrades_get_400_and_431() {
     let srv = TestServer::start(|_| {});
-    assert_eq!(
-        status_of(&http_exchange(srv.addr, b"\x16\x03\x01 garbage\r\n\r\n")),
-        400
-    );
+    assert_eq!(status_of(&http_exchange(srv.addr, b"\x16\x03\x01 garbage\r\n\r\n")), 400);
     let mut big = String::from("GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\n");
     while big.len() < 20_000 {
         big.push_str("X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
@@ -83,32 +77,14 @@ fn garbage_and_oversized_upgrades_get_400_and_431() {
 #[test]
 fn routes_and_versions() {
     let srv = TestServer::start(|_| {});
+    assert_eq!(status_of(&http_exchange(srv.addr, upgrade_request("/nowhere").as_bytes())), 404);
     assert_eq!(
-        status_of(&http_exchange(
-            srv.addr,
-            upgrade_request("/nowhere").as_bytes()
-        )),
-        404
-    );
-    assert_eq!(
-        status_of(&http_exchange(
-            srv.addr,
-            upgrade_request("/socket/websocket?vsn=1.0.0").as_bytes()
-        )),
+        status_of(&http_exchange(srv.addr, upgrade_request("/socket/websocket?vsn=1.0.0").as_bytes())),
         403
     );
+    assert_eq!(status_of(&http_exchange(srv.addr, upgrade_request("/socket/websocket").as_bytes())), 403);
     assert_eq!(
-        status_of(&http_exchange(
-            srv.addr,
-            upgrade_request("/socket/websocket").as_bytes()
-        )),
-        403
-    );
-    assert_eq!(
-        status_of(&http_exchange(
-            srv.addr,
-            upgrade_request("/autobahn").as_bytes()
-        )),
+        status_of(&http_exchange(srv.addr, upgrade_request("/autobahn").as_bytes())),
         404,
         "echo is off by default"
     );
@@ -116,18 +92,14 @@ fn routes_and_versions() {
     assert_eq!(status_of(&health), 200);
     let metrics = http_exchange(srv.addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(metrics.contains("rusher_connections "), "{metrics}");
-    assert!(
-        metrics.contains("rusher_store_commit_seconds_bucket"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("rusher_store_commit_seconds_bucket"), "{metrics}");
 }
 
 #[test]
 fn slowloris_upgrade_is_closed_at_the_handshake_timeout() {
     let srv = TestServer::start(|c| c.handshake_timeout = Duration::from_secs(1));
     let mut s = common::connect(srv.addr);
-    s.write_all(b"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\n")
-        .unwrap();
+    s.write_all(b"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\n").unwrap();
     let started = Instant::now();
     let mut out = Vec::new();
     let _ = std::io::Read::read_to_end(&mut s, &mut out);
@@ -165,37 +137,21 @@ fn unknown_topic_and_push_before_join_get_error_replies() {
 #[test]
 fn bad_tokens_are_refused() {
     let secret = "0123456789abcdef-test-secret";
-    let srv = TestServer::start(|c| {
-        c.token_key = Some(rusher_server::auth::TokenKey::new(secret.as_bytes()))
-    });
-    let r = http_exchange(
-        srv.addr,
-        upgrade_request("/socket/websocket?vsn=2.0.0").as_bytes(),
-    );
+    let srv =
+        TestServer::start(|c| c.token_key = Some(rusher_server::auth::TokenKey::new(secret.as_bytes())));
+    let r = http_exchange(srv.addr, upgrade_request("/socket/websocket?vsn=2.0.0").as_bytes());
     assert_eq!(status_of(&r), 401);
-    let r = http_exchange(
-        srv.addr,
-        upgrade_request("/socket/websocket?vsn=2.0.0&token=forged.token").as_bytes(),
-    );
+    let r =
+        http_exchange(srv.addr, upgrade_request("/socket/websocket?vsn=2.0.0&token=forged.token").as_bytes());
     assert_eq!(status_of(&r), 403);
     let key = rusher_server::auth::TokenKey::new(secret.as_bytes());
-    let token = rusher_server::auth::mint(
-        &key,
-        "alice",
-        Duration::from_secs(60),
-        std::time::SystemTime::now(),
-    )
-    .unwrap();
-    let mut ws = Ws::open(
-        srv.addr,
-        &format!("/socket/websocket?vsn=2.0.0&token={token}&user=mallory"),
-    );
+    let token =
+        rusher_server::auth::mint(&key, "alice", Duration::from_secs(60), std::time::SystemTime::now())
+            .unwrap();
+    let mut ws = Ws::open(srv.addr, &format!("/socket/websocket?vsn=2.0.0&token={token}&user=mallory"));
     ws.send_text(r#"["1","1","room:auth","phx_join",{}]"#);
     let state = ws.recv_text_until(|v| v[3] == "presence_state");
-    assert!(
-        state[4].get("alice").is_some() && state[4].get("mallory").is_none(),
-        "{state}"
-    );
+    assert!(state[4].get("alice").is_some() && state[4].get("mallory").is_none(), "{state}");
 }
 
 #[test]
@@ -212,15 +168,11 @@ fn a_slow_consumer_is_closed_without_growing_memory() {
     let mut closed = false;
     for i in 0..3000 {
         let r = format!("{}", i + 2);
-        reader.send_text(&format!(
-            r#"["1","{r}","room:flood","new_msg",{{"body":"{body}"}}]"#
-        ));
+        reader.send_text(&format!(r#"["1","{r}","room:flood","new_msg",{{"body":"{body}"}}]"#));
         reader.recv_text_until(|v| v[1] == r.as_str());
         if i % 100 == 99 {
             let m = http_exchange(srv.addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-            if m.lines()
-                .any(|l| l.starts_with("rusher_slow_consumer_closes_total ") && !l.ends_with(" 0"))
-            {
+            if m.lines().any(|l| l.starts_with("rusher_slow_consumer_closes_total ") && !l.ends_with(" 0")) {
                 closed = true;
                 break;
             }

@@ -15,10 +15,7 @@ fn a_listener_without_presence_gets_messages_but_no_presence_traffic() {
     let mut talker = Ws::phoenix(srv.addr, "talker");
     talker.send_text(r#"["1","1","room:quiet","phx_join",{}]"#);
     let state = talker.recv_text_until(|v| v[3] == "presence_state");
-    assert!(
-        state[4].get("listener").is_none(),
-        "listeners are not listed: {state}"
-    );
+    assert!(state[4].get("listener").is_none(), "listeners are not listed: {state}");
     assert!(state[4].get("talker").is_some());
     talker.send_text(r#"["1","2","room:quiet","new_msg",{"body":"hello"}]"#);
 
@@ -34,10 +31,7 @@ fn a_listener_without_presence_gets_messages_but_no_presence_traffic() {
     talker.send_text(r#"["1","4","room:quiet","new_msg",{"body":"again"}]"#);
     loop {
         let v = talker.recv_text_until(|_| true);
-        assert!(
-            !v.to_string().contains("listener"),
-            "presence traffic about a listener: {v}"
-        );
+        assert!(!v.to_string().contains("listener"), "presence traffic about a listener: {v}");
         if v[1] == "4" {
             break;
         }
@@ -51,8 +45,5 @@ fn join_params_are_validated() {
     ws.send_text(r#"["1","1","room:v","phx_join",{"presence":"no"}]"#);
     let v = ws.recv_text_until(|v| v[1] == "1");
     assert_eq!(v[4]["status"], "error");
-    assert!(v[4]["response"]["reason"]
-        .as_str()
-        .unwrap()
-        .contains("presence"));
+    assert!(v[4]["response"]["reason"].as_str().unwrap().contains("presence"));
 }

@@ -35,10 +35,7 @@ fn temp_dir(name: &str) -> PathBuf {
 /// "listening" line.
 fn spawn(db: &Path, listen: &str, shell_prefix: Option<&str>) -> Proc {
     let bin = env!("CARGO_BIN_EXE_rusher");
-    let args = format!(
-        "--listen {listen} --workers 2 --store sqlite://{} --log warn",
-        db.display()
-    );
+    let args = format!("--listen {listen} --workers 2 --store sqlite://{} --log warn", db.display());
     let mut cmd = match shell_prefix {
         Some(prefix) => {
             let mut c = Command::new("sh");
@@ -51,11 +48,7 @@ fn spawn(db: &Path, listen: &str, shell_prefix: Option<&str>) -> Proc {
             c
         }
     };
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn rusher");
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn rusher");
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -63,16 +56,8 @@ fn spawn(db: &Path, listen: &str, shell_prefix: Option<&str>) -> Proc {
         let _ = BufReader::new(stdout).read_line(&mut line);
         let _ = tx.send(line);
     });
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("server printed its address");
-    let addr = line
-        .trim()
-        .rsplit("http://")
-        .next()
-        .unwrap()
-        .parse()
-        .expect("address in the first line");
+    let line = rx.recv_timeout(Duration::from_secs(20)).expect("server printed its address");
+    let addr = line.trim().rsplit("http://").next().unwrap().parse().expect("address in the first line");
     Proc { child, addr }
 }
 
@@ -90,9 +75,7 @@ fn every_acked_message_survives_kill_9() {
     assert_eq!(join(&mut ws, "room:durable", "{}")[4]["status"], "ok");
     // Pipeline 400 messages and kill the server after 150 acks, while the rest are in flight.
     for i in 0..400 {
-        ws.send_text(&format!(
-            r#"["1","m{i}","room:durable","new_msg",{{"body":"message {i}"}}]"#
-        ));
+        ws.send_text(&format!(r#"["1","m{i}","room:durable","new_msg",{{"body":"message {i}"}}]"#));
     }
     let mut acked = Vec::new();
     while acked.len() < 150 {
@@ -120,10 +103,7 @@ fn every_acked_message_survives_kill_9() {
         let page = ws.recv_text_until(|v| v[1] == "h");
         let msgs = page[4]["response"]["messages"].as_array().unwrap().clone();
         for m in &msgs {
-            stored.insert(
-                m["seq"].as_u64().unwrap(),
-                m["body"].as_str().unwrap().to_string(),
-            );
+            stored.insert(m["seq"].as_u64().unwrap(), m["body"].as_str().unwrap().to_string());
         }
         if !page[4]["response"]["more"].as_bool().unwrap() || msgs.is_empty() {
             break;
@@ -131,11 +111,7 @@ fn every_acked_message_survives_kill_9() {
         before = msgs[0]["seq"].as_u64();
     }
     for (seq, i) in &acked {
-        assert_eq!(
-            stored.get(seq),
-            Some(&format!("message {i}")),
-            "acked seq {seq} lost"
-        );
+        assert_eq!(stored.get(seq), Some(&format!("message {i}")), "acked seq {seq} lost");
     }
     // Seqs stay contiguous from 1: nothing half-written.
     let max = *stored.keys().max().unwrap();
@@ -151,20 +127,14 @@ fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
     let mut ws = Ws::phoenix(server.addr, "bob");
     join(&mut ws, "room:t", "{}");
     // SAFETY: kill(2) on our own child's pid; no memory is involved.
-    assert_eq!(
-        unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) },
-        0
-    );
+    assert_eq!(unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) }, 0);
     assert_eq!(ws.expect_close(), 1001);
     let started = Instant::now();
     let status = loop {
         if let Some(s) = server.child.try_wait().unwrap() {
             break s;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "did not exit after SIGTERM"
-        );
+        assert!(started.elapsed() < Duration::from_secs(10), "did not exit after SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "exit status {status}");
@@ -194,21 +164,12 @@ fn running_out_of_file_descriptors_pauses_accepting_instead_of_exiting() {
             assert_eq!(reply[4]["status"], "ok");
             break;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "server never recovered"
-        );
+        assert!(started.elapsed() < Duration::from_secs(15), "server never recovered");
         std::thread::sleep(Duration::from_millis(200));
     }
     let metrics = http_exchange(server.addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(status_of(&metrics), 200);
-    let pauses = metrics
-        .lines()
-        .find(|l| l.starts_with("rusher_accept_pauses_total "))
-        .unwrap();
-    assert_ne!(
-        pauses, "rusher_accept_pauses_total 0",
-        "EMFILE was never hit"
-    );
+    let pauses = metrics.lines().find(|l| l.starts_with("rusher_accept_pauses_total ")).unwrap();
+    assert_ne!(pauses, "rusher_accept_pauses_total 0", "EMFILE was never hit");
     let _ = std::fs::remove_dir_all(dir);
 }

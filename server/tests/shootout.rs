@@ -8,13 +8,7 @@ use serde_json::json;
 #[test]
 fn shootout_is_off_unless_enabled() {
     let srv = TestServer::start(|_| {});
-    assert_eq!(
-        status_of(&http_exchange(
-            srv.addr,
-            upgrade_request("/shootout").as_bytes()
-        )),
-        404
-    );
+    assert_eq!(status_of(&http_exchange(srv.addr, upgrade_request("/shootout").as_bytes())), 404);
 }
 
 #[test]
@@ -23,21 +17,12 @@ fn echo_and_broadcast_reach_every_client_exactly_once() {
     // Enough clients that both workers hold some.
     let mut clients: Vec<Ws> = (0..6).map(|_| Ws::open(srv.addr, "/shootout")).collect();
     clients[0].send_text(r#"{"type":"echo","payload":{"n":1}}"#);
-    assert_eq!(
-        clients[0].recv_text_until(|_| true),
-        json!({"type": "echo", "payload": {"n": 1}})
-    );
+    assert_eq!(clients[0].recv_text_until(|_| true), json!({"type": "echo", "payload": {"n": 1}}));
 
     clients[1].send_text(r#"{"type":"broadcast","payload":{"n":2}}"#);
     // The sender sees its own copy, then the result.
-    assert_eq!(
-        clients[1].recv_text_until(|_| true),
-        json!({"type": "broadcast", "payload": {"n": 2}})
-    );
-    assert_eq!(
-        clients[1].recv_text_until(|_| true),
-        json!({"type": "broadcastResult", "payload": {"n": 2}})
-    );
+    assert_eq!(clients[1].recv_text_until(|_| true), json!({"type": "broadcast", "payload": {"n": 2}}));
+    assert_eq!(clients[1].recv_text_until(|_| true), json!({"type": "broadcastResult", "payload": {"n": 2}}));
     for (i, c) in clients.iter_mut().enumerate().filter(|(i, _)| *i != 1) {
         assert_eq!(
             c.recv_text_until(|_| true),
@@ -48,11 +33,7 @@ fn echo_and_broadcast_reach_every_client_exactly_once() {
     // Exactly once: the next message each client sees is the next broadcast, not a duplicate.
     clients[2].send_text(r#"{"type":"broadcast","payload":3}"#);
     for (i, c) in clients.iter_mut().enumerate() {
-        assert_eq!(
-            c.recv_text_until(|_| true),
-            json!({"type": "broadcast", "payload": 3}),
-            "client {i}"
-        );
+        assert_eq!(c.recv_text_until(|_| true), json!({"type": "broadcast", "payload": 3}), "client {i}");
     }
     drop(clients.remove(0));
     clients[0].send_text(r#"{"type":"broadcast","payload":4}"#);

@@ -22,10 +22,7 @@ impl JoinRef {
         }
         let mut buf = [0; Self::MAX];
         buf[..raw.len()].copy_from_slice(raw.as_bytes());
-        Some(JoinRef {
-            len: raw.len() as u8,
-            buf,
-        })
+        Some(JoinRef { len: raw.len() as u8, buf })
     }
 
     /// The raw JSON text.

@@ -50,10 +50,7 @@ pub struct Session {
 impl Session {
     /// A session with no channels.
     pub fn new(user: Arc<str>) -> Self {
-        Session {
-            user,
-            channels: Box::default(),
-        }
+        Session { user, channels: Box::default() }
     }
 
     fn find(&self, topic: &str) -> Option<usize> {
@@ -143,33 +140,18 @@ fn join(ctx: &mut Ctx<'_>, session: &mut Session, msg: &Inbound<'_>, topic: &str
         return;
     };
     let Some(jr) = JoinRef::new(raw_jr) else {
-        let reason = format!(
-            r#"{{"reason":"join_ref longer than {} bytes"}}"#,
-            JoinRef::MAX
-        );
+        let reason = format!(r#"{{"reason":"join_ref longer than {} bytes"}}"#, JoinRef::MAX);
         ctx.reply_text(&wire::encode_reply(None, mref, topic, "error", &reason));
         return;
     };
     // Joining a topic already joined: Phoenix closes the old channel first, then joins anew.
     if let Some(i) = session.find(topic) {
         let old = session.remove(i);
-        ctx.reply_text(&wire::encode(
-            Some(&old.join_ref),
-            Some(&old.join_ref),
-            topic,
-            "phx_close",
-            "{}",
-        ));
+        ctx.reply_text(&wire::encode(Some(&old.join_ref), Some(&old.join_ref), topic, "phx_close", "{}"));
         detach(ctx, old);
     }
     let Some(kind) = TopicKind::of(topic) else {
-        ctx.reply_text(&wire::encode_reply(
-            None,
-            mref,
-            topic,
-            "error",
-            r#"{"reason":"unmatched topic"}"#,
-        ));
+        ctx.reply_text(&wire::encode_reply(None, mref, topic, "error", r#"{"reason":"unmatched topic"}"#));
         return;
     };
     if session.channels.len() >= ctx.cfg.max_channels {
@@ -196,24 +178,12 @@ fn join(ctx: &mut Ctx<'_>, session: &mut Session, msg: &Inbound<'_>, topic: &str
     match topics::on_join(ctx, kind, &topic, jr, mref, params.get(), &session.user) {
         Ok(()) => {
             ctx.stats.inc_joins();
-            session.edit(|v| {
-                v.push(Channel {
-                    topic,
-                    join_ref: jr,
-                    slot: JOINING,
-                    presence_slot: NO_PRESENCE,
-                })
-            });
+            session
+                .edit(|v| v.push(Channel { topic, join_ref: jr, slot: JOINING, presence_slot: NO_PRESENCE }));
         }
         Err(reason) => {
             let response = serde_json::json!({ "reason": reason }).to_string();
-            ctx.reply_text(&wire::encode_reply(
-                Some(&jr),
-                mref,
-                &topic,
-                "error",
-                &response,
-            ));
+            ctx.reply_text(&wire::encode_reply(Some(&jr), mref, &topic, "error", &response));
         }
     }
 }
@@ -266,7 +236,5 @@ pub fn on_joined(
 
 /// The owner refused a join: forget the channel if it is still waiting for this join.
 pub fn on_join_refused(session: &mut Session, topic: &str, join_ref: &str) {
-    session.edit(|v| {
-        v.retain(|c| !(&*c.topic == topic && &*c.join_ref == join_ref && c.slot == JOINING))
-    });
+    session.edit(|v| v.retain(|c| !(&*c.topic == topic && &*c.join_ref == join_ref && c.slot == JOINING)));
 }

@@ -64,18 +64,9 @@ mod tests {
     #[test]
     fn state_groups_metas_by_user() {
         let metas = [
-            Meta {
-                user: "bob",
-                phx_ref: 2,
-            },
-            Meta {
-                user: "alice",
-                phx_ref: 1,
-            },
-            Meta {
-                user: "bob",
-                phx_ref: 3,
-            },
+            Meta { user: "bob", phx_ref: 2 },
+            Meta { user: "alice", phx_ref: 1 },
+            Meta { user: "bob", phx_ref: 3 },
         ];
         let v: serde_json::Value = serde_json::from_str(&state_json(metas.iter())).unwrap();
         assert_eq!(v["alice"]["metas"][0]["phx_ref"], "1");
@@ -85,10 +76,7 @@ mod tests {
 
     #[test]
     fn diff_has_joins_and_leaves_and_escapes_names() {
-        let j = [Meta {
-            user: "a\"b",
-            phx_ref: 255,
-        }];
+        let j = [Meta { user: "a\"b", phx_ref: 255 }];
         let v: serde_json::Value = serde_json::from_str(&diff_json(&j, &[])).unwrap();
         assert_eq!(v["joins"]["a\"b"]["metas"][0]["phx_ref"], "ff");
         assert_eq!(v["leaves"], serde_json::json!({}));

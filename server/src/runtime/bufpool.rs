@@ -63,20 +63,12 @@ pub struct BufPool {
 impl BufPool {
     /// A pool handing out `size`-byte buffers and keeping at most `max_free` idle ones.
     pub fn new(size: usize, max_free: usize) -> Self {
-        BufPool {
-            free: Vec::new(),
-            size,
-            max_free,
-        }
+        BufPool { free: Vec::new(), size, max_free }
     }
     /// Take a buffer.
     pub fn get(&mut self) -> ReadBuf {
         let data = self.free.pop().unwrap_or_else(|| vec![0; self.size]);
-        ReadBuf {
-            data,
-            start: 0,
-            end: 0,
-        }
+        ReadBuf { data, start: 0, end: 0 }
     }
     /// Give a buffer back.
     pub fn put(&mut self, buf: ReadBuf) {

@@ -110,13 +110,7 @@ impl Io {
 impl Conn {
     /// A newly accepted connection.
     pub fn new(stream: TcpStream, gen: u32, now: u32) -> Self {
-        Conn {
-            stream,
-            gen,
-            since: now,
-            phase: Phase::Other(Stage::Handshake),
-            io: None,
-        }
+        Conn { stream, gen, since: now, phase: Phase::Other(Stage::Handshake), io: None }
     }
 
     /// Whether output is queued.
@@ -126,10 +120,7 @@ impl Conn {
 
     /// Queued outbound bytes.
     pub fn queued_bytes(&self) -> usize {
-        self.io
-            .as_ref()
-            .and_then(|io| io.out.as_ref())
-            .map_or(0, |q| q.bytes)
+        self.io.as_ref().and_then(|io| io.out.as_ref()).map_or(0, |q| q.bytes)
     }
 
     /// The buffers, allocated on first use.

@@ -31,16 +31,10 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// Queue a text frame for the connection being served.
     pub fn reply_text(&mut self, text: &str) {
-        self.replies.push(crate::wire::frame::encode(
-            crate::wire::frame::OpCode::Text,
-            text.as_bytes(),
-        ));
+        self.replies.push(crate::wire::frame::encode(crate::wire::frame::OpCode::Text, text.as_bytes()));
     }
     /// Queue a binary frame for the connection being served.
     pub fn reply_binary(&mut self, data: &[u8]) {
-        self.replies.push(crate::wire::frame::encode(
-            crate::wire::frame::OpCode::Binary,
-            data,
-        ));
+        self.replies.push(crate::wire::frame::encode(crate::wire::frame::OpCode::Binary, data));
     }
 }

@@ -19,11 +19,7 @@ pub struct Members {
 
 impl Default for Members {
     fn default() -> Self {
-        Members {
-            slots: Vec::new(),
-            free: END,
-            len: 0,
-        }
+        Members { slots: Vec::new(), free: END, len: 0 }
     }
 }
 
@@ -67,10 +63,7 @@ impl Members {
 
     /// The members' slab keys.
     pub fn keys(&self) -> impl Iterator<Item = usize> + '_ {
-        self.slots
-            .iter()
-            .filter(|s| **s & VACANT == 0)
-            .map(|s| *s as usize)
+        self.slots.iter().filter(|s| **s & VACANT == 0).map(|s| *s as usize)
     }
 }
 
@@ -83,10 +76,7 @@ pub struct LocalTopics {
 impl LocalTopics {
     /// Subscribe a slab key; returns the topic's shared name and the slot to remove it by.
     pub fn join(&mut self, topic: &Arc<str>, key: usize) -> u32 {
-        self.map
-            .entry(topic.clone())
-            .or_default()
-            .insert(key as u32)
+        self.map.entry(topic.clone()).or_default().insert(key as u32)
     }
 
     /// Unsubscribe; drops the topic when its last local member leaves.
@@ -149,10 +139,7 @@ mod tests {
         let s1 = t.join(&topic, 1);
         let s2 = t.join(&topic, 2);
         t.leave("room:a", s1);
-        assert_eq!(
-            t.members("room:a").unwrap().keys().collect::<Vec<_>>(),
-            vec![2]
-        );
+        assert_eq!(t.members("room:a").unwrap().keys().collect::<Vec<_>>(), vec![2]);
         t.leave("room:a", s2);
         assert!(t.members("room:a").is_none());
         assert_eq!(t.topics(), 0);

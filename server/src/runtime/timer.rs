@@ -25,10 +25,7 @@ impl Default for TimerWheel {
 impl TimerWheel {
     /// An empty wheel at second 0.
     pub fn new() -> Self {
-        TimerWheel {
-            slots: (0..SLOTS).map(|_| Vec::new()).collect(),
-            next: 0,
-        }
+        TimerWheel { slots: (0..SLOTS).map(|_| Vec::new()).collect(), next: 0 }
     }
 
     /// File `id` to be checked at second `at` (clamped into the wheel's horizon).
@@ -93,11 +90,7 @@ mod tests {
         assert_eq!(due, vec![8]);
         due.clear();
         w.expire(SLOTS as u32 - 1, &mut due);
-        assert_eq!(
-            due,
-            vec![7],
-            "clamped to the horizon, to be re-filed by the caller"
-        );
+        assert_eq!(due, vec![7], "clamped to the horizon, to be re-filed by the caller");
     }
 
     #[test]

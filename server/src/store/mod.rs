@@ -83,54 +83,29 @@ pub enum StoreRequest {
     /// Make a message durable.
     Append { msg: ChatMessage, tag: u64 },
     /// Load a room's head (highest seq and recent messages).
-    RoomHead {
-        room: Arc<str>,
-        recent: usize,
-        tag: u64,
-    },
+    RoomHead { room: Arc<str>, recent: usize, tag: u64 },
     /// Fetch a page of history.
-    History {
-        room: Arc<str>,
-        before_seq: Option<u64>,
-        after_seq: Option<u64>,
-        limit: usize,
-        tag: u64,
-    },
+    History { room: Arc<str>, before_seq: Option<u64>, after_seq: Option<u64>, limit: usize, tag: u64 },
 }
 
 /// The answer to one [`StoreRequest`], delivered to the worker that asked.
 #[derive(Debug)]
 pub enum StoreResult {
     /// The message is durable (or failed); it comes back so the owner need not keep a copy.
-    Appended {
-        msg: ChatMessage,
-        tag: u64,
-        result: Result<(), Arc<StoreError>>,
-    },
+    Appended { msg: ChatMessage, tag: u64, result: Result<(), Arc<StoreError>> },
     /// A room head.
-    RoomHead {
-        room: Arc<str>,
-        tag: u64,
-        result: Result<(u64, Page), Arc<StoreError>>,
-    },
+    RoomHead { room: Arc<str>, tag: u64, result: Result<(u64, Page), Arc<StoreError>> },
     /// A history page.
-    History {
-        room: Arc<str>,
-        tag: u64,
-        result: Result<Page, Arc<StoreError>>,
-    },
+    History { room: Arc<str>, tag: u64, result: Result<Page, Arc<StoreError>> },
 }
 
 /// Open the backend named by a store URL. Only `sqlite://PATH` exists so far; `sqlite://:memory:` is
 /// an in-memory database (lost at exit; for tests).
 pub fn open(url: &str, sync: Synchronous) -> Result<Box<dyn Backend>, StoreError> {
     match url.split_once("://") {
-        Some(("sqlite", path)) if !path.is_empty() => Ok(Box::new(SqliteStore::open(
-            std::path::Path::new(path),
-            sync,
-        )?)),
-        _ => Err(StoreError::Unavailable(format!(
-            "unsupported store URL {url:?}: expected sqlite://PATH"
-        ))),
+        Some(("sqlite", path)) if !path.is_empty() => {
+            Ok(Box::new(SqliteStore::open(std::path::Path::new(path), sync)?))
+        }
+        _ => Err(StoreError::Unavailable(format!("unsupported store URL {url:?}: expected sqlite://PATH"))),
     }
 }

@@ -65,11 +65,9 @@ impl SqliteStore {
     fn init(mut conn: Connection, sync: Synchronous, label: &str) -> Result<Self, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
         // In WAL readers never block the writer and a commit is one sequential append to the log.
-        let journal_mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-            .map_err(db_err)?;
-        if !journal_mode.eq_ignore_ascii_case("wal") && !journal_mode.eq_ignore_ascii_case("memory")
-        {
+        let journal_mode: String =
+            conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)).map_err(db_err)?;
+        if !journal_mode.eq_ignore_ascii_case("wal") && !journal_mode.eq_ignore_ascii_case("memory") {
             tracing::warn!(db = label, journal_mode, "sqlite refused WAL mode");
         }
         // Set even when it matches SQLite's default: durability must be what the operator configured, not
@@ -79,8 +77,7 @@ impl SqliteStore {
             Synchronous::Normal => "NORMAL",
             Synchronous::Full => "FULL",
         };
-        conn.pragma_update(None, "synchronous", sync_value)
-            .map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", sync_value).map_err(db_err)?;
         let (from, to) = migrate(&mut conn)?;
         tracing::info!(
             db = label,
@@ -98,26 +95,20 @@ impl SqliteStore {
 fn migrate(conn: &mut Connection) -> Result<(u32, u32), StoreError> {
     // IMMEDIATE takes the write lock before reading the version, so two processes opening the same new
     // file cannot both decide to create the table.
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db_err)?;
-    let current: u32 = tx
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .map_err(db_err)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+    let current: u32 = tx.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(db_err)?;
     if current > SCHEMA_VERSION {
         return Err(StoreError::Db(format!(
             "database schema version {current} is newer than this build understands ({SCHEMA_VERSION})"
         )));
     }
     for (done, step) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        tx.execute_batch(step)
-            .map_err(|e| StoreError::Db(format!("schema migration {}: {e}", done + 1)))?;
+        tx.execute_batch(step).map_err(|e| StoreError::Db(format!("schema migration {}: {e}", done + 1)))?;
     }
     if current != SCHEMA_VERSION {
         // user_version lives in the database header, which is written under the same transaction as the
         // steps: either all of them and the new version are stored, or none.
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(db_err)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(db_err)?;
     }
     tx.commit().map_err(db_err)?;
     Ok((current, SCHEMA_VERSION))
@@ -135,20 +126,11 @@ impl Backend for SqliteStore {
         // Checked before the transaction so a bad value costs no write lock and stores nothing.
         let rows = batch
             .iter()
-            .map(|m| {
-                Ok((
-                    to_i64(m.seq, "seq", m)?,
-                    to_i64(m.id, "id", m)?,
-                    to_i64(m.ts_ms, "ts_ms", m)?,
-                ))
-            })
+            .map(|m| Ok((to_i64(m.seq, "seq", m)?, to_i64(m.id, "id", m)?, to_i64(m.ts_ms, "ts_ms", m)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         // IMMEDIATE so a competing writer makes us wait out the busy timeout here, instead of failing the
         // batch halfway when a deferred transaction tries to upgrade its lock.
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db_err)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
         {
             let mut insert = tx
                 .prepare_cached(
@@ -157,15 +139,15 @@ impl Backend for SqliteStore {
                 )
                 .map_err(db_err)?;
             for (m, (seq, id, ts_ms)) in batch.iter().zip(rows) {
-                insert
-                    .execute(params![&*m.room, seq, id, &*m.user, &*m.body, ts_ms])
-                    .map_err(|e| match e.sqlite_error_code() {
-                        Some(ErrorCode::ConstraintViolation) => StoreError::Db(format!(
-                            "message {}#{} not stored, batch rolled back: {e}",
-                            m.room, m.seq
-                        )),
-                        _ => db_err(e),
-                    })?;
+                insert.execute(params![&*m.room, seq, id, &*m.user, &*m.body, ts_ms]).map_err(|e| match e
+                    .sqlite_error_code()
+                {
+                    Some(ErrorCode::ConstraintViolation) => StoreError::Db(format!(
+                        "message {}#{} not stored, batch rolled back: {e}",
+                        m.room, m.seq
+                    )),
+                    _ => db_err(e),
+                })?;
             }
         }
         // Dropping an uncommitted transaction rolls it back, so any `?` above leaves nothing behind.
@@ -226,9 +208,7 @@ impl Backend for SqliteStore {
                  ORDER BY seq DESC LIMIT ?4",
             )
             .map_err(db_err)?;
-        let mut rows = stmt
-            .query(params![room, lower, upper, fetch])
-            .map_err(db_err)?;
+        let mut rows = stmt.query(params![room, lower, upper, fetch]).map_err(db_err)?;
         let room_arc: Arc<str> = Arc::from(room);
         let mut messages = Vec::with_capacity(limit.min(1024));
         let mut more = false;
@@ -276,8 +256,7 @@ fn to_i64(value: u64, field: &str, m: &ChatMessage) -> Result<i64, StoreError> {
 
 /// Converts a stored integer back; a negative one was not written by this code.
 fn from_i64(value: i64, field: &str, room: &str) -> Result<u64, StoreError> {
-    u64::try_from(value)
-        .map_err(|_| StoreError::Corrupt(format!("room {room}: negative {field} {value}")))
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("room {room}: negative {field} {value}")))
 }
 
 /// Classifies a SQLite error: conditions an operator can fix or that pass by themselves (locks, a full
@@ -325,9 +304,7 @@ mod tests {
     /// A store with messages 1..=10 in "room:a" and 1..=3 in "room:b".
     fn filled() -> SqliteStore {
         let mut store = SqliteStore::open_in_memory().unwrap();
-        let mut batch: Vec<_> = (1..=10)
-            .map(|s| msg("room:a", s, &format!("a{s}")))
-            .collect();
+        let mut batch: Vec<_> = (1..=10).map(|s| msg("room:a", s, &format!("a{s}"))).collect();
         batch.extend((1..=3).map(|s| msg("room:b", s, &format!("b{s}"))));
         store.append(&batch).unwrap();
         store
@@ -339,10 +316,8 @@ mod tests {
     impl TempDir {
         fn new() -> Self {
             static NEXT: AtomicU32 = AtomicU32::new(0);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos();
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
             let dir = std::env::temp_dir().join(format!(
                 "rusher-sqlite-{}-{}-{nanos}",
                 std::process::id(),
@@ -360,10 +335,7 @@ mod tests {
     }
 
     fn user_version(store: &SqliteStore) -> u32 {
-        store
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap()
+        store.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
     }
 
     #[test]
@@ -376,10 +348,7 @@ mod tests {
         let mut store = SqliteStore::open_in_memory().unwrap();
         assert_eq!(store.room_head("room:x", 50).unwrap(), (0, Page::default()));
         assert_eq!(store.room_head("room:x", 0).unwrap(), (0, Page::default()));
-        assert_eq!(
-            store.history("room:x", Some(10), Some(1), 5).unwrap(),
-            Page::default()
-        );
+        assert_eq!(store.history("room:x", Some(10), Some(1), 5).unwrap(), Page::default());
     }
 
     #[test]
@@ -516,9 +485,7 @@ mod tests {
     #[test]
     fn rooms_are_isolated_including_prefixes() {
         let mut store = SqliteStore::open_in_memory().unwrap();
-        store
-            .append(&[msg("room:1", 1, "one"), msg("room:10", 1, "ten")])
-            .unwrap();
+        store.append(&[msg("room:1", 1, "one"), msg("room:10", 1, "ten")]).unwrap();
         let (head, page) = store.room_head("room:1", 10).unwrap();
         assert_eq!(head, 1);
         assert_eq!(page.messages.len(), 1);
@@ -529,9 +496,7 @@ mod tests {
     #[test]
     fn out_of_order_batch_reads_back_ascending() {
         let mut store = SqliteStore::open_in_memory().unwrap();
-        store
-            .append(&[msg("r", 3, "c"), msg("r", 1, "a"), msg("r", 2, "b")])
-            .unwrap();
+        store.append(&[msg("r", 3, "c"), msg("r", 1, "a"), msg("r", 2, "b")]).unwrap();
         store.append(&[msg("r", 5, "e"), msg("r", 4, "d")]).unwrap();
         let (head, page) = store.room_head("r", 10).unwrap();
         assert_eq!(head, 5);
@@ -542,23 +507,14 @@ mod tests {
     #[test]
     fn seq_order_is_numeric_not_textual() {
         let mut store = SqliteStore::open_in_memory().unwrap();
-        store
-            .append(&[msg("r", 9, "9"), msg("r", 10, "10"), msg("r", 100, "100")])
-            .unwrap();
-        assert_eq!(
-            seqs(&store.history("r", None, None, 10).unwrap()),
-            [9, 10, 100]
-        );
+        store.append(&[msg("r", 9, "9"), msg("r", 10, "10"), msg("r", 100, "100")]).unwrap();
+        assert_eq!(seqs(&store.history("r", None, None, 10).unwrap()), [9, 10, 100]);
     }
 
     #[test]
     fn duplicate_against_stored_row_rolls_back_whole_batch() {
         let mut store = filled();
-        let batch = [
-            msg("room:b", 4, "new"),
-            msg("room:a", 5, "dup"),
-            msg("room:c", 1, "new"),
-        ];
+        let batch = [msg("room:b", 4, "new"), msg("room:a", 5, "dup"), msg("room:c", 1, "new")];
         let err = store.append(&batch).unwrap_err();
         assert!(matches!(err, StoreError::Db(_)), "{err:?}");
         assert_eq!(store.room_head("room:b", 10).unwrap().0, 3);
@@ -570,9 +526,7 @@ mod tests {
     #[test]
     fn duplicate_within_batch_stores_nothing() {
         let mut store = SqliteStore::open_in_memory().unwrap();
-        let err = store
-            .append(&[msg("r", 1, "first"), msg("r", 2, "x"), msg("r", 1, "again")])
-            .unwrap_err();
+        let err = store.append(&[msg("r", 1, "first"), msg("r", 2, "x"), msg("r", 1, "again")]).unwrap_err();
         assert!(matches!(err, StoreError::Db(_)), "{err:?}");
         assert_eq!(store.room_head("r", 10).unwrap(), (0, Page::default()));
         // The store stays usable after a rollback.
@@ -604,19 +558,11 @@ mod tests {
     #[test]
     fn negative_stored_value_reads_as_corrupt() {
         let mut store = SqliteStore::open_in_memory().unwrap();
-        store
-            .conn
-            .execute(
-                "INSERT INTO chat_messages VALUES ('r', 1, 7, 'u', 'b', 0)",
-                [],
-            )
-            .unwrap();
+        store.conn.execute("INSERT INTO chat_messages VALUES ('r', 1, 7, 'u', 'b', 0)", []).unwrap();
         // Bypass the CHECK constraint the way a damaged file or a foreign writer could.
         store
             .conn
-            .execute_batch(
-                "PRAGMA ignore_check_constraints = ON; UPDATE chat_messages SET id = -7;",
-            )
+            .execute_batch("PRAGMA ignore_check_constraints = ON; UPDATE chat_messages SET id = -7;")
             .unwrap();
         let err = store.history("r", None, None, 10).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
@@ -625,20 +571,13 @@ mod tests {
     #[test]
     fn unicode_bodies_and_users_round_trip() {
         let mut store = SqliteStore::open_in_memory().unwrap();
-        let bodies = [
-            "héllo wörld",
-            "日本語のメッセージ",
-            "emoji 🦀🚀 and ZWJ 👩‍👩‍👧",
-            "rtl עברית",
-            "nul\0inside",
-            "",
-        ];
+        let bodies =
+            ["héllo wörld", "日本語のメッセージ", "emoji 🦀🚀 and ZWJ 👩‍👩‍👧", "rtl עברית", "nul\0inside", ""];
         let batch: Vec<_> = bodies
             .iter()
             .enumerate()
             .map(|(i, b)| ChatMessage {
-                user: Arc::from("ユーザー🙂"),
-                ..msg("room:ü", i as u64 + 1, b)
+                user: Arc::from("ユーザー🙂"), ..msg("room:ü", i as u64 + 1, b)
             })
             .collect();
         store.append(&batch).unwrap();
@@ -649,17 +588,13 @@ mod tests {
     #[test]
     fn ten_thousand_messages_in_one_batch() {
         let mut store = SqliteStore::open_in_memory().unwrap();
-        let batch: Vec<_> = (1..=10_000)
-            .map(|s| msg("room:big", s, "payload"))
-            .collect();
+        let batch: Vec<_> = (1..=10_000).map(|s| msg("room:big", s, "payload")).collect();
         store.append(&batch).unwrap();
         let (head, page) = store.room_head("room:big", 50).unwrap();
         assert_eq!(head, 10_000);
         assert_eq!(seqs(&page), (9_951..=10_000).collect::<Vec<_>>());
         assert!(page.more);
-        let page = store
-            .history("room:big", Some(5_001), Some(4_999), 10)
-            .unwrap();
+        let page = store.history("room:big", Some(5_001), Some(4_999), 10).unwrap();
         assert_eq!(seqs(&page), [5_000]);
         let all = store.history("room:big", None, None, 20_000).unwrap();
         assert_eq!(all.messages, batch);
@@ -673,24 +608,15 @@ mod tests {
         let batch: Vec<_> = (1..=5).map(|s| msg("room:a", s, "kept")).collect();
         {
             let mut store = SqliteStore::open(&path, Synchronous::Full).unwrap();
-            let mode: String = store
-                .conn
-                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-                .unwrap();
+            let mode: String = store.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
             assert_eq!(mode, "wal");
-            let sync: i64 = store
-                .conn
-                .query_row("PRAGMA synchronous", [], |r| r.get(0))
-                .unwrap();
+            let sync: i64 = store.conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
             assert_eq!(sync, 2);
             store.append(&batch).unwrap();
         }
         assert!(path.exists());
         let mut store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
-        let sync: i64 = store
-            .conn
-            .query_row("PRAGMA synchronous", [], |r| r.get(0))
-            .unwrap();
+        let sync: i64 = store.conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
         assert_eq!(sync, 1);
         let (head, page) = store.room_head("room:a", 10).unwrap();
         assert_eq!(head, 5);
@@ -723,8 +649,7 @@ mod tests {
         let path = dir.0.join("chat.db");
         drop(SqliteStore::open(&path, Synchronous::Normal).unwrap());
         let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
-            .unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         drop(conn);
         let err = SqliteStore::open(&path, Synchronous::Normal).unwrap_err();
         assert!(matches!(err, StoreError::Db(_)), "{err:?}");

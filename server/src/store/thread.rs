@@ -13,9 +13,8 @@ use super::{Backend, ChatMessage, StoreError, StoreRequest, StoreResult};
 const MAX_GROUP: usize = 4096;
 
 /// Upper bounds (seconds) of the commit-latency histogram buckets exported on `/metrics`.
-pub const COMMIT_BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
+pub const COMMIT_BUCKETS: [f64; 12] =
+    [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
 /// Counters the storage thread keeps for `/metrics`. Written only by the storage thread.
 #[derive(Debug, Default)]
@@ -34,13 +33,9 @@ pub struct StoreStats {
 
 impl StoreStats {
     fn observe_commit(&self, secs: f64) {
-        let slot = COMMIT_BUCKETS
-            .iter()
-            .position(|&b| secs <= b)
-            .unwrap_or(COMMIT_BUCKETS.len());
+        let slot = COMMIT_BUCKETS.iter().position(|&b| secs <= b).unwrap_or(COMMIT_BUCKETS.len());
         self.commit_buckets[slot].fetch_add(1, Ordering::Relaxed);
-        self.commit_micros
-            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
+        self.commit_micros.fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
         self.commits.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -99,11 +94,7 @@ pub fn spawn(
 ) -> (StoreHandle, JoinHandle<()>) {
     let (tx, rx) = crossbeam_channel::bounded(capacity);
     let stats = Arc::new(StoreStats::default());
-    let handle = StoreHandle {
-        tx,
-        stats: stats.clone(),
-        backend: backend.name(),
-    };
+    let handle = StoreHandle { tx, stats: stats.clone(), backend: backend.name() };
     let join = std::thread::Builder::new()
         .name("rusher-store".into())
         .spawn(move || run(&mut *backend, &rx, &stats, &*deliver))
@@ -136,22 +127,13 @@ fn run(
                 StoreRequest::RoomHead { room, recent, tag } => {
                     // Reads see every write queued before them.
                     commit(backend, &mut pending, stats, deliver);
-                    let result = backend
-                        .room_head(&room, recent)
-                        .map_err(|e| failed(stats, e));
+                    let result = backend.room_head(&room, recent).map_err(|e| failed(stats, e));
                     deliver(worker, StoreResult::RoomHead { room, tag, result });
                 }
-                StoreRequest::History {
-                    room,
-                    before_seq,
-                    after_seq,
-                    limit,
-                    tag,
-                } => {
+                StoreRequest::History { room, before_seq, after_seq, limit, tag } => {
                     commit(backend, &mut pending, stats, deliver);
-                    let result = backend
-                        .history(&room, before_seq, after_seq, limit)
-                        .map_err(|e| failed(stats, e));
+                    let result =
+                        backend.history(&room, before_seq, after_seq, limit).map_err(|e| failed(stats, e));
                     deliver(worker, StoreResult::History { room, tag, result });
                 }
             }
@@ -189,9 +171,7 @@ fn commit(
     let group_ok = backend.append(&pending.msgs).is_ok();
     if group_ok {
         stats.observe_commit(started.elapsed().as_secs_f64());
-        stats
-            .appended
-            .fetch_add(pending.msgs.len() as u64, Ordering::Relaxed);
+        stats.appended.fetch_add(pending.msgs.len() as u64, Ordering::Relaxed);
     }
     for (msg, (worker, tag)) in pending.msgs.drain(..).zip(pending.routes.drain(..)) {
         let result = if group_ok {

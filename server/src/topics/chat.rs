@@ -101,10 +101,7 @@ struct Member {
 
 impl Member {
     fn meta(&self) -> Meta<'_> {
-        Meta {
-            user: &self.user,
-            phx_ref: self.phx_ref,
-        }
+        Meta { user: &self.user, phx_ref: self.phx_ref }
     }
 }
 
@@ -131,18 +128,10 @@ struct Room {
 /// Storage requests in flight, by tag.
 #[derive(Debug)]
 enum Pending {
-    Append {
-        conn: ConnId,
-        join_ref: JoinRef,
-        msg_ref: Option<Box<str>>,
-    },
+    Append { conn: ConnId, join_ref: JoinRef, msg_ref: Option<Box<str>> },
     Head,
     JoinHistory(JoinReq),
-    History {
-        conn: ConnId,
-        join_ref: JoinRef,
-        msg_ref: Option<Box<str>>,
-    },
+    History { conn: ConnId, join_ref: JoinRef, msg_ref: Option<Box<str>> },
 }
 
 /// Chat state on one worker: the rooms it owns and its storage requests in flight.
@@ -157,9 +146,7 @@ pub struct Chat {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// 2024-01-01T00:00:00Z, the epoch of message ids.
@@ -216,13 +203,7 @@ impl Chat {
             match msg {
                 // Nothing to load a room for.
                 ChatMsg::Leave { .. } | ChatMsg::Typing { .. } | ChatMsg::Blob { .. } => {}
-                ChatMsg::Publish {
-                    conn,
-                    join_ref,
-                    msg_ref,
-                    room,
-                    ..
-                } => {
+                ChatMsg::Publish { conn, join_ref, msg_ref, room, .. } => {
                     ctx.to_conn(
                         conn,
                         &wire::encode_reply(
@@ -249,11 +230,7 @@ impl Chat {
         let tag = self.tag(Pending::Head);
         let submit = ctx.store.submit(
             self.me,
-            StoreRequest::RoomHead {
-                room: room.clone(),
-                recent: ctx.cfg.history_on_join,
-                tag,
-            },
+            StoreRequest::RoomHead { room: room.clone(), recent: ctx.cfg.history_on_join, tag },
         );
         if let Err(e) = submit {
             self.pending.remove(&tag);
@@ -264,10 +241,7 @@ impl Chat {
         self.rooms.insert(
             room.clone(),
             Room {
-                loading: Some(vec![ChatMsg::Join {
-                    room: room.clone(),
-                    req,
-                }]),
+                loading: Some(vec![ChatMsg::Join { room: room.clone(), req }]),
                 last_seq: 0,
                 recent: VecDeque::new(),
                 has_older: false,
@@ -283,17 +257,10 @@ impl Chat {
         match msg {
             ChatMsg::Join { req, .. } => self.join(ctx, name, req),
             ChatMsg::Leave { conn, join_ref, .. } => self.leave(ctx, name, conn, &join_ref),
-            ChatMsg::Publish {
-                conn,
-                join_ref,
-                msg_ref,
-                user,
-                body,
-                ..
-            } => self.publish(ctx, name, conn, join_ref, msg_ref, user, body),
-            ChatMsg::Typing {
-                conn, user, typing, ..
-            } => {
+            ChatMsg::Publish { conn, join_ref, msg_ref, user, body, .. } => {
+                self.publish(ctx, name, conn, join_ref, msg_ref, user, body)
+            }
+            ChatMsg::Typing { conn, user, typing, .. } => {
                 let payload = format!(r#"{{"user":{},"typing":{typing}}}"#, json_str(&user));
                 self.broadcast(ctx, name, "typing", &payload, Some(conn));
             }
@@ -310,21 +277,13 @@ impl Chat {
             return;
         };
         let page = match req.last_seq {
-            None => Some(Page {
-                messages: room.recent.iter().cloned().collect(),
-                more: room.has_older,
-            }),
+            None => Some(Page { messages: room.recent.iter().cloned().collect(), more: room.has_older }),
             Some(after) => {
                 let covered = after >= room.last_seq
                     || room.recent.front().is_some_and(|m| m.seq <= after + 1)
                     || (!room.has_older && room.recent.len() as u64 == room.last_seq);
                 covered.then(|| Page {
-                    messages: room
-                        .recent
-                        .iter()
-                        .filter(|m| m.seq > after)
-                        .cloned()
-                        .collect(),
+                    messages: room.recent.iter().filter(|m| m.seq > after).cloned().collect(),
                     more: false,
                 })
             }
@@ -380,28 +339,15 @@ impl Chat {
             "ok",
             &page_json(page, room.last_seq),
         );
-        let diff = req
-            .presence
-            .then(|| presence::diff_json(&[member.meta()], &[]));
+        let diff = req.presence.then(|| presence::diff_json(&[member.meta()], &[]));
         room.members.insert(req.conn, member);
         room.per_worker[req.conn.worker()] += 1;
         let mut frames = vec![text_frame(&reply)];
         if req.presence {
             let state = presence::state_json(
-                room.members
-                    .values()
-                    .filter(|m| m.phx_ref != 0)
-                    .map(Member::meta)
-                    .collect::<Vec<_>>()
-                    .iter(),
+                room.members.values().filter(|m| m.phx_ref != 0).map(Member::meta).collect::<Vec<_>>().iter(),
             );
-            frames.push(text_frame(&wire::encode(
-                Some(&req.join_ref),
-                None,
-                name,
-                "presence_state",
-                &state,
-            )));
+            frames.push(text_frame(&wire::encode(Some(&req.join_ref), None, name, "presence_state", &state)));
         }
         ctx.out.send(
             req.conn.worker(),
@@ -423,11 +369,7 @@ impl Chat {
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
-        if room
-            .members
-            .get(&conn)
-            .is_none_or(|m| &*m.join_ref != join_ref)
-        {
+        if room.members.get(&conn).is_none_or(|m| &*m.join_ref != join_ref) {
             return;
         }
         let member = room.members.remove(&conn).expect("checked above");
@@ -455,11 +397,7 @@ impl Chat {
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
-        if room
-            .members
-            .get(&conn)
-            .is_none_or(|m| m.join_ref != join_ref)
-        {
+        if room.members.get(&conn).is_none_or(|m| m.join_ref != join_ref) {
             ctx.to_conn(
                 conn,
                 &wire::encode_reply(
@@ -473,40 +411,20 @@ impl Chat {
             return;
         }
         let seq = room.last_seq + 1;
-        let msg = ChatMessage {
-            room: name.clone(),
-            seq,
-            id,
-            user,
-            body,
-            ts_ms,
-        };
+        let msg = ChatMessage { room: name.clone(), seq, id, user, body, ts_ms };
         self.next_tag += 1;
         let tag = self.next_tag;
         match ctx.store.submit(self.me, StoreRequest::Append { msg, tag }) {
             Ok(()) => {
                 room.last_seq = seq;
                 room.inflight += 1;
-                self.pending.insert(
-                    tag,
-                    Pending::Append {
-                        conn,
-                        join_ref,
-                        msg_ref,
-                    },
-                );
+                self.pending.insert(tag, Pending::Append { conn, join_ref, msg_ref });
             }
             Err(e) => {
                 let response = serde_json::json!({ "reason": overloaded(e) }).to_string();
                 ctx.to_conn(
                     conn,
-                    &wire::encode_reply(
-                        Some(&join_ref),
-                        msg_ref.as_deref(),
-                        name,
-                        "error",
-                        &response,
-                    ),
+                    &wire::encode_reply(Some(&join_ref), msg_ref.as_deref(), name, "error", &response),
                 );
             }
         }
@@ -525,14 +443,7 @@ impl Chat {
             return;
         };
         match (pending, result) {
-            (
-                Pending::Append {
-                    conn,
-                    join_ref,
-                    msg_ref,
-                },
-                StoreResult::Appended { msg, result, .. },
-            ) => {
+            (Pending::Append { conn, join_ref, msg_ref }, StoreResult::Appended { msg, result, .. }) => {
                 let Some(room) = self.rooms.get_mut(&room_name) else {
                     return;
                 };
@@ -541,19 +452,10 @@ impl Chat {
                     Ok(()) => {
                         ctx.stats.inc_chat_messages();
                         let payload = message_json(&msg);
-                        let ack = format!(
-                            r#"{{"seq":{},"id":"{}","ts":{}}}"#,
-                            msg.seq, msg.id, msg.ts_ms
-                        );
+                        let ack = format!(r#"{{"seq":{},"id":"{}","ts":{}}}"#, msg.seq, msg.id, msg.ts_ms);
                         ctx.to_conn(
                             conn,
-                            &wire::encode_reply(
-                                Some(&join_ref),
-                                msg_ref.as_deref(),
-                                &room_name,
-                                "ok",
-                                &ack,
-                            ),
+                            &wire::encode_reply(Some(&join_ref), msg_ref.as_deref(), &room_name, "ok", &ack),
                         );
                         room.recent.push_back(msg);
                         if room.recent.len() > ctx.cfg.history_on_join {
@@ -578,9 +480,7 @@ impl Chat {
                 }
                 self.maybe_unload(&room_name);
             }
-            (Pending::Head, StoreResult::RoomHead { result, .. }) => {
-                self.loaded(ctx, &room_name, result)
-            }
+            (Pending::Head, StoreResult::RoomHead { result, .. }) => self.loaded(ctx, &room_name, result),
             (Pending::JoinHistory(req), StoreResult::History { result, .. }) => {
                 if let Some(room) = self.rooms.get_mut(&room_name) {
                     room.inflight -= 1;
@@ -591,14 +491,7 @@ impl Chat {
                 }
                 self.maybe_unload(&room_name);
             }
-            (
-                Pending::History {
-                    conn,
-                    join_ref,
-                    msg_ref,
-                },
-                StoreResult::History { result, .. },
-            ) => {
+            (Pending::History { conn, join_ref, msg_ref }, StoreResult::History { result, .. }) => {
                 let text = match result {
                     Ok(page) => wire::encode_reply(
                         Some(&join_ref),
@@ -648,12 +541,7 @@ impl Chat {
                 for msg in queued {
                     match msg {
                         ChatMsg::Join { req, .. } => refuse(ctx, name, &req, "storage failed"),
-                        ChatMsg::Publish {
-                            conn,
-                            join_ref,
-                            msg_ref,
-                            ..
-                        } => {
+                        ChatMsg::Publish { conn, join_ref, msg_ref, .. } => {
                             ctx.to_conn(
                                 conn,
                                 &wire::encode_reply(
@@ -717,27 +605,14 @@ fn fan_out(
     for (w, n) in room.per_worker.iter().enumerate() {
         if *n > 0 {
             ctx.stats.inc_broadcasts();
-            ctx.out.send(
-                w,
-                Msg::Broadcast {
-                    topic: name.clone(),
-                    frame: frame.clone(),
-                    except,
-                },
-            );
+            ctx.out.send(w, Msg::Broadcast { topic: name.clone(), frame: frame.clone(), except });
         }
     }
 }
 
 fn refuse(ctx: &mut OwnerCtx<'_>, name: &Arc<str>, req: &JoinReq, reason: &str) {
     let response = serde_json::json!({ "reason": reason }).to_string();
-    let reply = wire::encode_reply(
-        Some(&req.join_ref),
-        req.msg_ref.as_deref(),
-        name,
-        "error",
-        &response,
-    );
+    let reply = wire::encode_reply(Some(&req.join_ref), req.msg_ref.as_deref(), name, "error", &response);
     ctx.out.send(
         req.conn.worker(),
         Msg::Joined {
@@ -811,13 +686,7 @@ pub fn on_join(
         presence: params.presence,
     };
     let owner = ctx.out.owner(topic);
-    ctx.out.send(
-        owner,
-        Msg::Topic(TopicMsg::Chat(ChatMsg::Join {
-            room: topic.clone(),
-            req,
-        })),
-    );
+    ctx.out.send(owner, Msg::Topic(TopicMsg::Chat(ChatMsg::Join { room: topic.clone(), req })));
     Ok(())
 }
 
@@ -831,10 +700,7 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: &Push<'_>) {
             struct NewMsg {
                 body: Option<serde_json::Value>,
             }
-            let body = match serde_json::from_str::<NewMsg>(p.get())
-                .ok()
-                .and_then(|m| m.body)
-            {
+            let body = match serde_json::from_str::<NewMsg>(p.get()).ok().and_then(|m| m.body) {
                 Some(serde_json::Value::String(s)) => s,
                 _ => return push.error(ctx, "body must be a string"),
             };
@@ -842,10 +708,7 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: &Push<'_>) {
                 return push.error(ctx, "body must not be empty");
             }
             if body.len() > ctx.cfg.max_body_bytes {
-                return push.error(
-                    ctx,
-                    &format!("body is longer than {} bytes", ctx.cfg.max_body_bytes),
-                );
+                return push.error(ctx, &format!("body is longer than {} bytes", ctx.cfg.max_body_bytes));
             }
             let msg = ChatMsg::Publish {
                 room,
@@ -859,17 +722,11 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: &Push<'_>) {
         }
         ("history", Payload::Json(p)) => {
             let Ok(h) = serde_json::from_str::<HistoryParams>(p.get()) else {
-                return push.error(
-                    ctx,
-                    "history takes {before_seq?, limit?} with non-negative integers",
-                );
+                return push.error(ctx, "history takes {before_seq?, limit?} with non-negative integers");
             };
             let limit = h.limit.unwrap_or(ctx.cfg.history_on_join);
             if limit == 0 || limit > ctx.cfg.history_max_page {
-                return push.error(
-                    ctx,
-                    &format!("limit must be between 1 and {}", ctx.cfg.history_max_page),
-                );
+                return push.error(ctx, &format!("limit must be between 1 and {}", ctx.cfg.history_max_page));
             }
             let pending = Pending::History {
                 conn: ctx.me,
@@ -878,13 +735,7 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: &Push<'_>) {
             };
             let chat = &mut ctx.topics.chat;
             let tag = chat.tag(pending);
-            let req = StoreRequest::History {
-                room,
-                before_seq: h.before_seq,
-                after_seq: None,
-                limit,
-                tag,
-            };
+            let req = StoreRequest::History { room, before_seq: h.before_seq, after_seq: None, limit, tag };
             if let Err(e) = ctx.store.submit(ctx.out.me, req) {
                 chat.pending.remove(&tag);
                 push.error(ctx, overloaded(e));
@@ -895,12 +746,7 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: &Push<'_>) {
                 .ok()
                 .and_then(|v| v.get("typing").and_then(|t| t.as_bool()))
                 .unwrap_or(true);
-            let msg = ChatMsg::Typing {
-                room,
-                conn: ctx.me,
-                user: push.user.clone(),
-                typing,
-            };
+            let msg = ChatMsg::Typing { room, conn: ctx.me, user: push.user.clone(), typing };
             ctx.out.send(owner, Msg::Topic(TopicMsg::Chat(msg)));
         }
         ("blob", Payload::Binary(data)) => {
@@ -918,14 +764,7 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: &Push<'_>) {
                 Ok(reply) => ctx.reply_binary(&reply),
                 Err(_) => return push.error(ctx, "refs too long for a binary reply"),
             }
-            ctx.out.send(
-                owner,
-                Msg::Topic(TopicMsg::Chat(ChatMsg::Blob {
-                    room,
-                    conn: ctx.me,
-                    frame,
-                })),
-            );
+            ctx.out.send(owner, Msg::Topic(TopicMsg::Chat(ChatMsg::Blob { room, conn: ctx.me, frame })));
         }
         ("new_msg" | "history" | "typing", Payload::Binary(_)) => {
             push.error(ctx, "this event takes a JSON payload")

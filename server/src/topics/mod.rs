@@ -26,8 +26,7 @@ impl TopicKind {
     /// The kind of a topic name, if any channel handles it.
     pub fn of(topic: &str) -> Option<Self> {
         let (prefix, id) = topic.split_once(':')?;
-        let id_ok =
-            (1..=chat::MAX_ROOM_ID).contains(&id.len()) && !id.chars().any(char::is_control);
+        let id_ok = (1..=chat::MAX_ROOM_ID).contains(&id.len()) && !id.chars().any(char::is_control);
         match prefix {
             "room" if id_ok => Some(TopicKind::Chat),
             _ => None,
@@ -108,9 +107,7 @@ pub struct Topics {
 impl Topics {
     /// State for worker `me`.
     pub fn new(me: usize) -> Self {
-        Topics {
-            chat: chat::Chat::new(me),
-        }
+        Topics { chat: chat::Chat::new(me) }
     }
 
     /// A message for a topic this worker owns.
@@ -152,10 +149,6 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: Push<'_>) {
 /// The message telling a topic's owner that a connection left.
 pub fn leave_msg(topic: Arc<str>, conn: ConnId, join_ref: JoinRef) -> TopicMsg {
     match TopicKind::of(&topic) {
-        Some(TopicKind::Chat) | None => TopicMsg::Chat(chat::ChatMsg::Leave {
-            room: topic,
-            conn,
-            join_ref,
-        }),
+        Some(TopicKind::Chat) | None => TopicMsg::Chat(chat::ChatMsg::Leave { room: topic, conn, join_ref }),
     }
 }

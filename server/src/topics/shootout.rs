@@ -28,13 +28,10 @@ struct Message<'a> {
 
 /// Interpret one text message; `Err` names what is wrong (the connection is closed with 1003).
 pub fn handle(text: &str) -> Result<Action, String> {
-    let m: Message<'_> =
-        serde_json::from_str(text).map_err(|e| format!("not a shootout message: {e}"))?;
+    let m: Message<'_> = serde_json::from_str(text).map_err(|e| format!("not a shootout message: {e}"))?;
     let payload = m.payload.map_or("null", RawValue::get);
     match m.kind {
-        "echo" => Ok(Action::Echo(format!(
-            r#"{{"type":"echo","payload":{payload}}}"#
-        ))),
+        "echo" => Ok(Action::Echo(format!(r#"{{"type":"echo","payload":{payload}}}"#))),
         "broadcast" => Ok(Action::Broadcast {
             to_all: format!(r#"{{"type":"broadcast","payload":{payload}}}"#),
             result: format!(r#"{{"type":"broadcastResult","payload":{payload}}}"#),
@@ -53,8 +50,7 @@ mod tests {
             handle(r#"{"type":"echo","payload":{"a":[1,2.50,"x"]}}"#).unwrap(),
             Action::Echo(r#"{"type":"echo","payload":{"a":[1,2.50,"x"]}}"#.into())
         );
-        let Action::Broadcast { to_all, result } =
-            handle(r#"{"payload":7,"type":"broadcast"}"#).unwrap()
+        let Action::Broadcast { to_all, result } = handle(r#"{"payload":7,"type":"broadcast"}"#).unwrap()
         else {
             panic!("broadcast expected")
         };

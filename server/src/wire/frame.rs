@@ -182,34 +182,17 @@ pub fn decode(buf: &mut [u8], max_payload: usize) -> Result<Option<Decoded>, Fra
         return Ok(None);
     };
     if len > max_payload as u64 {
-        return Err(FrameError::TooLarge {
-            len,
-            max: max_payload,
-        });
+        return Err(FrameError::TooLarge { len, max: max_payload });
     }
     // `len <= max_payload` so it fits in usize; only the header addition can overflow.
     let header = 2 + len_bytes + 4;
-    let total = header
-        .checked_add(len as usize)
-        .ok_or(FrameError::TooLarge {
-            len,
-            max: max_payload,
-        })?;
+    let total = header.checked_add(len as usize).ok_or(FrameError::TooLarge { len, max: max_payload })?;
     if buf.len() < total {
         return Ok(None);
     }
-    let mask = [
-        buf[header - 4],
-        buf[header - 3],
-        buf[header - 2],
-        buf[header - 1],
-    ];
+    let mask = [buf[header - 4], buf[header - 3], buf[header - 2], buf[header - 1]];
     apply_mask(&mut buf[header..total], mask);
-    let head = FrameHead {
-        fin,
-        opcode,
-        payload_len: len as usize,
-    };
+    let head = FrameHead { fin, opcode, payload_len: len as usize };
     Ok(Some((head, header..total, total)))
 }
 
@@ -217,9 +200,7 @@ pub fn decode(buf: &mut [u8], max_payload: usize) -> Result<Option<Decoded>, Fra
 /// `None` while those bytes have not arrived.
 fn extended_len(buf: &[u8], len7: u8) -> Result<Option<(u64, usize)>, FrameError> {
     match len7 {
-        126 => Ok(buf
-            .get(2..4)
-            .map(|b| (u64::from(u16::from_be_bytes([b[0], b[1]])), 2))),
+        126 => Ok(buf.get(2..4).map(|b| (u64::from(u16::from_be_bytes([b[0], b[1]])), 2))),
         127 => match buf.get(2..10) {
             None => Ok(None),
             Some(b) => {
@@ -337,9 +318,7 @@ pub fn parse_close(payload: &[u8]) -> Result<Option<(u16, &str)>, FrameError> {
 pub fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
     // Eight bytes per step: chunk offsets are multiples of 8, so the mask phase at each chunk start is 0 and one
     // doubled mask word covers the chunk.
-    let wide = u64::from_ne_bytes([
-        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
-    ]);
+    let wide = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
     let mut chunks = data.chunks_exact_mut(8);
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
@@ -550,28 +529,13 @@ mod tests {
 
     #[test]
     fn decodes_every_length_form() {
-        for (len, header) in [
-            (0, 6),
-            (5, 6),
-            (125, 6),
-            (126, 8),
-            (65535, 8),
-            (65536, 14),
-            (70_000, 14),
-        ] {
+        for (len, header) in [(0, 6), (5, 6), (125, 6), (126, 8), (65535, 8), (65536, 14), (70_000, 14)] {
             let payload = payload_of(len);
             let frame = client_frame(true, OpCode::Binary, &payload);
             assert_eq!(frame.len(), header + len);
             assert_eq!(peek_total_len(&frame), Some((header + len) as u64));
             let (head, got, used) = decode_owned(frame, BIG).unwrap().unwrap();
-            assert_eq!(
-                head,
-                FrameHead {
-                    fin: true,
-                    opcode: OpCode::Binary,
-                    payload_len: len
-                }
-            );
+            assert_eq!(head, FrameHead { fin: true, opcode: OpCode::Binary, payload_len: len });
             assert_eq!(got, payload, "len {len}");
             assert_eq!(used, header + len);
         }
@@ -601,11 +565,7 @@ mod tests {
         for cut in 0..frame.len() {
             let mut partial = frame[..cut].to_vec();
             assert_eq!(decode(&mut partial, BIG).unwrap(), None, "cut at {cut}");
-            assert_eq!(
-                partial,
-                frame[..cut],
-                "incomplete input must not be modified"
-            );
+            assert_eq!(partial, frame[..cut], "incomplete input must not be modified");
         }
         let (head, got, used) = decode_owned(frame.clone(), BIG).unwrap().unwrap();
         assert_eq!((head.payload_len, got, used), (300, payload, frame.len()));
@@ -673,10 +633,7 @@ mod tests {
             chunks.push_back(chunk.to_vec());
             rest = tail;
         }
-        let frames = drive(&mut ChunkedSocket {
-            chunks,
-            ready: false,
-        });
+        let frames = drive(&mut ChunkedSocket { chunks, ready: false });
         assert_eq!(frames.len(), 3);
         assert_eq!(frames[0].1, b"first");
         assert_eq!(frames[1].0.opcode, OpCode::Binary);
@@ -710,37 +667,13 @@ mod tests {
     #[test]
     fn header_errors_and_their_close_codes() {
         let cases: Vec<(Vec<u8>, FrameError, u16)> = vec![
-            (
-                raw_frame(0x81 | 0x40, true, b"x"),
-                FrameError::ReservedBits,
-                1002,
-            ),
-            (
-                raw_frame(0x81 | 0x20, true, b"x"),
-                FrameError::ReservedBits,
-                1002,
-            ),
-            (
-                raw_frame(0x81 | 0x10, true, b"x"),
-                FrameError::ReservedBits,
-                1002,
-            ),
+            (raw_frame(0x81 | 0x40, true, b"x"), FrameError::ReservedBits, 1002),
+            (raw_frame(0x81 | 0x20, true, b"x"), FrameError::ReservedBits, 1002),
+            (raw_frame(0x81 | 0x10, true, b"x"), FrameError::ReservedBits, 1002),
             (raw_frame(0x81, false, b"x"), FrameError::Unmasked, 1002),
-            (
-                raw_frame(0x89, true, &[0; 126]),
-                FrameError::ControlTooLong,
-                1002,
-            ),
-            (
-                raw_frame(0x09, true, b"x"),
-                FrameError::FragmentedControl,
-                1002,
-            ),
-            (
-                raw_frame(0x08, true, b""),
-                FrameError::FragmentedControl,
-                1002,
-            ),
+            (raw_frame(0x89, true, &[0; 126]), FrameError::ControlTooLong, 1002),
+            (raw_frame(0x09, true, b"x"), FrameError::FragmentedControl, 1002),
+            (raw_frame(0x08, true, b""), FrameError::FragmentedControl, 1002),
         ];
         for (frame, want, code) in cases {
             // Two bytes are enough to prove every one of these.
@@ -769,30 +702,17 @@ mod tests {
     fn too_large_is_reported_from_the_header_alone() {
         let frame = client_frame(true, OpCode::Binary, &payload_of(70_000));
         let err = decode(&mut frame[..10].to_vec(), 65_536).unwrap_err();
-        assert_eq!(
-            err,
-            FrameError::TooLarge {
-                len: 70_000,
-                max: 65_536
-            }
-        );
+        assert_eq!(err, FrameError::TooLarge { len: 70_000, max: 65_536 });
         assert_eq!(err.close_code(), 1009);
         // 64-bit lengths are checked before the payload arrives too.
         let mut huge = vec![0x82, 0x80 | 127];
         huge.extend_from_slice(&(u64::MAX >> 1).to_be_bytes());
         assert_eq!(
             decode(&mut huge, 1024).unwrap_err(),
-            FrameError::TooLarge {
-                len: u64::MAX >> 1,
-                max: 1024
-            }
+            FrameError::TooLarge { len: u64::MAX >> 1, max: 1024 }
         );
         // Exactly at the bound is fine.
-        assert!(
-            decode_owned(client_frame(true, OpCode::Binary, &[1; 16]), 16)
-                .unwrap()
-                .is_some()
-        );
+        assert!(decode_owned(client_frame(true, OpCode::Binary, &[1; 16]), 16).unwrap().is_some());
     }
 
     #[test]
@@ -811,20 +731,13 @@ mod tests {
         assert_eq!(parse_close(&[3]), Err(FrameError::BadClosePayload));
         assert_eq!(FrameError::BadClosePayload.close_code(), 1002);
         for code in [
-            1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
-            4000, 4999,
+            1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999,
         ] {
             let mut payload = code.to_be_bytes().to_vec();
             payload.extend_from_slice("bye ✓".as_bytes());
-            assert_eq!(
-                parse_close(&payload),
-                Ok(Some((code, "bye ✓"))),
-                "code {code}"
-            );
+            assert_eq!(parse_close(&payload), Ok(Some((code, "bye ✓"))), "code {code}");
         }
-        for code in [
-            0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
-        ] {
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
             let err = parse_close(&code.to_be_bytes()).unwrap_err();
             assert_eq!(err, FrameError::InvalidCloseCode(code));
             assert_eq!(err.close_code(), 1002);
@@ -845,11 +758,7 @@ mod tests {
         let payload = &frame[2..];
         assert_eq!(usize::from(frame[1]), payload.len());
         assert!(payload.len() <= 125);
-        assert_eq!(
-            payload.len(),
-            2 + 122,
-            "123 bytes would split a two-byte char"
-        );
+        assert_eq!(payload.len(), 2 + 122, "123 bytes would split a two-byte char");
         let (code, reason) = parse_close(payload).unwrap().unwrap();
         assert_eq!(code, 1001);
         assert_eq!(reason, "é".repeat(61));
@@ -873,14 +782,7 @@ mod tests {
             apply_mask(&mut body, MASK);
             masked.extend(body);
             let (head, got, used) = decode_owned(masked.clone(), BIG).unwrap().unwrap();
-            assert_eq!(
-                head,
-                FrameHead {
-                    fin: true,
-                    opcode: OpCode::Binary,
-                    payload_len: len
-                }
-            );
+            assert_eq!(head, FrameHead { fin: true, opcode: OpCode::Binary, payload_len: len });
             assert_eq!(got, payload);
             assert_eq!(used, masked.len());
         }
@@ -895,11 +797,7 @@ mod tests {
             let original = payload_of(len);
             let mut fast = original.clone();
             apply_mask(&mut fast, MASK);
-            let slow: Vec<u8> = original
-                .iter()
-                .enumerate()
-                .map(|(i, b)| b ^ MASK[i % 4])
-                .collect();
+            let slow: Vec<u8> = original.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]).collect();
             assert_eq!(fast, slow, "len {len}");
             apply_mask(&mut fast, MASK);
             assert_eq!(fast, original);
@@ -907,11 +805,7 @@ mod tests {
     }
 
     fn head(fin: bool, opcode: OpCode, payload: &[u8]) -> FrameHead {
-        FrameHead {
-            fin,
-            opcode,
-            payload_len: payload.len(),
-        }
+        FrameHead { fin, opcode, payload_len: payload.len() }
     }
 
     fn feed<'a>(
@@ -926,30 +820,17 @@ mod tests {
     #[test]
     fn single_frame_messages_borrow_the_payload() {
         let mut state = None;
-        let msg = feed(&mut state, true, OpCode::Text, "héllo".as_bytes())
-            .unwrap()
-            .unwrap();
+        let msg = feed(&mut state, true, OpCode::Text, "héllo".as_bytes()).unwrap().unwrap();
         assert!(matches!(msg, Incoming::Text(Cow::Borrowed("héllo"))));
-        let msg = feed(&mut state, true, OpCode::Binary, &[1, 2])
-            .unwrap()
-            .unwrap();
+        let msg = feed(&mut state, true, OpCode::Binary, &[1, 2]).unwrap().unwrap();
         assert!(matches!(msg, Incoming::Binary(Cow::Borrowed([1, 2]))));
-        assert_eq!(
-            feed(&mut state, true, OpCode::Ping, b"hb"),
-            Ok(Some(Incoming::Ping(b"hb")))
-        );
-        assert_eq!(
-            feed(&mut state, true, OpCode::Pong, b"x"),
-            Ok(Some(Incoming::Pong))
-        );
+        assert_eq!(feed(&mut state, true, OpCode::Ping, b"hb"), Ok(Some(Incoming::Ping(b"hb"))));
+        assert_eq!(feed(&mut state, true, OpCode::Pong, b"x"), Ok(Some(Incoming::Pong)));
         assert_eq!(
             feed(&mut state, true, OpCode::Close, &[0x03, 0xe8, b'o', b'k']),
             Ok(Some(Incoming::Close(Some((1000, "ok")))))
         );
-        assert_eq!(
-            feed(&mut state, true, OpCode::Close, b""),
-            Ok(Some(Incoming::Close(None)))
-        );
+        assert_eq!(feed(&mut state, true, OpCode::Close, b""), Ok(Some(Incoming::Close(None))));
         assert!(state.is_none());
     }
 
@@ -965,25 +846,15 @@ mod tests {
         let mut state = None;
         assert_eq!(feed(&mut state, false, OpCode::Text, b"Hel"), Ok(None));
         assert!(state.is_some());
-        assert_eq!(
-            feed(&mut state, true, OpCode::Ping, b"p"),
-            Ok(Some(Incoming::Ping(b"p")))
-        );
-        assert_eq!(
-            feed(&mut state, false, OpCode::Continuation, b"lo, "),
-            Ok(None)
-        );
-        let msg = feed(&mut state, true, OpCode::Continuation, b"world")
-            .unwrap()
-            .unwrap();
+        assert_eq!(feed(&mut state, true, OpCode::Ping, b"p"), Ok(Some(Incoming::Ping(b"p"))));
+        assert_eq!(feed(&mut state, false, OpCode::Continuation, b"lo, "), Ok(None));
+        let msg = feed(&mut state, true, OpCode::Continuation, b"world").unwrap().unwrap();
         assert_eq!(msg, Incoming::Text(Cow::Owned("Hello, world".to_owned())));
         assert!(state.is_none(), "a finished message releases its buffer");
 
         assert_eq!(feed(&mut state, false, OpCode::Binary, &[1]), Ok(None));
         assert_eq!(feed(&mut state, false, OpCode::Continuation, &[]), Ok(None));
-        let msg = feed(&mut state, true, OpCode::Continuation, &[2, 3])
-            .unwrap()
-            .unwrap();
+        let msg = feed(&mut state, true, OpCode::Continuation, &[2, 3]).unwrap().unwrap();
         assert_eq!(msg, Incoming::Binary(Cow::Owned(vec![1, 2, 3])));
     }
 
@@ -993,11 +864,7 @@ mod tests {
         let mut state = None;
         for (i, byte) in text.iter().enumerate() {
             let last = i + 1 == text.len();
-            let opcode = if i == 0 {
-                OpCode::Text
-            } else {
-                OpCode::Continuation
-            };
+            let opcode = if i == 0 { OpCode::Text } else { OpCode::Continuation };
             let got = feed(&mut state, last, opcode, std::slice::from_ref(byte)).unwrap();
             assert_eq!(got.is_some(), last);
             if last {
@@ -1010,34 +877,20 @@ mod tests {
     fn utf8_fails_fast_across_fragments() {
         // `ED A0 80` encodes a surrogate: `ED` alone could still be valid, `ED A0` never can.
         let mut state = None;
-        assert_eq!(
-            feed(&mut state, false, OpCode::Text, &[0xce, 0xba, 0xed]),
-            Ok(None)
-        );
+        assert_eq!(feed(&mut state, false, OpCode::Text, &[0xce, 0xba, 0xed]), Ok(None));
         let err = feed(&mut state, false, OpCode::Continuation, &[0xa0]).unwrap_err();
         assert_eq!(err, FrameError::InvalidUtf8);
         assert_eq!(err.close_code(), 1007);
         // A bad byte in the first fragment fails before the message ends.
-        assert_eq!(
-            feed(&mut None, false, OpCode::Text, &[b'a', 0xc0]),
-            Err(FrameError::InvalidUtf8)
-        );
+        assert_eq!(feed(&mut None, false, OpCode::Text, &[b'a', 0xc0]), Err(FrameError::InvalidUtf8));
         // A truncated sequence is only an error once the message is complete.
         let mut state = None;
-        assert_eq!(
-            feed(&mut state, false, OpCode::Text, &[b'a', 0xe2, 0x82]),
-            Ok(None)
-        );
-        assert_eq!(
-            feed(&mut state, true, OpCode::Continuation, &[]),
-            Err(FrameError::InvalidUtf8)
-        );
+        assert_eq!(feed(&mut state, false, OpCode::Text, &[b'a', 0xe2, 0x82]), Ok(None));
+        assert_eq!(feed(&mut state, true, OpCode::Continuation, &[]), Err(FrameError::InvalidUtf8));
         // Binary messages are not checked.
         let mut state = None;
         assert_eq!(feed(&mut state, false, OpCode::Binary, &[0xff]), Ok(None));
-        assert!(feed(&mut state, true, OpCode::Continuation, &[0xfe])
-            .unwrap()
-            .is_some());
+        assert!(feed(&mut state, true, OpCode::Continuation, &[0xfe]).unwrap().is_some());
     }
 
     #[test]
@@ -1066,19 +919,14 @@ mod tests {
         let mut state = None;
         let chunk = [b'a'; 400];
         assert_eq!(feed(&mut state, false, OpCode::Text, &chunk), Ok(None));
-        assert_eq!(
-            feed(&mut state, false, OpCode::Continuation, &chunk),
-            Ok(None)
-        );
+        assert_eq!(feed(&mut state, false, OpCode::Continuation, &chunk), Ok(None));
         let err = feed(&mut state, true, OpCode::Continuation, &chunk).unwrap_err();
         assert_eq!(err, FrameError::MessageTooLarge { max: 1024 });
         assert_eq!(err.close_code(), 1009);
         // Exactly at the bound is accepted.
         let mut state = None;
         feed(&mut state, false, OpCode::Binary, &[0; 1000]).unwrap();
-        assert!(feed(&mut state, true, OpCode::Continuation, &[0; 24])
-            .unwrap()
-            .is_some());
+        assert!(feed(&mut state, true, OpCode::Continuation, &[0; 24]).unwrap().is_some());
         // A single frame above the message bound is refused as well.
         let err = feed(&mut None, true, OpCode::Binary, &[0; 1025]).unwrap_err();
         assert_eq!(err, FrameError::MessageTooLarge { max: 1024 });

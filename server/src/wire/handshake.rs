@@ -30,10 +30,7 @@ pub struct Request {
 impl Request {
     /// The value of the first query parameter called `name`.
     pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -84,12 +81,7 @@ pub fn parse_request(buf: &[u8], max_bytes: usize) -> Result<Option<(Request, us
         Some((path, query)) => (path, parse_query(query)?),
         None => (target, Vec::new()),
     };
-    let mut req = Request {
-        method,
-        path: path.to_owned(),
-        query,
-        ..Request::default()
-    };
+    let mut req = Request { method, path: path.to_owned(), query, ..Request::default() };
 
     let mut upgrade = false;
     let mut connection_upgrade = false;
@@ -106,9 +98,7 @@ pub fn parse_request(buf: &[u8], max_bytes: usize) -> Result<Option<(Request, us
             connection_upgrade |= has_token(value()?, "upgrade");
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
             // A repeated key is concatenated rather than picking one, so it fails validation as RFC 6455 wants.
-            req.ws_key
-                .get_or_insert_with(String::new)
-                .push_str(value()?);
+            req.ws_key.get_or_insert_with(String::new).push_str(value()?);
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             req.ws_version = Some(value()?.to_owned());
         } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
@@ -124,9 +114,7 @@ pub fn parse_request(buf: &[u8], max_bytes: usize) -> Result<Option<(Request, us
 
 /// Whether a comma-separated header value lists `token` (case-insensitive), e.g. `Connection: keep-alive, Upgrade`.
 fn has_token(value: &str, token: &str) -> bool {
-    value
-        .split(',')
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+    value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 fn parse_query(query: &str) -> Result<Vec<(String, String)>, HttpError> {
@@ -153,9 +141,7 @@ fn percent_decode(s: &str) -> Result<String, HttpError> {
             b'%' => {
                 let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
                 let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2)) else {
-                    return Err(HttpError::Malformed(format!(
-                        "bad percent escape in query: {s}"
-                    )));
+                    return Err(HttpError::Malformed(format!("bad percent escape in query: {s}")));
                 };
                 out.push((hi * 16 + lo) as u8);
                 i += 2;
@@ -164,8 +150,7 @@ fn percent_decode(s: &str) -> Result<String, HttpError> {
         }
         i += 1;
     }
-    String::from_utf8(out)
-        .map_err(|_| HttpError::Malformed("query is not UTF-8 once decoded".to_owned()))
+    String::from_utf8(out).map_err(|_| HttpError::Malformed("query is not UTF-8 once decoded".to_owned()))
 }
 
 /// Validate a WebSocket upgrade (RFC 6455 §4.2.1).
@@ -182,12 +167,7 @@ pub fn validate_upgrade(req: &Request) -> Result<(), (u16, &'static str)> {
     match req.ws_version.as_deref() {
         None => return Err((400, "missing Sec-WebSocket-Version")),
         Some("13") => {}
-        Some(_) => {
-            return Err((
-                426,
-                "unsupported Sec-WebSocket-Version; only 13 is supported",
-            ))
-        }
+        Some(_) => return Err((426, "unsupported Sec-WebSocket-Version; only 13 is supported")),
     }
     let Some(key) = req.ws_key.as_deref() else {
         return Err((400, "missing Sec-WebSocket-Key"));
@@ -217,12 +197,7 @@ pub fn switching_protocols(ws_key: &str, protocol: Option<&str>) -> Vec<u8> {
 
 /// A complete plain HTTP response with `Content-Type` (omitted when empty), `Content-Length` and
 /// `Connection: close`, followed by the `extra_headers` and the body.
-pub fn response(
-    status: u16,
-    content_type: &str,
-    extra_headers: &[(&str, &str)],
-    body: &[u8],
-) -> Vec<u8> {
+pub fn response(status: u16, content_type: &str, extra_headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     let mut head = format!("HTTP/1.1 {status} {}\r\n", reason_phrase(status));
     if !content_type.is_empty() {
         head.push_str("Content-Type: ");
@@ -334,9 +309,8 @@ mod tests {
 
     #[test]
     fn query_is_percent_decoded() {
-        let req = parse(
-            "GET /socket/websocket?token=a%2Bb&vsn=2.0.0&name=J%C3%BCrgen+M&flag HTTP/1.1\r\n\r\n",
-        );
+        let req =
+            parse("GET /socket/websocket?token=a%2Bb&vsn=2.0.0&name=J%C3%BCrgen+M&flag HTTP/1.1\r\n\r\n");
         assert_eq!(req.path, "/socket/websocket");
         assert_eq!(
             req.query,
@@ -357,11 +331,7 @@ mod tests {
     #[test]
     fn partial_head_waits_for_more() {
         for cut in 0..CHROME_UPGRADE.len() {
-            assert_eq!(
-                parse_request(&CHROME_UPGRADE.as_bytes()[..cut], 8192),
-                Ok(None),
-                "cut at {cut}"
-            );
+            assert_eq!(parse_request(&CHROME_UPGRADE.as_bytes()[..cut], 8192), Ok(None), "cut at {cut}");
         }
     }
 
@@ -372,16 +342,9 @@ mod tests {
         assert_eq!(err, HttpError::TooLarge);
         assert_eq!(err.status(), 431);
         // More bytes than the bound, with the head ending past it.
-        assert_eq!(
-            parse_request(CHROME_UPGRADE.as_bytes(), 200),
-            Err(HttpError::TooLarge)
-        );
+        assert_eq!(parse_request(CHROME_UPGRADE.as_bytes(), 200), Err(HttpError::TooLarge));
         // A head that fits exactly is fine.
-        assert!(
-            parse_request(CHROME_UPGRADE.as_bytes(), CHROME_UPGRADE.len())
-                .unwrap()
-                .is_some()
-        );
+        assert!(parse_request(CHROME_UPGRADE.as_bytes(), CHROME_UPGRADE.len()).unwrap().is_some());
     }
 
     #[test]
@@ -404,10 +367,7 @@ mod tests {
             b"GET  HTTP/1.1\r\n\r\n",
         ] {
             let err = parse_request(garbage, 8192).unwrap_err();
-            assert!(
-                matches!(err, HttpError::Malformed(_)),
-                "{garbage:?}: {err:?}"
-            );
+            assert!(matches!(err, HttpError::Malformed(_)), "{garbage:?}: {err:?}");
             assert_eq!(err.status(), 400);
         }
     }
@@ -416,10 +376,7 @@ mod tests {
     fn upgrade_validation_failures() {
         let missing_key =
             parse(&CHROME_UPGRADE.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""));
-        assert_eq!(
-            validate_upgrade(&missing_key),
-            Err((400, "missing Sec-WebSocket-Key"))
-        );
+        assert_eq!(validate_upgrade(&missing_key), Err((400, "missing Sec-WebSocket-Key")));
 
         let short_key = parse(&CHROME_UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ="));
         assert_eq!(validate_upgrade(&short_key).unwrap_err().0, 400);
@@ -449,27 +406,22 @@ mod tests {
             "Sec-WebSocket-Protocol: phoenix, base64url.bearer.phx.dGVzdA\r\nSec-WebSocket-Protocol: extra ,, \r\nOrigin:",
         );
         let req = parse(&text);
-        assert_eq!(
-            req.protocols,
-            ["phoenix", "base64url.bearer.phx.dGVzdA", "extra"]
-        );
+        assert_eq!(req.protocols, ["phoenix", "base64url.bearer.phx.dGVzdA", "extra"]);
     }
 
     #[test]
     fn accept_key_for_the_rfc_example() {
-        let response =
-            String::from_utf8(switching_protocols("dGhlIHNhbXBsZSBub25jZQ==", None)).unwrap();
+        let response = String::from_utf8(switching_protocols("dGhlIHNhbXBsZSBub25jZQ==", None)).unwrap();
         assert_eq!(
             response,
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
         );
-        let response = String::from_utf8(switching_protocols(
-            "dGhlIHNhbXBsZSBub25jZQ==",
-            Some("phoenix"),
-        ))
-        .unwrap();
-        assert!(response.ends_with("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: phoenix\r\n\r\n"));
+        let response =
+            String::from_utf8(switching_protocols("dGhlIHNhbXBsZSBub25jZQ==", Some("phoenix"))).unwrap();
+        assert!(response.ends_with(
+            "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: phoenix\r\n\r\n"
+        ));
     }
 
     #[test]

@@ -107,9 +107,7 @@ impl<'de> Deserialize<'de> for Elements<'de> {
                     count += 1;
                 }
                 Ok(Elements(match items {
-                    [Some(a), Some(b), Some(c), Some(d), Some(e)] if count == 5 => {
-                        Some([a, b, c, d, e])
-                    }
+                    [Some(a), Some(b), Some(c), Some(d), Some(e)] if count == 5 => Some([a, b, c, d, e]),
                     _ => None,
                 }))
             }
@@ -169,8 +167,7 @@ pub fn parse_binary(data: &[u8]) -> Result<Inbound<'_>, PhoenixError> {
     if kind != KIND_PUSH {
         return Err(PhoenixError::BinaryKind(kind));
     }
-    let Some((&[join_ref_len, ref_len, topic_len, event_len], mut rest)) =
-        rest.split_first_chunk::<4>()
+    let Some((&[join_ref_len, ref_len, topic_len, event_len], mut rest)) = rest.split_first_chunk::<4>()
     else {
         return Err(PhoenixError::BinaryTruncated);
     };
@@ -189,14 +186,8 @@ pub fn parse_binary(data: &[u8]) -> Result<Inbound<'_>, PhoenixError> {
     let event = take(event_len)?;
     let utf8 = |bytes, err| std::str::from_utf8(bytes).map_err(|_| err);
     Ok(Inbound {
-        join_ref: Some(Cow::Owned(json_string(utf8(
-            join_ref,
-            PhoenixError::BadRef,
-        )?))),
-        msg_ref: Some(Cow::Owned(json_string(utf8(
-            msg_ref,
-            PhoenixError::BadRef,
-        )?))),
+        join_ref: Some(Cow::Owned(json_string(utf8(join_ref, PhoenixError::BadRef)?))),
+        msg_ref: Some(Cow::Owned(json_string(utf8(msg_ref, PhoenixError::BadRef)?))),
         topic: Cow::Borrowed(utf8(topic, PhoenixError::BadTopic)?),
         event: Cow::Borrowed(utf8(event, PhoenixError::BadEvent)?),
         payload: Payload::Binary(rest),
@@ -210,8 +201,7 @@ impl io::Write for StringSink<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // serde_json writes a string as `&str` runs cut at ASCII escapes plus ASCII escape sequences, so every
         // buffer it hands over is whole UTF-8 and this never fails.
-        let text =
-            std::str::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let text = std::str::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         self.0.push_str(text);
         Ok(buf.len())
     }
@@ -232,13 +222,7 @@ fn json_string(value: &str) -> String {
     out
 }
 
-fn push_head(
-    out: &mut String,
-    join_ref: Option<&str>,
-    msg_ref: Option<&str>,
-    topic: &str,
-    event: &str,
-) {
+fn push_head(out: &mut String, join_ref: Option<&str>, msg_ref: Option<&str>, topic: &str, event: &str) {
     out.push('[');
     out.push_str(join_ref.unwrap_or("null"));
     out.push(',');
@@ -264,8 +248,7 @@ pub fn encode(
     event: &str,
     payload_json: &str,
 ) -> String {
-    let mut out =
-        String::with_capacity(head_capacity(join_ref, msg_ref, topic, event) + payload_json.len());
+    let mut out = String::with_capacity(head_capacity(join_ref, msg_ref, topic, event) + payload_json.len());
     push_head(&mut out, join_ref, msg_ref, topic, event);
     out.push_str(payload_json);
     out.push(']');
@@ -281,10 +264,8 @@ pub fn encode_reply(
     status: &str,
     response_json: &str,
 ) -> String {
-    let capacity = head_capacity(join_ref, msg_ref, topic, "phx_reply")
-        + 28
-        + status.len()
-        + response_json.len();
+    let capacity =
+        head_capacity(join_ref, msg_ref, topic, "phx_reply") + 28 + status.len() + response_json.len();
     let mut out = String::with_capacity(capacity);
     push_head(&mut out, join_ref, msg_ref, topic, "phx_reply");
     out.push_str("{\"status\":");
@@ -296,10 +277,7 @@ pub fn encode_reply(
 }
 
 fn field_len(field: &'static str, value: &str) -> Result<u8, PhoenixError> {
-    u8::try_from(value.len()).map_err(|_| PhoenixError::FieldTooLong {
-        field,
-        len: value.len(),
-    })
+    u8::try_from(value.len()).map_err(|_| PhoenixError::FieldTooLong { field, len: value.len() })
 }
 
 fn binary_message(kind: u8, lens: &[u8], fields: &[&str], data: &[u8]) -> Vec<u8> {
@@ -324,17 +302,8 @@ pub fn encode_binary_push(
     event: &str,
     data: &[u8],
 ) -> Result<Vec<u8>, PhoenixError> {
-    let lens = [
-        field_len("join_ref", join_ref)?,
-        field_len("topic", topic)?,
-        field_len("event", event)?,
-    ];
-    Ok(binary_message(
-        KIND_PUSH,
-        &lens,
-        &[join_ref, topic, event],
-        data,
-    ))
+    let lens = [field_len("join_ref", join_ref)?, field_len("topic", topic)?, field_len("event", event)?];
+    Ok(binary_message(KIND_PUSH, &lens, &[join_ref, topic, event], data))
 }
 
 /// Binary reply (kind 1), which the client turns into `phx_reply` with `{status, response: ArrayBuffer}`:
@@ -354,21 +323,12 @@ pub fn encode_binary_reply(
         field_len("topic", topic)?,
         field_len("status", status)?,
     ];
-    Ok(binary_message(
-        KIND_REPLY,
-        &lens,
-        &[join_ref, msg_ref, topic, status],
-        data,
-    ))
+    Ok(binary_message(KIND_REPLY, &lens, &[join_ref, msg_ref, topic, status], data))
 }
 
 /// Binary broadcast to a topic (kind 2): `2, len(topic), len(event), topic, event, data`. Each string must be at
 /// most 255 bytes.
-pub fn encode_binary_broadcast(
-    topic: &str,
-    event: &str,
-    data: &[u8],
-) -> Result<Vec<u8>, PhoenixError> {
+pub fn encode_binary_broadcast(topic: &str, event: &str, data: &[u8]) -> Result<Vec<u8>, PhoenixError> {
     let lens = [field_len("topic", topic)?, field_len("event", event)?];
     Ok(binary_message(KIND_BROADCAST, &lens, &[topic, event], data))
 }
@@ -425,33 +385,17 @@ mod tests {
         );
 
         let broadcast = encode(None, None, "room:lobby", "new_msg", r#"{"body":"hi"}"#);
-        assert_eq!(
-            broadcast,
-            r#"[null,null,"room:lobby","new_msg",{"body":"hi"}]"#
-        );
+        assert_eq!(broadcast, r#"[null,null,"room:lobby","new_msg",{"body":"hi"}]"#);
 
         let heartbeat = parse_text(r#"[null,"8","phoenix","heartbeat",{}]"#).unwrap();
         assert_eq!(heartbeat.join_ref, None);
-        let reply = encode_reply(
-            heartbeat.join_ref.as_deref(),
-            heartbeat.msg_ref.as_deref(),
-            "phoenix",
-            "ok",
-            "{}",
-        );
-        assert_eq!(
-            reply,
-            r#"[null,"8","phoenix","phx_reply",{"status":"ok","response":{}}]"#
-        );
+        let reply =
+            encode_reply(heartbeat.join_ref.as_deref(), heartbeat.msg_ref.as_deref(), "phoenix", "ok", "{}");
+        assert_eq!(reply, r#"[null,"8","phoenix","phx_reply",{"status":"ok","response":{}}]"#);
 
         let leave = parse_text(r#"["3","10","room:lobby","phx_leave",{}]"#).unwrap();
-        let close = encode(
-            leave.join_ref.as_deref(),
-            leave.join_ref.as_deref(),
-            &leave.topic,
-            "phx_close",
-            "{}",
-        );
+        let close =
+            encode(leave.join_ref.as_deref(), leave.join_ref.as_deref(), &leave.topic, "phx_close", "{}");
         assert_eq!(close, r#"["3","3","room:lobby","phx_close",{}]"#);
     }
 
@@ -461,13 +405,7 @@ mod tests {
         assert_eq!(msg.join_ref.as_deref(), Some("12"));
         assert_eq!(msg.msg_ref.as_deref(), Some("-3.5"));
         assert_eq!(
-            encode(
-                msg.join_ref.as_deref(),
-                msg.msg_ref.as_deref(),
-                "t",
-                "phx_reply",
-                "{}"
-            ),
+            encode(msg.join_ref.as_deref(), msg.msg_ref.as_deref(), "t", "phx_reply", "{}"),
             r#"[12,-3.5,"t","phx_reply",{}]"#
         );
 
@@ -476,19 +414,11 @@ mod tests {
         assert_eq!(msg.msg_ref, None);
 
         let escaped = parse_text(r#"["a\"b", "\u0031", "t", "e", {}]"#).unwrap();
-        assert_eq!(
-            escaped.join_ref.as_deref(),
-            Some(r#""a\"b""#),
-            "echoed verbatim, escapes included"
-        );
+        assert_eq!(escaped.join_ref.as_deref(), Some(r#""a\"b""#), "echoed verbatim, escapes included");
         assert_eq!(ref_as_plain(escaped.join_ref.as_deref().unwrap()), "a\"b");
         assert_eq!(ref_as_plain(escaped.msg_ref.as_deref().unwrap()), "1");
 
-        for bad in [
-            r#"[true,"1","t","e",{}]"#,
-            r#"[{},"1","t","e",{}]"#,
-            r#"["1",["x"],"t","e",{}]"#,
-        ] {
+        for bad in [r#"[true,"1","t","e",{}]"#, r#"[{},"1","t","e",{}]"#, r#"["1",["x"],"t","e",{}]"#] {
             assert_eq!(parse_text(bad).unwrap_err(), PhoenixError::BadRef, "{bad}");
         }
     }
@@ -515,56 +445,25 @@ mod tests {
         let controls = encode(None, None, "a\u{1}\\/", "e", "{}");
         assert_eq!(controls, r#"[null,null,"a\u0001\\/","e",{}]"#);
         let reply = encode_reply(None, None, "t", "bad \"status\"", "{}");
-        assert_eq!(
-            reply,
-            r#"[null,null,"t","phx_reply",{"status":"bad \"status\"","response":{}}]"#
-        );
+        assert_eq!(reply, r#"[null,null,"t","phx_reply",{"status":"bad \"status\"","response":{}}]"#);
         assert!(serde_json::from_str::<serde_json::Value>(&reply).is_ok());
     }
 
     #[test]
     fn shape_errors() {
-        assert_eq!(
-            parse_text(r#"{"topic":"t"}"#).unwrap_err(),
-            PhoenixError::NotAnArray
-        );
+        assert_eq!(parse_text(r#"{"topic":"t"}"#).unwrap_err(), PhoenixError::NotAnArray);
         assert_eq!(parse_text(r#""x""#).unwrap_err(), PhoenixError::NotAnArray);
-        assert_eq!(
-            parse_text(r#"["1","1","t","e"]"#).unwrap_err(),
-            PhoenixError::WrongLength
-        );
-        assert_eq!(
-            parse_text(r#"["1","1","t","e",{},{}]"#).unwrap_err(),
-            PhoenixError::WrongLength
-        );
+        assert_eq!(parse_text(r#"["1","1","t","e"]"#).unwrap_err(), PhoenixError::WrongLength);
+        assert_eq!(parse_text(r#"["1","1","t","e",{},{}]"#).unwrap_err(), PhoenixError::WrongLength);
         assert_eq!(parse_text("[]").unwrap_err(), PhoenixError::WrongLength);
-        assert_eq!(
-            parse_text(r#"["1","1",5,"e",{}]"#).unwrap_err(),
-            PhoenixError::BadTopic
-        );
-        assert_eq!(
-            parse_text(r#"["1","1","t",null,{}]"#).unwrap_err(),
-            PhoenixError::BadEvent
-        );
+        assert_eq!(parse_text(r#"["1","1",5,"e",{}]"#).unwrap_err(), PhoenixError::BadTopic);
+        assert_eq!(parse_text(r#"["1","1","t",null,{}]"#).unwrap_err(), PhoenixError::BadEvent);
         for payload in ["[]", "\"x\"", "null", "1"] {
             let text = format!(r#"["1","1","t","e",{payload}]"#);
-            assert_eq!(
-                parse_text(&text).unwrap_err(),
-                PhoenixError::PayloadNotObject,
-                "{payload}"
-            );
+            assert_eq!(parse_text(&text).unwrap_err(), PhoenixError::PayloadNotObject, "{payload}");
         }
-        for broken in [
-            "",
-            "[",
-            r#"["1","1","t","e",{}"#,
-            r#"["1","1","t","e",{}] x"#,
-            "nope",
-        ] {
-            assert!(
-                matches!(parse_text(broken), Err(PhoenixError::Json(_))),
-                "{broken:?}"
-            );
+        for broken in ["", "[", r#"["1","1","t","e",{}"#, r#"["1","1","t","e",{}] x"#, "nope"] {
+            assert!(matches!(parse_text(broken), Err(PhoenixError::Json(_))), "{broken:?}");
         }
     }
 
@@ -585,22 +484,10 @@ mod tests {
         assert_eq!(msg.msg_ref.as_deref(), Some(r#""9""#));
         assert_eq!(msg.topic, "room:lobby");
         assert_eq!(msg.event, "bin");
-        assert!(matches!(
-            msg.payload,
-            Payload::Binary([0x01, 0x02, 0x03, 0xfa])
-        ));
+        assert!(matches!(msg.payload, Payload::Binary([0x01, 0x02, 0x03, 0xfa])));
         // The raw refs reply in a text frame exactly like refs parsed from text.
-        let reply = encode_reply(
-            msg.join_ref.as_deref(),
-            msg.msg_ref.as_deref(),
-            &msg.topic,
-            "ok",
-            "{}",
-        );
-        assert_eq!(
-            reply,
-            r#"["3","9","room:lobby","phx_reply",{"status":"ok","response":{}}]"#
-        );
+        let reply = encode_reply(msg.join_ref.as_deref(), msg.msg_ref.as_deref(), &msg.topic, "ok", "{}");
+        assert_eq!(reply, r#"["3","9","room:lobby","phx_reply",{"status":"ok","response":{}}]"#);
     }
 
     #[test]
@@ -611,14 +498,8 @@ mod tests {
         let quoted = parse_binary(b"\x00\x03\x01\x01\x01a\"b2te").unwrap();
         assert_eq!(quoted.join_ref.as_deref(), Some(r#""a\"b""#));
 
-        assert_eq!(
-            parse_binary(&[]).unwrap_err(),
-            PhoenixError::BinaryTruncated
-        );
-        assert_eq!(
-            parse_binary(&[0, 1, 1]).unwrap_err(),
-            PhoenixError::BinaryTruncated
-        );
+        assert_eq!(parse_binary(&[]).unwrap_err(), PhoenixError::BinaryTruncated);
+        assert_eq!(parse_binary(&[0, 1, 1]).unwrap_err(), PhoenixError::BinaryTruncated);
         assert_eq!(
             parse_binary(b"\x00\x01\x01\x0a\x03" as &[u8]).unwrap_err(),
             PhoenixError::BinaryTruncated
@@ -627,26 +508,11 @@ mod tests {
             parse_binary(b"\x00\x01\x01\x0a\x0339room:lobbybi").unwrap_err(),
             PhoenixError::BinaryTruncated
         );
-        assert_eq!(
-            parse_binary(&[1, 0, 0, 0, 0]).unwrap_err(),
-            PhoenixError::BinaryKind(1)
-        );
-        assert_eq!(
-            parse_binary(&[2, 0, 0]).unwrap_err(),
-            PhoenixError::BinaryKind(2)
-        );
-        assert_eq!(
-            parse_binary(b"\x00\x01\x01\x01\x01\xff2te").unwrap_err(),
-            PhoenixError::BadRef
-        );
-        assert_eq!(
-            parse_binary(b"\x00\x01\x01\x01\x0112\xffe").unwrap_err(),
-            PhoenixError::BadTopic
-        );
-        assert_eq!(
-            parse_binary(b"\x00\x01\x01\x01\x0112t\xff").unwrap_err(),
-            PhoenixError::BadEvent
-        );
+        assert_eq!(parse_binary(&[1, 0, 0, 0, 0]).unwrap_err(), PhoenixError::BinaryKind(1));
+        assert_eq!(parse_binary(&[2, 0, 0]).unwrap_err(), PhoenixError::BinaryKind(2));
+        assert_eq!(parse_binary(b"\x00\x01\x01\x01\x01\xff2te").unwrap_err(), PhoenixError::BadRef);
+        assert_eq!(parse_binary(b"\x00\x01\x01\x01\x0112\xffe").unwrap_err(), PhoenixError::BadTopic);
+        assert_eq!(parse_binary(b"\x00\x01\x01\x01\x0112t\xff").unwrap_err(), PhoenixError::BadEvent);
     }
 
     #[test]
@@ -670,10 +536,7 @@ mod tests {
         assert_eq!(broadcast, want);
 
         let plain = ref_as_plain(r#""3""#);
-        assert_eq!(
-            encode_binary_push(&plain, "t", "e", &[]).unwrap(),
-            [0, 1, 1, 1, b'3', b't', b'e']
-        );
+        assert_eq!(encode_binary_push(&plain, "t", "e", &[]).unwrap(), [0, 1, 1, 1, b'3', b't', b'e']);
     }
 
     #[test]
@@ -683,31 +546,19 @@ mod tests {
         assert!(encode_binary_broadcast(&max, "e", &[]).is_ok());
         assert_eq!(
             encode_binary_broadcast(&long, "e", &[]).unwrap_err(),
-            PhoenixError::FieldTooLong {
-                field: "topic",
-                len: 256
-            }
+            PhoenixError::FieldTooLong { field: "topic", len: 256 }
         );
         assert_eq!(
             encode_binary_push("1", "t", &long, &[]).unwrap_err(),
-            PhoenixError::FieldTooLong {
-                field: "event",
-                len: 256
-            }
+            PhoenixError::FieldTooLong { field: "event", len: 256 }
         );
         assert_eq!(
             encode_binary_reply("1", &long, "t", "ok", &[]).unwrap_err(),
-            PhoenixError::FieldTooLong {
-                field: "ref",
-                len: 256
-            }
+            PhoenixError::FieldTooLong { field: "ref", len: 256 }
         );
         assert_eq!(
             encode_binary_reply("1", "2", "t", &long, &[]).unwrap_err(),
-            PhoenixError::FieldTooLong {
-                field: "status",
-                len: 256
-            }
+            PhoenixError::FieldTooLong { field: "status", len: 256 }
         );
     }
 }

@@ -27,10 +27,7 @@ impl TestServer {
         tweak(&mut cfg);
         let running = server::start(cfg).expect("server starts");
         let addr = running.addr;
-        TestServer {
-            running: Some(running),
-            addr,
-        }
+        TestServer { running: Some(running), addr }
     }
 }
 
@@ -60,11 +57,7 @@ pub fn http_exchange(addr: SocketAddr, request: &[u8]) -> String {
 
 /// The status code of an HTTP response text.
 pub fn status_of(response: &str) -> u16 {
-    response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 /// A WebSocket upgrade request for `path`.
@@ -108,11 +101,7 @@ impl Ws {
         let mut chunk = [0u8; 4096];
         let end = loop {
             let n = stream.read(&mut chunk).expect("read upgrade response");
-            assert!(
-                n > 0,
-                "closed during upgrade: {}",
-                String::from_utf8_lossy(&buf)
-            );
+            assert!(n > 0, "closed during upgrade: {}", String::from_utf8_lossy(&buf));
             buf.extend_from_slice(&chunk[..n]);
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
@@ -175,10 +164,7 @@ impl Ws {
     }
 
     /// Read frames until a text frame satisfies `pred`; panics on close.
-    pub fn recv_text_until(
-        &mut self,
-        pred: impl Fn(&serde_json::Value) -> bool,
-    ) -> serde_json::Value {
+    pub fn recv_text_until(&mut self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
         loop {
             let f = self.recv().expect("connection closed while waiting");
             if f.opcode == 1 {
@@ -208,10 +194,7 @@ fn parse(buf: &[u8]) -> Option<(Frame, usize)> {
     assert_eq!(buf[1] & 0x80, 0, "server frames are never masked");
     let (len, mut at) = match buf[1] & 0x7f {
         126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-        127 if buf.len() >= 10 => (
-            u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
-            10,
-        ),
+        127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10),
         126 | 127 => return None,
         n => (n as usize, 2),
     };
@@ -220,11 +203,5 @@ fn parse(buf: &[u8]) -> Option<(Frame, usize)> {
     }
     let payload = buf[at..at + len].to_vec();
     at += len;
-    Some((
-        Frame {
-            opcode: buf[0] & 0x0f,
-            payload,
-        },
-        at,
-    ))
+    Some((Frame { opcode: buf[0] & 0x0f, payload }, at))
 }

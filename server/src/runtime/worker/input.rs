@@ -9,9 +9,7 @@ impl Worker {
         match &self.conns[key].phase {
             Phase::Other(Stage::Handshake) => {
                 // parse_request reports TooLarge once the limit is reached; read no further than it.
-                (self.cfg.max_request_bytes + 1)
-                    .saturating_sub(buf.filled().len())
-                    .min(4096)
+                (self.cfg.max_request_bytes + 1).saturating_sub(buf.filled().len()).min(4096)
             }
             Phase::Other(Stage::Echo | Stage::Shootout)
             | Phase::Phoenix(_)
@@ -19,9 +17,7 @@ impl Worker {
             | Phase::Other(Stage::AwaitingClose) => {
                 let have = buf.filled().len();
                 match frame::peek_total_len(buf.filled()) {
-                    Some(total) if total as usize > have => {
-                        (total as usize - have).clamp(4096, 1 << 20)
-                    }
+                    Some(total) if total as usize > have => (total as usize - have).clamp(4096, 1 << 20),
                     _ => 4096,
                 }
             }
@@ -92,8 +88,7 @@ impl Worker {
         conn.phase = phase;
         conn.since = self.now;
         let id = ConnId::new(self.id, conn.gen, key);
-        self.wheel
-            .schedule(id.0, self.now + self.cfg.heartbeat_timeout.as_secs() as u32);
+        self.wheel.schedule(id.0, self.now + self.cfg.heartbeat_timeout.as_secs() as u32);
         self.send_owned(key, response)
     }
 
@@ -107,11 +102,7 @@ impl Worker {
 
     fn process_frames(&mut self, key: usize, buf: &mut ReadBuf) -> bool {
         let echo = matches!(self.conns[key].phase, Phase::Other(Stage::Echo));
-        let max = if echo {
-            self.cfg.echo_max_message_bytes()
-        } else {
-            self.cfg.max_message_bytes
-        };
+        let max = if echo { self.cfg.echo_max_message_bytes() } else { self.cfg.max_message_bytes };
         loop {
             let (head, range, used) = match frame::decode(buf.filled_mut(), max) {
                 Ok(None) => return true,
@@ -119,10 +110,7 @@ impl Worker {
                 Err(e) => {
                     // Nothing after a broken frame can be trusted.
                     buf.consume(buf.filled().len());
-                    if matches!(
-                        self.conns[key].phase,
-                        Phase::Other(Stage::Closing | Stage::AwaitingClose)
-                    ) {
+                    if matches!(self.conns[key].phase, Phase::Other(Stage::Closing | Stage::AwaitingClose)) {
                         self.remove(key);
                     } else {
                         self.fail(key, &e);
@@ -190,9 +178,7 @@ impl Worker {
                     }
                 },
             },
-            Incoming::Binary(_)
-                if matches!(self.conns[key].phase, Phase::Other(Stage::Shootout)) =>
-            {
+            Incoming::Binary(_) if matches!(self.conns[key].phase, Phase::Other(Stage::Shootout)) => {
                 self.start_close(key, 1003, "the shootout protocol is JSON text");
                 false
             }
@@ -204,11 +190,7 @@ impl Worker {
                 _ => match pwire::parse_binary(&data) {
                     Ok(m) => self.on_phoenix(key, m),
                     Err(e) => {
-                        self.start_close(
-                            key,
-                            1003,
-                            &format!("malformed Phoenix binary message: {e}"),
-                        );
+                        self.start_close(key, 1003, &format!("malformed Phoenix binary message: {e}"));
                         let _ = limit;
                         false
                     }
@@ -219,30 +201,12 @@ impl Worker {
 
     fn on_phoenix(&mut self, key: usize, msg: pwire::Inbound<'_>) -> bool {
         let me = self.conn_id(key);
-        let Worker {
-            conns,
-            out,
-            local,
-            topics,
-            cfg,
-            store,
-            registry,
-            replies,
-            ..
-        } = self;
+        let Worker { conns, out, local, topics, cfg, store, registry, replies, .. } = self;
         let Phase::Phoenix(session) = &mut conns[key].phase else {
             return true;
         };
-        let mut ctx = Ctx {
-            me,
-            out,
-            local,
-            topics,
-            cfg,
-            store,
-            stats: &registry.workers[me.worker()],
-            replies,
-        };
+        let mut ctx =
+            Ctx { me, out, local, topics, cfg, store, stats: &registry.workers[me.worker()], replies };
         phoenix::on_message(&mut ctx, session, msg);
         self.flush_replies(key)
     }
@@ -268,21 +232,11 @@ impl Worker {
                 let frame = crate::topics::text_frame(&to_all);
                 let topic = self.local.intern(shootout::TOPIC);
                 for w in (0..self.out.workers()).filter(|w| *w != self.id) {
-                    self.out.send(
-                        w,
-                        Msg::Broadcast {
-                            topic: topic.clone(),
-                            frame: frame.clone(),
-                            except: None,
-                        },
-                    );
+                    self.out
+                        .send(w, Msg::Broadcast { topic: topic.clone(), frame: frame.clone(), except: None });
                 }
                 // Local copies first, so the sender sees its own broadcast before the result.
-                self.on_msg(Msg::Broadcast {
-                    topic,
-                    frame,
-                    except: None,
-                });
+                self.on_msg(Msg::Broadcast { topic, frame, except: None });
                 self.conns.contains(key)
                     && self.send_owned(key, frame::encode(OpCode::Text, result.as_bytes()))
             }

@@ -93,18 +93,8 @@ pub struct WorkerParts {
 impl Worker {
     /// Set up a worker from its parts.
     pub fn new(parts: WorkerParts) -> io::Result<Self> {
-        let WorkerParts {
-            id,
-            poll,
-            mut listener,
-            inbox,
-            out,
-            cfg,
-            store,
-            registry,
-        } = parts;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let WorkerParts { id, poll, mut listener, inbox, out, cfg, store, registry } = parts;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         Ok(Worker {
             id,
             poll,
@@ -140,11 +130,7 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         let mut busy = false;
         loop {
-            let timeout = if busy {
-                Duration::ZERO
-            } else {
-                Duration::from_millis(250)
-            };
+            let timeout = if busy { Duration::ZERO } else { Duration::from_millis(250) };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
@@ -229,11 +215,7 @@ impl Worker {
     fn resume_accept(&mut self) {
         self.accept_paused_until = None;
         if let Some(l) = &mut self.listener {
-            if let Err(e) = self
-                .poll
-                .registry()
-                .register(l, LISTENER, Interest::READABLE)
-            {
+            if let Err(e) = self.poll.registry().register(l, LISTENER, Interest::READABLE) {
                 tracing::error!(worker = self.id, error = %e, "cannot re-register listener");
                 return;
             }
@@ -247,17 +229,12 @@ impl Worker {
         let key = entry.key();
         self.next_gen = (self.next_gen + 1) & ConnId::GEN_MASK;
         let id = ConnId::new(self.id, self.next_gen, key);
-        if let Err(e) =
-            self.poll
-                .registry()
-                .register(&mut stream, Token(id.token()), Interest::READABLE)
-        {
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(id.token()), Interest::READABLE) {
             tracing::warn!(error = %e, "cannot register connection");
             return;
         }
         entry.insert(Conn::new(stream, self.next_gen, self.now));
-        self.wheel
-            .schedule(id.0, self.now + self.cfg.handshake_timeout.as_secs() as u32);
+        self.wheel.schedule(id.0, self.now + self.cfg.handshake_timeout.as_secs() as u32);
         let s = self.stats();
         WorkerStats::add(&s.accepted, 1);
         WorkerStats::add(&s.connections, 1);
@@ -291,10 +268,7 @@ impl Worker {
         match conn.flush() {
             Ok(true) => {
                 let token = Token(ConnId::new(self.id, conn.gen, key).token());
-                let _ =
-                    self.poll
-                        .registry()
-                        .reregister(&mut conn.stream, token, Interest::READABLE);
+                let _ = self.poll.registry().reregister(&mut conn.stream, token, Interest::READABLE);
                 if matches!(conn.phase, Phase::Other(Stage::Closing)) {
                     self.remove(key);
                 }
@@ -429,28 +403,10 @@ impl Worker {
             }
         }
         let me = self.conn_id(key);
-        let Worker {
-            conns,
-            out,
-            local,
-            topics,
-            cfg,
-            store,
-            registry,
-            replies,
-            ..
-        } = self;
+        let Worker { conns, out, local, topics, cfg, store, registry, replies, .. } = self;
         if let Phase::Phoenix(session) = &mut conns[key].phase {
-            let mut ctx = Ctx {
-                me,
-                out,
-                local,
-                topics,
-                cfg,
-                store,
-                stats: &registry.workers[me.worker()],
-                replies,
-            };
+            let mut ctx =
+                Ctx { me, out, local, topics, cfg, store, stats: &registry.workers[me.worker()], replies };
             phoenix::on_close(&mut ctx, session);
         }
         self.replies.clear();
@@ -491,9 +447,7 @@ impl Worker {
 
     /// Handle inbox messages; true if more are waiting than one turn takes.
     fn drain_inbox(&mut self) -> bool {
-        self.inbox
-            .notified
-            .store(false, std::sync::atomic::Ordering::Release);
+        self.inbox.notified.store(false, std::sync::atomic::Ordering::Release);
         for _ in 0..INBOX_BATCH {
             match self.inbox.rx.try_recv() {
                 Ok(msg) => {
@@ -509,11 +463,7 @@ impl Worker {
     fn on_msg(&mut self, msg: Msg) {
         let limit = self.cfg.max_outbound_bytes;
         match msg {
-            Msg::Broadcast {
-                topic,
-                frame,
-                except,
-            } => {
+            Msg::Broadcast { topic, frame, except } => {
                 let Some(members) = self.local.members(&topic) else {
                     return;
                 };
@@ -535,9 +485,7 @@ impl Worker {
                                 Interest::READABLE | Interest::WRITABLE,
                             );
                         }
-                        Sent::Overflow => {
-                            self.to_close.push((key, conn.gen, CloseWhy::SlowConsumer))
-                        }
+                        Sent::Overflow => self.to_close.push((key, conn.gen, CloseWhy::SlowConsumer)),
                         Sent::Failed => self.to_close.push((key, conn.gen, CloseWhy::Done)),
                     }
                 }
@@ -552,14 +500,9 @@ impl Worker {
                 WorkerStats::add(&s.bytes_out, frame.len() as u64);
                 self.after_send(key, sent);
             }
-            Msg::Joined {
-                conn,
-                topic,
-                join_ref,
-                ok,
-                presence,
-                frames,
-            } => self.on_joined(conn, topic, join_ref, ok, presence, frames),
+            Msg::Joined { conn, topic, join_ref, ok, presence, frames } => {
+                self.on_joined(conn, topic, join_ref, ok, presence, frames)
+            }
             Msg::Topic(m) => {
                 let mut ctx = OwnerCtx {
                     out: &mut self.out,
@@ -622,17 +565,13 @@ impl Worker {
 
     fn undo_join(&mut self, conn: ConnId, topic: Arc<str>, join_ref: JoinRef) {
         let owner = self.out.owner(&topic);
-        self.out.send(
-            owner,
-            Msg::Topic(crate::topics::leave_msg(topic, conn, join_ref)),
-        );
+        self.out.send(owner, Msg::Topic(crate::topics::leave_msg(topic, conn, join_ref)));
     }
 
     // ---- time ----
 
     fn tick(&mut self) {
-        if self.accept_paused_until.is_some_and(|t| self.now >= t) && self.draining_until.is_none()
-        {
+        if self.accept_paused_until.is_some_and(|t| self.now >= t) && self.draining_until.is_none() {
             self.resume_accept();
         }
         let mut due = Vec::new();
