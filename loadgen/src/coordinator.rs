@@ -553,8 +553,9 @@ fn summarize(
         let p = peak?;
         let early =
             samples.iter().find(|s| s.connections * 10 >= p.connections && s.connections < p.connections)?;
+        // With too short a ramp between the two samples the figure is mostly noise.
         let dc = (p.connections - early.connections) as f64;
-        (dc > 0.0).then(|| (f(p) as f64 - f(early) as f64) * 1024.0 / dc)
+        (dc * 2.0 >= p.connections as f64).then(|| (f(p) as f64 - f(early) as f64) * 1024.0 / dc)
     };
     serde_json::json!({
         "scenario": spec.plan.scenario,
