@@ -204,16 +204,7 @@ impl Chat {
                 // Nothing to load a room for.
                 ChatMsg::Leave { .. } | ChatMsg::Typing { .. } | ChatMsg::Blob { .. } => {}
                 ChatMsg::Publish { conn, join_ref, msg_ref, room, .. } => {
-                    ctx.to_conn(
-                        conn,
-                        &wire::encode_reply(
-                            Some(&join_ref),
-                            msg_ref.as_deref(),
-                            &room,
-                            "error",
-                            r#"{"reason":"not joined"}"#,
-                        ),
-                    );
+                    ctx.error_to(conn, &join_ref, msg_ref.as_deref(), &room, "not joined");
                 }
                 ChatMsg::Join { room, req } => self.load(ctx, room, req),
             }
@@ -398,16 +389,7 @@ impl Chat {
             return;
         };
         if room.members.get(&conn).is_none_or(|m| m.join_ref != join_ref) {
-            ctx.to_conn(
-                conn,
-                &wire::encode_reply(
-                    Some(&join_ref),
-                    msg_ref.as_deref(),
-                    name,
-                    "error",
-                    r#"{"reason":"not joined"}"#,
-                ),
-            );
+            ctx.error_to(conn, &join_ref, msg_ref.as_deref(), name, "not joined");
             return;
         }
         let seq = room.last_seq + 1;
@@ -421,11 +403,7 @@ impl Chat {
                 self.pending.insert(tag, Pending::Append { conn, join_ref, msg_ref });
             }
             Err(e) => {
-                let response = serde_json::json!({ "reason": overloaded(e) }).to_string();
-                ctx.to_conn(
-                    conn,
-                    &wire::encode_reply(Some(&join_ref), msg_ref.as_deref(), name, "error", &response),
-                );
+                ctx.error_to(conn, &join_ref, msg_ref.as_deref(), name, overloaded(e));
             }
         }
     }
@@ -466,16 +444,7 @@ impl Chat {
                     }
                     Err(e) => {
                         tracing::warn!(room = %room_name, seq = msg.seq, error = %e, "message not stored");
-                        ctx.to_conn(
-                            conn,
-                            &wire::encode_reply(
-                                Some(&join_ref),
-                                msg_ref.as_deref(),
-                                &room_name,
-                                "error",
-                                r#"{"reason":"storage failed"}"#,
-                            ),
-                        );
+                        ctx.error_to(conn, &join_ref, msg_ref.as_deref(), &room_name, "storage failed");
                     }
                 }
                 self.maybe_unload(&room_name);
@@ -542,16 +511,7 @@ impl Chat {
                     match msg {
                         ChatMsg::Join { req, .. } => refuse(ctx, name, &req, "storage failed"),
                         ChatMsg::Publish { conn, join_ref, msg_ref, .. } => {
-                            ctx.to_conn(
-                                conn,
-                                &wire::encode_reply(
-                                    Some(&join_ref),
-                                    msg_ref.as_deref(),
-                                    name,
-                                    "error",
-                                    r#"{"reason":"storage failed"}"#,
-                                ),
-                            );
+                            ctx.error_to(conn, &join_ref, msg_ref.as_deref(), name, "storage failed");
                         }
                         _ => {}
                     }

@@ -81,6 +81,19 @@ pub struct OwnerCtx<'a> {
 }
 
 impl OwnerCtx<'_> {
+    /// Send an error reply `{"reason": reason}` to a push of one connection, wherever it lives.
+    pub fn error_to(
+        &mut self,
+        conn: ConnId,
+        join_ref: &str,
+        msg_ref: Option<&str>,
+        topic: &str,
+        reason: &str,
+    ) {
+        let response = serde_json::json!({ "reason": reason }).to_string();
+        self.to_conn(conn, &wire::encode_reply(Some(join_ref), msg_ref, topic, "error", &response));
+    }
+
     /// Send a text frame to one connection, wherever it lives.
     pub fn to_conn(&mut self, conn: ConnId, text: &str) {
         let frame = text_frame(text);
