@@ -162,3 +162,28 @@ fn broadcast_reaches_every_subscriber_and_times_the_last_copy() {
     assert_eq!(every.1.len(), 40);
     srv.shutdown();
 }
+
+#[test]
+fn a_lost_agent_is_reported_not_hidden() {
+    let srv = start_server();
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut agents: Vec<Agent> = (0..2)
+        .map(|i| {
+            let child = Command::new(loadgen_exe())
+                .args(["agent", "--coordinator", &listen.to_string(), "--name", &format!("doomed-{i}")])
+                .spawn()
+                .unwrap();
+            Agent(child)
+        })
+        .collect();
+    let mut s = spec(srv.addr, Scenario::Connect, 200, 20, Agents::Fleet { listen, count: 2 });
+    s.hold_s = 4;
+    let run = std::thread::spawn(move || coordinator::run(s));
+    // Kill one agent during the hold.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let _ = agents[1].0.kill();
+    let out = run.join().unwrap().expect("the run still completes");
+    assert_eq!(out.lost_agents, vec!["doomed-1".to_string()]);
+    assert_eq!(out.summary["lost_agents"][0], "doomed-1");
+    srv.shutdown();
+}
