@@ -111,6 +111,19 @@ pub struct ServeArgs {
     /// Enable the /autobahn echo endpoint for WebSocket conformance tests (16 MiB messages). Never in production.
     #[arg(long, env = "RUSHER_AUTOBAHN_ECHO", num_args = 0..=1, default_missing_value = "true")]
     pub autobahn_echo: Option<bool>,
+    /// Largest collab (y-websocket) message, in bytes: a client's first sync can carry a whole
+    /// document. [default: 8388608]
+    #[arg(long, env = "RUSHER_MAX_COLLAB_MESSAGE_BYTES")]
+    pub max_collab_message_bytes: Option<usize>,
+    /// Largest collaborative document, in bytes of its encoded state (close 1009 beyond). [default: 67108864]
+    #[arg(long, env = "RUSHER_MAX_DOC_BYTES")]
+    pub max_doc_bytes: Option<usize>,
+    /// Store a document snapshot (and drop the updates it covers) every this many updates. [default: 500]
+    #[arg(long, env = "RUSHER_COLLAB_SNAPSHOT_EVERY")]
+    pub collab_snapshot_every: Option<u64>,
+    /// Seconds a document without editors stays in memory (snapshotted first). [default: 30]
+    #[arg(long, env = "RUSHER_COLLAB_IDLE_SECS")]
+    pub collab_idle_secs: Option<u64>,
     /// Enable the /shootout endpoint (the websocket-shootout echo and broadcast protocol) for
     /// benchmarks against other servers. Any client may broadcast to all shootout clients.
     #[arg(long, env = "RUSHER_SHOOTOUT", num_args = 0..=1, default_missing_value = "true")]
@@ -154,6 +167,10 @@ pub struct Config {
     pub history_max_page: usize,
     pub autobahn_echo: bool,
     pub shootout: bool,
+    pub max_collab_message_bytes: usize,
+    pub max_doc_bytes: usize,
+    pub collab_snapshot_every: u64,
+    pub collab_idle_secs: u64,
     pub log: String,
 }
 
@@ -208,6 +225,13 @@ impl ServeArgs {
             history_max_page: history_on_join.max(200),
             autobahn_echo: a.autobahn_echo.or(f.autobahn_echo).unwrap_or(false),
             shootout: a.shootout.or(f.shootout).unwrap_or(false),
+            max_collab_message_bytes: a
+                .max_collab_message_bytes
+                .or(f.max_collab_message_bytes)
+                .unwrap_or(8 << 20),
+            max_doc_bytes: a.max_doc_bytes.or(f.max_doc_bytes).unwrap_or(64 << 20),
+            collab_snapshot_every: a.collab_snapshot_every.or(f.collab_snapshot_every).unwrap_or(500),
+            collab_idle_secs: a.collab_idle_secs.or(f.collab_idle_secs).unwrap_or(30),
             log: a.log.or(f.log).unwrap_or_else(|| "info".into()),
         };
         cfg.validate()?;
@@ -268,6 +292,12 @@ impl Config {
         }
         if self.max_connections == 0 || self.max_connections > u32::MAX as usize {
             return bad("--max-connections must be between 1 and 2^32-1".into());
+        }
+        if self.max_collab_message_bytes < 1024 || self.max_doc_bytes < self.max_collab_message_bytes {
+            return bad("--max-collab-message-bytes must be at least 1024 and at most --max-doc-bytes".into());
+        }
+        if self.collab_snapshot_every == 0 {
+            return bad("--collab-snapshot-every must be positive".into());
         }
         if self.inbox_capacity < 64 || self.store_queue < 64 {
             return bad("--inbox-capacity and --store-queue must be at least 64".into());

@@ -18,6 +18,10 @@ pub enum Route {
     Echo { response: Vec<u8> },
     /// Switch to the websocket-shootout benchmark protocol; `response` is the 101.
     Shootout { response: Vec<u8> },
+    /// Switch to the y-websocket protocol on document `doc`; `response` is the 101.
+    Collab { doc: String, response: Vec<u8> },
+    /// Answer with the plain text of document `doc`'s shared type `name` (from its owner).
+    CollabText { doc: String, name: String },
 }
 
 fn plain(status: u16, body: &str) -> Route {
@@ -52,7 +56,54 @@ pub fn route(req: &Request, cfg: &Config, registry: &Registry, anon: impl FnOnce
             Ok(response) => Route::Shootout { response },
             Err(r) => r,
         },
-        _ => plain(404, "not found"),
+        path => match path.strip_prefix("/collab/") {
+            Some(rest) => collab(req, cfg, rest, anon),
+            None => plain(404, "not found"),
+        },
+    }
+}
+
+fn collab(req: &Request, cfg: &Config, rest: &str, anon: impl FnOnce() -> String) -> Route {
+    let (doc, text) = match rest.strip_suffix("/text") {
+        Some(doc) => (doc, true),
+        None => (rest, false),
+    };
+    if !crate::topics::collab::valid_doc_name(doc) {
+        return plain(404, "no such document: names are 1 to 128 bytes without '/' or control characters");
+    }
+    if let Err(r) = authenticate(req, cfg, anon) {
+        return r;
+    }
+    if text {
+        if req.method != "GET" {
+            return plain(405, "method not allowed");
+        }
+        let name = req.query_param("type").unwrap_or("quill").to_owned();
+        return Route::CollabText { doc: doc.to_owned(), name };
+    }
+    match upgrade(req, None) {
+        Ok(response) => Route::Collab { doc: doc.to_owned(), response },
+        Err(r) => r,
+    }
+}
+
+/// Who the client is: the token's user when a secret is configured (401 without a token, 403 for a
+/// bad one), else the `user` parameter or an anonymous name.
+fn authenticate(req: &Request, cfg: &Config, anon: impl FnOnce() -> String) -> Result<String, Route> {
+    let token =
+        req.query_param("token").map(str::to_owned).or_else(|| auth::token_from_subprotocols(&req.protocols));
+    match (&cfg.token_key, token) {
+        (Some(key), Some(token)) => match auth::verify(key, &token, SystemTime::now()) {
+            Ok(claims) => Ok(claims.user),
+            Err(TokenError::Expired) => Err(plain(403, "token expired")),
+            Err(_) => Err(plain(403, "invalid token")),
+        },
+        (Some(_), None) => Err(plain(401, "a token is required (token parameter or Phoenix authToken)")),
+        (None, _) => match req.query_param("user") {
+            Some(u) if valid_open_user(u) => Ok(u.to_owned()),
+            Some(_) => Err(plain(400, "user must be 1 to 64 printable characters")),
+            None => Ok(anon()),
+        },
     }
 }
 
@@ -78,20 +129,9 @@ fn phoenix(req: &Request, cfg: &Config, anon: impl FnOnce() -> String) -> Route 
         }
         None => return plain(403, "missing vsn: this server speaks Phoenix Channels vsn=2.0.0"),
     }
-    let token =
-        req.query_param("token").map(str::to_owned).or_else(|| auth::token_from_subprotocols(&req.protocols));
-    let user = match (&cfg.token_key, token) {
-        (Some(key), Some(token)) => match auth::verify(key, &token, SystemTime::now()) {
-            Ok(claims) => claims.user,
-            Err(TokenError::Expired) => return plain(403, "token expired"),
-            Err(_) => return plain(403, "invalid token"),
-        },
-        (Some(_), None) => return plain(401, "a token is required (token parameter or Phoenix authToken)"),
-        (None, _) => match req.query_param("user") {
-            Some(u) if valid_open_user(u) => u.to_owned(),
-            Some(_) => return plain(400, "user must be 1 to 64 printable characters"),
-            None => anon(),
-        },
+    let user = match authenticate(req, cfg, anon) {
+        Ok(user) => user,
+        Err(r) => return r,
     };
     let protocol = req.protocols.iter().any(|p| p == "phoenix").then_some("phoenix");
     match upgrade(req, protocol) {

@@ -73,6 +73,10 @@ pub enum Msg {
     },
     /// Write a frame to every local subscriber of `topic` (except one, for broadcast-from).
     Broadcast { topic: Arc<str>, frame: Frame, except: Option<ConnId> },
+    /// Close one connection with this WebSocket close code and reason, if it still exists.
+    CloseConn { conn: ConnId, code: u16, reason: Box<str> },
+    /// Write this complete HTTP response to a connection waiting for one, then close it.
+    HttpReply { conn: ConnId, bytes: Vec<u8> },
     /// A storage result for a topic this worker owns.
     Store(StoreResult),
     /// Begin the graceful drain.

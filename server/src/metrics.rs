@@ -48,6 +48,10 @@ counters! {
     timeouts: "counter", "Connections closed by the handshake or heartbeat timeout.";
     protocol_closes: "counter", "Connections closed for a protocol violation (1002, 1007, 1009).";
     accept_pauses: "counter", "Times accepting paused because the process ran out of file descriptors.";
+    collab_docs: "gauge", "Collaborative documents in memory.";
+    collab_editors: "gauge", "Connections editing collaborative documents.";
+    collab_updates: "counter", "Document updates applied and relayed.";
+    collab_snapshots: "counter", "Document snapshots merged and stored.";
 }
 
 impl WorkerStats {
@@ -115,6 +119,7 @@ fn render_store(out: &mut String, store: &StoreHandle) {
     let _ = writeln!(out, "# HELP rusher_store_queue_depth Requests waiting for the storage thread.\n# TYPE rusher_store_queue_depth gauge\nrusher_store_queue_depth{{backend=\"{b}\"}} {}", store.queue_depth());
     let _ = writeln!(out, "# HELP rusher_store_appended_total Messages made durable.\n# TYPE rusher_store_appended_total counter\nrusher_store_appended_total{{backend=\"{b}\"}} {}", load(&s.appended));
     let _ = writeln!(out, "# HELP rusher_store_errors_total Failed storage operations.\n# TYPE rusher_store_errors_total counter\nrusher_store_errors_total{{backend=\"{b}\"}} {}", load(&s.errors));
+    let _ = writeln!(out, "# HELP rusher_store_collab_bytes_written_total Bytes of collab updates and snapshots written.\n# TYPE rusher_store_collab_bytes_written_total counter\nrusher_store_collab_bytes_written_total{{backend=\"{b}\"}} {}", load(&s.collab_bytes));
     let _ = writeln!(out, "# HELP rusher_store_commit_seconds Time to commit one group of writes.\n# TYPE rusher_store_commit_seconds histogram");
     let mut cumulative = 0;
     for (i, le) in crate::store::COMMIT_BUCKETS.iter().enumerate() {

@@ -29,6 +29,10 @@ pub enum Stage {
     Echo,
     /// The websocket-shootout benchmark protocol on `/shootout`.
     Shootout,
+    /// The y-websocket protocol on `/collab/<doc>`.
+    Collab,
+    /// A plain HTTP request waiting for an answer from another worker (a document's text).
+    AwaitingReply,
     /// A plain HTTP response or the answer to the peer's close is being flushed; the socket closes
     /// once it is written.
     Closing,

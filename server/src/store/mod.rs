@@ -32,6 +32,22 @@ pub struct Page {
     pub more: bool,
 }
 
+/// One Yjs update of a collaborative document, in the order the document's owner applied it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollabUpdate {
+    pub doc: Arc<str>,
+    pub seq: u64,
+    pub update: Box<[u8]>,
+}
+
+/// A document as stored: the latest snapshot (a full-state Yjs update, with the seq it covers) and
+/// every update after it, ascending.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CollabState {
+    pub snapshot: Option<(u64, Box<[u8]>)>,
+    pub updates: Vec<(u64, Box<[u8]>)>,
+}
+
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -74,6 +90,16 @@ pub trait Backend: Send {
         after_seq: Option<u64>,
         limit: usize,
     ) -> Result<Page, StoreError>;
+    /// Store a batch of collab updates in ONE transaction (durable on return, per the sync
+    /// setting). A duplicate (doc, seq) is an error and nothing of the batch is stored.
+    fn collab_append(&mut self, batch: &[CollabUpdate]) -> Result<(), StoreError>;
+    /// The document's snapshot and the updates after it.
+    fn collab_load(&mut self, doc: &str) -> Result<CollabState, StoreError>;
+    /// Replace the snapshot with `snapshot` covering every update with seq <= `upto_seq`, and delete
+    /// those updates, in one transaction. An older snapshot than the stored one is ignored.
+    fn collab_compact(&mut self, doc: &str, upto_seq: u64, snapshot: &[u8]) -> Result<(), StoreError>;
+    /// Bytes stored for collab documents (snapshots + updates), for metrics.
+    fn collab_bytes(&mut self) -> Result<u64, StoreError>;
 }
 
 /// What a worker asks of the storage thread. `tag` is the worker's own correlation value, returned
@@ -86,6 +112,12 @@ pub enum StoreRequest {
     RoomHead { room: Arc<str>, recent: usize, tag: u64 },
     /// Fetch a page of history.
     History { room: Arc<str>, before_seq: Option<u64>, after_seq: Option<u64>, limit: usize, tag: u64 },
+    /// Make a collab update durable.
+    CollabAppend { update: CollabUpdate, tag: u64 },
+    /// Load a document's snapshot and later updates.
+    CollabLoad { doc: Arc<str>, tag: u64 },
+    /// Store a snapshot covering updates up to `upto_seq` and drop those updates.
+    CollabCompact { doc: Arc<str>, upto_seq: u64, snapshot: Box<[u8]>, tag: u64 },
 }
 
 /// The answer to one [`StoreRequest`], delivered to the worker that asked.
@@ -97,6 +129,12 @@ pub enum StoreResult {
     RoomHead { room: Arc<str>, tag: u64, result: Result<(u64, Page), Arc<StoreError>> },
     /// A history page.
     History { room: Arc<str>, tag: u64, result: Result<Page, Arc<StoreError>> },
+    /// A collab update is durable (or failed).
+    CollabAppended { doc: Arc<str>, seq: u64, tag: u64, result: Result<(), Arc<StoreError>> },
+    /// A document's stored state.
+    CollabLoaded { doc: Arc<str>, tag: u64, result: Result<CollabState, Arc<StoreError>> },
+    /// A compaction finished (or failed).
+    CollabCompacted { doc: Arc<str>, tag: u64, result: Result<(), Arc<StoreError>> },
 }
 
 /// Open the backend named by a store URL. Only `sqlite://PATH` exists so far; `sqlite://:memory:` is

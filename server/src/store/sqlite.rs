@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
-use super::{Backend, ChatMessage, Page, StoreError, Synchronous};
+use super::{Backend, ChatMessage, CollabState, CollabUpdate, Page, StoreError, Synchronous};
 
 /// How long a statement waits for a lock held by another connection (a backup tool, the `sqlite3` shell)
 /// before giving up with [`StoreError::Unavailable`].
@@ -31,12 +31,26 @@ const MIGRATIONS: &[&str] = &[
         ts_ms INTEGER NOT NULL CHECK (ts_ms >= 0),
         PRIMARY KEY (room, seq)
     ) STRICT, WITHOUT ROWID;",
+    // Collaborative documents. Updates are small (a Yjs update per edit) and read as one key range per
+    // document, so they are clustered by (doc, seq) like chat messages. Snapshots hold a whole document
+    // state and can be large; SQLite advises a rowid table for rows that big.
+    "CREATE TABLE collab_updates (
+        doc  TEXT    NOT NULL,
+        seq  INTEGER NOT NULL CHECK (seq >= 0),
+        data BLOB    NOT NULL,
+        PRIMARY KEY (doc, seq)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE collab_snapshots (
+        doc  TEXT    NOT NULL PRIMARY KEY,
+        seq  INTEGER NOT NULL CHECK (seq >= 0),
+        data BLOB    NOT NULL
+    ) STRICT;",
 ];
 
 /// The schema version this build writes: the number of [`MIGRATIONS`].
 const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
-/// Chat history in a SQLite database.
+/// Chat history and collaborative documents in a SQLite database.
 ///
 /// Owns a single connection; the storage thread is its only user, so no pool and no locking are needed.
 #[derive(Debug)]
@@ -222,6 +236,114 @@ impl Backend for SqliteStore {
         messages.reverse();
         Ok(Page { messages, more })
     }
+
+    fn collab_append(&mut self, batch: &[CollabUpdate]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let seqs = batch.iter().map(|u| seq_to_i64(u.seq, &u.doc)).collect::<Result<Vec<_>, _>>()?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+        {
+            // A seq at or below the snapshot's was stored before and compacted away; taking it again would
+            // leave a row that no load returns, so it counts as a duplicate too.
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO collab_updates (doc, seq, data)
+                     SELECT ?1, ?2, ?3
+                     WHERE NOT EXISTS (SELECT 1 FROM collab_snapshots WHERE doc = ?1 AND seq >= ?2)",
+                )
+                .map_err(db_err)?;
+            for (u, seq) in batch.iter().zip(seqs) {
+                let inserted = insert.execute(params![&*u.doc, seq, &*u.update]).map_err(|e| {
+                    match e.sqlite_error_code() {
+                        Some(ErrorCode::ConstraintViolation) => StoreError::Db(format!(
+                            "collab update {}#{} not stored, batch rolled back: {e}",
+                            u.doc, u.seq
+                        )),
+                        _ => db_err(e),
+                    }
+                })?;
+                if inserted == 0 {
+                    return Err(StoreError::Db(format!(
+                        "collab update {}#{} not stored, batch rolled back: the stored snapshot covers it",
+                        u.doc, u.seq
+                    )));
+                }
+            }
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    fn collab_load(&mut self, doc: &str) -> Result<CollabState, StoreError> {
+        // One read transaction, so the snapshot and the updates come from the same state of the database.
+        let tx = self.conn.transaction().map_err(db_err)?;
+        let corrupt = |e: rusqlite::Error| StoreError::Corrupt(format!("collab doc {doc}: {e}"));
+        // Stored seqs are never negative, so -1 means "no snapshot: every update".
+        let (after, snapshot) = {
+            let mut stmt =
+                tx.prepare_cached("SELECT seq, data FROM collab_snapshots WHERE doc = ?1").map_err(db_err)?;
+            let mut rows = stmt.query([doc]).map_err(db_err)?;
+            match rows.next().map_err(db_err)? {
+                Some(row) => {
+                    let seq: i64 = row.get(0).map_err(corrupt)?;
+                    let data: Vec<u8> = row.get(1).map_err(corrupt)?;
+                    (seq, Some((from_i64(seq, "seq", doc)?, data.into_boxed_slice())))
+                }
+                None => (-1, None),
+            }
+        };
+        let mut updates = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT seq, data FROM collab_updates WHERE doc = ?1 AND seq > ?2 ORDER BY seq ASC",
+                )
+                .map_err(db_err)?;
+            let mut rows = stmt.query(params![doc, after]).map_err(db_err)?;
+            while let Some(row) = rows.next().map_err(db_err)? {
+                let seq = from_i64(row.get(0).map_err(corrupt)?, "seq", doc)?;
+                let data: Vec<u8> = row.get(1).map_err(corrupt)?;
+                updates.push((seq, data.into_boxed_slice()));
+            }
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(CollabState { snapshot, updates })
+    }
+
+    fn collab_compact(&mut self, doc: &str, upto_seq: u64, snapshot: &[u8]) -> Result<(), StoreError> {
+        let upto = seq_to_i64(upto_seq, doc)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+        // The conditional upsert changes no row when the stored snapshot is newer; an equal seq replaces it.
+        let replaced = tx
+            .prepare_cached(
+                "INSERT INTO collab_snapshots (doc, seq, data) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (doc) DO UPDATE SET seq = excluded.seq, data = excluded.data
+                 WHERE excluded.seq >= collab_snapshots.seq",
+            )
+            .and_then(|mut stmt| stmt.execute(params![doc, upto, snapshot]))
+            .map_err(db_err)?;
+        if replaced == 0 {
+            tracing::debug!(doc, upto_seq, "collab snapshot older than the stored one ignored");
+            return Ok(());
+        }
+        tx.prepare_cached("DELETE FROM collab_updates WHERE doc = ?1 AND seq <= ?2")
+            .and_then(|mut stmt| stmt.execute(params![doc, upto]))
+            .map_err(db_err)?;
+        tx.commit().map_err(db_err)
+    }
+
+    fn collab_bytes(&mut self) -> Result<u64, StoreError> {
+        // length() of a BLOB comes from the record header; the blob itself is not read.
+        let total: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT (SELECT COALESCE(SUM(length(data)), 0) FROM collab_updates)
+                      + (SELECT COALESCE(SUM(length(data)), 0) FROM collab_snapshots)",
+            )
+            .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+            .map_err(db_err)?;
+        u64::try_from(total).map_err(|_| StoreError::Corrupt(format!("negative collab byte total {total}")))
+    }
 }
 
 /// Builds a message from a `seq, id, user, body, ts_ms` row of `room`.
@@ -251,6 +373,13 @@ fn to_i64(value: u64, field: &str, m: &ChatMessage) -> Result<i64, StoreError> {
             m.seq,
             i64::MAX
         ))
+    })
+}
+
+/// Converts the seq of a collab document for storage, refusing values SQLite cannot hold.
+fn seq_to_i64(seq: u64, doc: &str) -> Result<i64, StoreError> {
+    i64::try_from(seq).map_err(|_| {
+        StoreError::Db(format!("collab doc {doc}: seq {seq} exceeds the storable maximum {}", i64::MAX))
     })
 }
 
@@ -671,6 +800,300 @@ mod tests {
         let path = dir.0.join("missing-dir").join("chat.db");
         let err = SqliteStore::open(&path, Synchronous::Full).unwrap_err();
         assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    }
+
+    fn upd(doc: &str, seq: u64, data: &[u8]) -> CollabUpdate {
+        CollabUpdate { doc: Arc::from(doc), seq, update: data.into() }
+    }
+
+    fn entry(seq: u64, data: &[u8]) -> (u64, Box<[u8]>) {
+        (seq, data.into())
+    }
+
+    fn update_seqs(state: &CollabState) -> Vec<u64> {
+        state.updates.iter().map(|(seq, _)| *seq).collect()
+    }
+
+    #[test]
+    fn collab_unknown_doc_loads_empty() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        assert_eq!(store.collab_load("doc:x").unwrap(), CollabState::default());
+        assert_eq!(store.collab_bytes().unwrap(), 0);
+        store.collab_append(&[]).unwrap();
+        assert_eq!(store.collab_load("doc:x").unwrap(), CollabState::default());
+    }
+
+    #[test]
+    fn collab_append_then_load_in_seq_order() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        store.collab_append(&[upd("d", 3, b"c"), upd("d", 1, b"a"), upd("other", 1, b"o")]).unwrap();
+        store.collab_append(&[upd("d", 2, b"b"), upd("d", 10, b"j"), upd("d", 9, b"i")]).unwrap();
+        let state = store.collab_load("d").unwrap();
+        assert_eq!(state.snapshot, None);
+        assert_eq!(
+            state.updates,
+            [entry(1, b"a"), entry(2, b"b"), entry(3, b"c"), entry(9, b"i"), entry(10, b"j")]
+        );
+        assert_eq!(store.collab_load("other").unwrap().updates, [entry(1, b"o")]);
+    }
+
+    #[test]
+    fn collab_docs_are_isolated_including_prefixes() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        store.collab_append(&[upd("doc:1", 1, b"one"), upd("doc:10", 1, b"ten")]).unwrap();
+        store.collab_compact("doc:10", 1, b"snap ten").unwrap();
+        assert_eq!(
+            store.collab_load("doc:1").unwrap(),
+            CollabState { snapshot: None, updates: vec![entry(1, b"one")] }
+        );
+        assert_eq!(
+            store.collab_load("doc:10").unwrap(),
+            CollabState { snapshot: Some(entry(1, b"snap ten")), updates: vec![] }
+        );
+    }
+
+    #[test]
+    fn collab_duplicate_against_stored_row_rolls_back_whole_batch() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        store.collab_append(&[upd("d", 1, b"a"), upd("d", 2, b"b")]).unwrap();
+        let err =
+            store.collab_append(&[upd("d", 3, b"c"), upd("e", 1, b"x"), upd("d", 2, b"dup")]).unwrap_err();
+        assert!(matches!(err, StoreError::Db(_)), "{err:?}");
+        assert_eq!(store.collab_load("d").unwrap().updates, [entry(1, b"a"), entry(2, b"b")]);
+        assert_eq!(store.collab_load("e").unwrap(), CollabState::default());
+        // The store stays usable after a rollback.
+        store.collab_append(&[upd("d", 3, b"c")]).unwrap();
+        assert_eq!(update_seqs(&store.collab_load("d").unwrap()), [1, 2, 3]);
+    }
+
+    #[test]
+    fn collab_duplicate_within_batch_stores_nothing() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let err =
+            store.collab_append(&[upd("d", 1, b"a"), upd("d", 2, b"b"), upd("d", 1, b"a")]).unwrap_err();
+        assert!(matches!(err, StoreError::Db(_)), "{err:?}");
+        assert_eq!(store.collab_load("d").unwrap(), CollabState::default());
+        assert_eq!(store.collab_bytes().unwrap(), 0);
+    }
+
+    #[test]
+    fn collab_compact_replaces_snapshot_and_keeps_later_updates() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let batch: Vec<_> = (1..=6).map(|s| upd("d", s, &[s as u8])).collect();
+        store.collab_append(&batch).unwrap();
+        store.collab_compact("d", 2, b"state@2").unwrap();
+        let state = store.collab_load("d").unwrap();
+        assert_eq!(state.snapshot, Some(entry(2, b"state@2")));
+        assert_eq!(update_seqs(&state), [3, 4, 5, 6]);
+
+        store.collab_compact("d", 4, b"state@4").unwrap();
+        let state = store.collab_load("d").unwrap();
+        assert_eq!(state.snapshot, Some(entry(4, b"state@4")));
+        assert_eq!(state.updates, [entry(5, &[5]), entry(6, &[6])]);
+        // The covered rows are gone from the table, not just hidden by the load.
+        let rows: i64 = store
+            .conn
+            .query_row("SELECT COUNT(*) FROM collab_updates WHERE doc = 'd'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2);
+
+        // Compacting everything leaves only the snapshot; the same seq again replaces it.
+        store.collab_compact("d", 6, b"state@6").unwrap();
+        store.collab_compact("d", 6, b"state@6 smaller").unwrap();
+        assert_eq!(
+            store.collab_load("d").unwrap(),
+            CollabState { snapshot: Some(entry(6, b"state@6 smaller")), updates: vec![] }
+        );
+        store.collab_append(&[upd("d", 7, b"after")]).unwrap();
+        assert_eq!(store.collab_load("d").unwrap().updates, [entry(7, b"after")]);
+    }
+
+    #[test]
+    fn collab_compact_of_a_doc_without_updates_stores_the_snapshot() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        store.collab_compact("d", 0, b"initial").unwrap();
+        assert_eq!(store.collab_load("d").unwrap().snapshot, Some(entry(0, b"initial")));
+        store.collab_append(&[upd("d", 1, b"a")]).unwrap();
+        assert_eq!(update_seqs(&store.collab_load("d").unwrap()), [1]);
+    }
+
+    #[test]
+    fn collab_older_compact_is_ignored() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let batch: Vec<_> = (1..=5).map(|s| upd("d", s, b"u")).collect();
+        store.collab_append(&batch).unwrap();
+        store.collab_compact("d", 3, b"state@3").unwrap();
+        store.collab_compact("d", 2, b"stale state@2").unwrap();
+        let state = store.collab_load("d").unwrap();
+        assert_eq!(state.snapshot, Some(entry(3, b"state@3")));
+        assert_eq!(update_seqs(&state), [4, 5]);
+        store.collab_compact("d", 0, b"stale state@0").unwrap();
+        assert_eq!(store.collab_load("d").unwrap(), state);
+    }
+
+    #[test]
+    fn collab_seq_covered_by_snapshot_is_a_duplicate() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        store.collab_append(&[upd("d", 1, b"a"), upd("d", 2, b"b"), upd("d", 3, b"c")]).unwrap();
+        store.collab_compact("d", 2, b"state@2").unwrap();
+        let err = store.collab_append(&[upd("d", 4, b"d"), upd("d", 2, b"again")]).unwrap_err();
+        assert!(matches!(err, StoreError::Db(_)), "{err:?}");
+        let state = store.collab_load("d").unwrap();
+        assert_eq!(state.snapshot, Some(entry(2, b"state@2")));
+        assert_eq!(state.updates, [entry(3, b"c")]);
+        let rows: i64 =
+            store.conn.query_row("SELECT COUNT(*) FROM collab_updates", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 1);
+    }
+
+    #[test]
+    fn collab_seqs_past_i64_max_are_refused_not_wrapped() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let too_big = i64::MAX as u64 + 1;
+        let err = store.collab_append(&[upd("d", 1, b"ok"), upd("d", too_big, b"x")]).unwrap_err();
+        assert!(matches!(err, StoreError::Db(_)), "{err:?}");
+        assert_eq!(store.collab_load("d").unwrap(), CollabState::default());
+        let err = store.collab_compact("d", u64::MAX, b"snap").unwrap_err();
+        assert!(matches!(err, StoreError::Db(_)), "{err:?}");
+        assert_eq!(store.collab_load("d").unwrap(), CollabState::default());
+
+        let edge = i64::MAX as u64;
+        store.collab_append(&[upd("d", edge, b"edge")]).unwrap();
+        assert_eq!(store.collab_load("d").unwrap().updates, [entry(edge, b"edge")]);
+        store.collab_compact("d", edge, b"snap").unwrap();
+        assert_eq!(
+            store.collab_load("d").unwrap(),
+            CollabState { snapshot: Some(entry(edge, b"snap")), updates: vec![] }
+        );
+    }
+
+    #[test]
+    fn collab_negative_stored_seq_reads_as_corrupt() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        store.collab_append(&[upd("d", 2, b"b")]).unwrap();
+        store.collab_compact("d", 1, b"state@1").unwrap();
+        store
+            .conn
+            .execute_batch("PRAGMA ignore_check_constraints = ON; UPDATE collab_snapshots SET seq = -1;")
+            .unwrap();
+        let err = store.collab_load("d").unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    }
+
+    #[test]
+    fn collab_empty_and_binary_blobs_round_trip() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let all_bytes: Vec<u8> = (0..=255).collect();
+        store.collab_append(&[upd("d", 1, b""), upd("d", 2, &all_bytes), upd("d", 3, b"\0\0")]).unwrap();
+        store.collab_compact("e", 1, b"").unwrap();
+        assert_eq!(
+            store.collab_load("d").unwrap().updates,
+            [entry(1, b""), entry(2, &all_bytes), entry(3, b"\0\0")]
+        );
+        assert_eq!(store.collab_load("e").unwrap().snapshot, Some(entry(1, b"")));
+        assert_eq!(store.collab_bytes().unwrap(), 258);
+    }
+
+    #[test]
+    fn collab_large_blobs_round_trip() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        const MIB: usize = 1 << 20;
+        let big: Vec<u8> = (0..MIB).map(|i| (i * 7 + i / 251) as u8).collect();
+        let mut snapshot = big.clone();
+        snapshot.reverse();
+        store
+            .collab_append(&[upd("d", 1, &big), upd("d", 2, &big[..MIB - 1]), upd("d", 3, b"tail")])
+            .unwrap();
+        assert_eq!(store.collab_bytes().unwrap(), (2 * MIB - 1 + 4) as u64);
+        let state = store.collab_load("d").unwrap();
+        assert_eq!(state.updates, [entry(1, &big), entry(2, &big[..MIB - 1]), entry(3, b"tail")]);
+
+        store.collab_compact("d", 2, &snapshot).unwrap();
+        let state = store.collab_load("d").unwrap();
+        assert_eq!(state.snapshot, Some(entry(2, &snapshot)));
+        assert_eq!(state.updates, [entry(3, b"tail")]);
+        assert_eq!(store.collab_bytes().unwrap(), (MIB + 4) as u64);
+    }
+
+    #[test]
+    fn collab_bytes_counts_snapshots_and_updates() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        store.append(&[msg("r", 1, "chat is not counted")]).unwrap();
+        assert_eq!(store.collab_bytes().unwrap(), 0);
+        store.collab_append(&[upd("a", 1, &[0; 10]), upd("a", 2, &[0; 20]), upd("b", 1, &[0; 5])]).unwrap();
+        assert_eq!(store.collab_bytes().unwrap(), 35);
+        store.collab_compact("a", 1, &[0; 100]).unwrap();
+        assert_eq!(store.collab_bytes().unwrap(), 125);
+        store.collab_compact("a", 0, &[0; 1000]).unwrap();
+        assert_eq!(store.collab_bytes().unwrap(), 125);
+        store.collab_compact("a", 2, &[0; 50]).unwrap();
+        assert_eq!(store.collab_bytes().unwrap(), 55);
+        assert!(store.collab_append(&[upd("b", 2, &[0; 7]), upd("b", 1, &[0; 9])]).is_err());
+        assert_eq!(store.collab_bytes().unwrap(), 55);
+    }
+
+    #[test]
+    fn collab_data_survives_reopen() {
+        let dir = TempDir::new();
+        let path = dir.0.join("chat.db");
+        {
+            let mut store = SqliteStore::open(&path, Synchronous::Full).unwrap();
+            store.collab_append(&[upd("d", 1, b"a"), upd("d", 2, b"b"), upd("d", 3, b"c")]).unwrap();
+            store.collab_compact("d", 2, b"state@2").unwrap();
+        }
+        let expected = CollabState { snapshot: Some(entry(2, b"state@2")), updates: vec![entry(3, b"c")] };
+        let mut store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        assert_eq!(store.collab_load("d").unwrap(), expected);
+        assert_eq!(store.collab_bytes().unwrap(), 8);
+        store.collab_append(&[upd("d", 4, b"d")]).unwrap();
+        drop(store);
+        let mut store = SqliteStore::open(&path, Synchronous::Off).unwrap();
+        assert_eq!(update_seqs(&store.collab_load("d").unwrap()), [3, 4]);
+    }
+
+    #[test]
+    fn migration_from_schema_version_one_keeps_chat_and_adds_collab() {
+        let dir = TempDir::new();
+        let path = dir.0.join("chat.db");
+        {
+            // A database exactly as the build before collab documents left it.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO chat_messages VALUES ('room:a', 1, 1000001, 'alice', 'old', 1700000000001)",
+                [],
+            )
+            .unwrap();
+        }
+        let mut store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        assert_eq!(user_version(&store), SCHEMA_VERSION);
+        assert_eq!(SCHEMA_VERSION, 2);
+        let (head, page) = store.room_head("room:a", 10).unwrap();
+        assert_eq!(head, 1);
+        assert_eq!(page.messages, [msg("room:a", 1, "old")]);
+        store.append(&[msg("room:a", 2, "new")]).unwrap();
+        store.collab_append(&[upd("d", 1, b"a"), upd("d", 2, b"b")]).unwrap();
+        store.collab_compact("d", 1, b"state@1").unwrap();
+        drop(store);
+
+        let mut store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        assert_eq!(user_version(&store), SCHEMA_VERSION);
+        assert_eq!(seqs(&store.history("room:a", None, None, 10).unwrap()), [1, 2]);
+        assert_eq!(
+            store.collab_load("d").unwrap(),
+            CollabState { snapshot: Some(entry(1, b"state@1")), updates: vec![entry(2, b"b")] }
+        );
+        let tables: i64 = store
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_schema
+                 WHERE type = 'table' AND name LIKE 'collab_%' AND sql LIKE '%STRICT%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 2);
     }
 
     #[test]

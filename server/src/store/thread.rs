@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use super::{Backend, ChatMessage, StoreError, StoreRequest, StoreResult};
+use super::{Backend, ChatMessage, CollabUpdate, StoreError, StoreRequest, StoreResult};
 
 /// Most requests taken from the queue for one group; bounds the time before the first ack of a group.
 const MAX_GROUP: usize = 4096;
@@ -29,6 +29,8 @@ pub struct StoreStats {
     pub commit_buckets: [AtomicU64; COMMIT_BUCKETS.len() + 1],
     /// Sum of commit latencies in microseconds.
     pub commit_micros: AtomicU64,
+    /// Bytes of collab updates and snapshots written.
+    pub collab_bytes: AtomicU64,
 }
 
 impl StoreStats {
@@ -120,9 +122,22 @@ fn run(
         }
         for (worker, req) in group.drain(..) {
             match req {
-                StoreRequest::Append { msg, tag } => {
-                    pending.msgs.push(msg);
-                    pending.routes.push((worker, tag));
+                StoreRequest::Append { msg, tag } => pending.chat.push(worker, tag, msg),
+                StoreRequest::CollabAppend { update, tag } => {
+                    stats.collab_bytes.fetch_add(update.update.len() as u64, Ordering::Relaxed);
+                    pending.collab.push(worker, tag, update)
+                }
+                StoreRequest::CollabLoad { doc, tag } => {
+                    commit(backend, &mut pending, stats, deliver);
+                    let result = backend.collab_load(&doc).map_err(|e| failed(stats, e));
+                    deliver(worker, StoreResult::CollabLoaded { doc, tag, result });
+                }
+                StoreRequest::CollabCompact { doc, upto_seq, snapshot, tag } => {
+                    commit(backend, &mut pending, stats, deliver);
+                    stats.collab_bytes.fetch_add(snapshot.len() as u64, Ordering::Relaxed);
+                    let result =
+                        backend.collab_compact(&doc, upto_seq, &snapshot).map_err(|e| failed(stats, e));
+                    deliver(worker, StoreResult::CollabCompacted { doc, tag, result });
                 }
                 StoreRequest::RoomHead { room, recent, tag } => {
                     // Reads see every write queued before them.
@@ -149,36 +164,76 @@ fn failed(stats: &StoreStats, e: StoreError) -> Arc<StoreError> {
     Arc::new(e)
 }
 
-/// Appends waiting for the group's commit: the messages and, at the same index, where each ack goes.
+/// Appends waiting for the group's commit, each with the worker and tag its ack goes to.
 #[derive(Default)]
 struct Appends {
-    msgs: Vec<ChatMessage>,
+    chat: Batch<ChatMessage>,
+    collab: Batch<CollabUpdate>,
+}
+
+/// Items to write together, and at the same index where each ack goes.
+struct Batch<T> {
+    items: Vec<T>,
     routes: Vec<(usize, u64)>,
 }
 
-/// Commit the pending appends as one transaction and ack each. If the group fails, each message is
-/// retried alone so one bad message (say, a duplicate seq) does not fail its neighbours.
+impl<T> Default for Batch<T> {
+    fn default() -> Self {
+        Batch { items: Vec::new(), routes: Vec::new() }
+    }
+}
+
+impl<T> Batch<T> {
+    fn push(&mut self, worker: usize, tag: u64, item: T) {
+        self.items.push(item);
+        self.routes.push((worker, tag));
+    }
+}
+
+/// Commit the pending appends (one transaction per kind) and ack each.
 fn commit(
     backend: &mut dyn Backend,
     pending: &mut Appends,
     stats: &StoreStats,
     deliver: &dyn Fn(usize, StoreResult),
 ) {
-    if pending.msgs.is_empty() {
+    commit_batch(&mut pending.chat, &mut |b| backend.append(b), stats, &mut |worker, tag, msg, result| {
+        deliver(worker, StoreResult::Appended { msg, tag, result })
+    });
+    commit_batch(
+        &mut pending.collab,
+        &mut |b| backend.collab_append(b),
+        stats,
+        &mut |worker, tag, u, result| {
+            let CollabUpdate { doc, seq, .. } = u;
+            deliver(worker, StoreResult::CollabAppended { doc, seq, tag, result })
+        },
+    );
+}
+
+/// Write a batch as one group. If the group fails, each item is retried alone so one bad item (say,
+/// a duplicate seq) does not fail its neighbours.
+fn commit_batch<T>(
+    batch: &mut Batch<T>,
+    append: &mut dyn FnMut(&[T]) -> Result<(), StoreError>,
+    stats: &StoreStats,
+    done: &mut dyn FnMut(usize, u64, T, Result<(), Arc<StoreError>>),
+) {
+    if batch.items.is_empty() {
         return;
     }
     let started = Instant::now();
-    let group_ok = backend.append(&pending.msgs).is_ok();
+    let group_ok = append(&batch.items).is_ok();
     if group_ok {
         stats.observe_commit(started.elapsed().as_secs_f64());
-        stats.appended.fetch_add(pending.msgs.len() as u64, Ordering::Relaxed);
+        stats.appended.fetch_add(batch.items.len() as u64, Ordering::Relaxed);
     }
-    for (msg, (worker, tag)) in pending.msgs.drain(..).zip(pending.routes.drain(..)) {
+    for (item, (worker, tag)) in batch.items.drain(..).zip(batch.routes.drain(..)) {
         let result = if group_ok {
             Ok(())
         } else {
             let one = Instant::now();
-            match backend.append(std::slice::from_ref(&msg)) {
+            match append(std::slice::from_ref(&item)) {
                 Ok(()) => {
                     stats.observe_commit(one.elapsed().as_secs_f64());
                     stats.appended.fetch_add(1, Ordering::Relaxed);
@@ -187,6 +242,6 @@ fn commit(
                 Err(e) => Err(failed(stats, e)),
             }
         };
-        deliver(worker, StoreResult::Appended { msg, tag, result });
+        done(worker, tag, item, result);
     }
 }

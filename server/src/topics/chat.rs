@@ -415,6 +415,9 @@ impl Chat {
             StoreResult::RoomHead { room, tag, .. } | StoreResult::History { room, tag, .. } => {
                 (room.clone(), *tag)
             }
+            StoreResult::CollabAppended { .. }
+            | StoreResult::CollabLoaded { .. }
+            | StoreResult::CollabCompacted { .. } => return,
         };
         let Some(pending) = self.pending.remove(&tag) else {
             tracing::error!(tag, "storage result for an unknown request");

@@ -2,6 +2,7 @@
 //! topic's owner) and an owner-side part (the topic's state, on one worker).
 
 pub mod chat;
+pub mod collab;
 pub mod shootout;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ impl TopicKind {
 #[derive(Debug)]
 pub enum TopicMsg {
     Chat(chat::ChatMsg),
+    Collab(collab::CollabMsg),
 }
 
 /// A push on a joined channel, as the worker serving the connection sees it.
@@ -115,24 +117,36 @@ pub fn binary_frame(data: &[u8]) -> Frame {
 #[derive(Debug)]
 pub struct Topics {
     pub chat: chat::Chat,
+    pub collab: collab::Collab,
 }
 
 impl Topics {
     /// State for worker `me`.
     pub fn new(me: usize) -> Self {
-        Topics { chat: chat::Chat::new(me) }
+        Topics { chat: chat::Chat::new(me), collab: collab::Collab::new(me) }
     }
 
     /// A message for a topic this worker owns.
     pub fn on_msg(&mut self, ctx: &mut OwnerCtx<'_>, msg: TopicMsg) {
         match msg {
             TopicMsg::Chat(m) => self.chat.on_owner_msg(ctx, m),
+            TopicMsg::Collab(m) => self.collab.on_msg(ctx, m),
         }
     }
 
     /// A storage result for this worker.
     pub fn on_store(&mut self, ctx: &mut OwnerCtx<'_>, result: StoreResult) {
-        self.chat.on_store(ctx, result);
+        match result {
+            StoreResult::CollabAppended { .. }
+            | StoreResult::CollabLoaded { .. }
+            | StoreResult::CollabCompacted { .. } => self.collab.on_store(ctx, result),
+            _ => self.chat.on_store(ctx, result),
+        }
+    }
+
+    /// Once a second.
+    pub fn tick(&mut self, ctx: &mut OwnerCtx<'_>) {
+        self.collab.tick(ctx);
     }
 }
 

@@ -1,7 +1,10 @@
 //! Input on a connection: the HTTP request that starts it, then WebSocket frames and the messages
 //! they carry (Phoenix, conformance echo, shootout).
 
+use std::sync::Arc;
+
 use super::*;
+use crate::topics::collab;
 
 impl Worker {
     /// How many more bytes to make room for before the next read (0: stop reading).
@@ -11,7 +14,9 @@ impl Worker {
                 // parse_request reports TooLarge once the limit is reached; read no further than it.
                 (self.cfg.max_request_bytes + 1).saturating_sub(buf.filled().len()).min(4096)
             }
-            Phase::Other(Stage::Echo | Stage::Shootout)
+            // Nothing more is read from a request that waits for its answer.
+            Phase::Other(Stage::AwaitingReply) => 0,
+            Phase::Other(Stage::Echo | Stage::Shootout | Stage::Collab)
             | Phase::Phoenix(_)
             | Phase::Other(Stage::Closing)
             | Phase::Other(Stage::AwaitingClose) => {
@@ -73,6 +78,25 @@ impl Worker {
                 self.upgraded(key, response, Phase::Phoenix(Session::new(user.into())))
             }
             Route::Echo { response } => self.upgraded(key, response, Phase::Other(Stage::Echo)),
+            Route::Collab { doc, response } => {
+                let doc: Arc<str> = doc.into();
+                let list = self.local.intern(&collab::list_name(&doc));
+                let slot = self.local.join(&list, key);
+                self.collab_slots.insert(key, (doc.clone(), slot));
+                let ok = self.upgraded(key, response, Phase::Other(Stage::Collab));
+                let conn = self.conn_id(key);
+                collab::send(&mut self.out, collab::CollabMsg::Open { doc, conn });
+                ok
+            }
+            Route::CollabText { doc, name } => {
+                self.conns[key].phase = Phase::Other(Stage::AwaitingReply);
+                let conn = self.conn_id(key);
+                collab::send(
+                    &mut self.out,
+                    collab::CollabMsg::Text { doc: doc.into(), conn, name: name.into() },
+                );
+                false
+            }
             Route::Shootout { response } => {
                 let topic = self.local.intern(shootout::TOPIC);
                 let slot = self.local.join(&topic, key);
@@ -92,7 +116,7 @@ impl Worker {
         self.send_owned(key, response)
     }
 
-    fn respond_and_close(&mut self, key: usize, bytes: Vec<u8>) {
+    pub(super) fn respond_and_close(&mut self, key: usize, bytes: Vec<u8>) {
         self.conns[key].phase = Phase::Other(Stage::Closing);
         self.conns[key].since = self.now;
         if self.send_owned(key, bytes) && !self.conns[key].backpressured() {
@@ -101,8 +125,11 @@ impl Worker {
     }
 
     fn process_frames(&mut self, key: usize, buf: &mut ReadBuf) -> bool {
-        let echo = matches!(self.conns[key].phase, Phase::Other(Stage::Echo));
-        let max = if echo { self.cfg.echo_max_message_bytes() } else { self.cfg.max_message_bytes };
+        let max = match self.conns[key].phase {
+            Phase::Other(Stage::Echo) => self.cfg.echo_max_message_bytes(),
+            Phase::Other(Stage::Collab) => self.cfg.max_collab_message_bytes,
+            _ => self.cfg.max_message_bytes,
+        };
         loop {
             let (head, range, used) = match frame::decode(buf.filled_mut(), max) {
                 Ok(None) => return true,
@@ -170,6 +197,10 @@ impl Worker {
                     self.send_owned_limit(key, f, self.cfg.echo_max_message_bytes() * 2)
                 }
                 Phase::Other(Stage::Shootout) => self.on_shootout(key, &text),
+                Phase::Other(Stage::Collab) => {
+                    self.start_close(key, 1003, "the y-websocket protocol is binary");
+                    false
+                }
                 _ => match pwire::parse_text(&text) {
                     Ok(m) => self.on_phoenix(key, m),
                     Err(e) => {
@@ -183,6 +214,17 @@ impl Worker {
                 false
             }
             Incoming::Binary(data) => match &self.conns[key].phase {
+                Phase::Other(Stage::Collab) => {
+                    if let Some((doc, _)) = self.collab_slots.get(&key) {
+                        let msg = collab::CollabMsg::Frame {
+                            doc: doc.clone(),
+                            conn: self.conn_id(key),
+                            data: data.into(),
+                        };
+                        collab::send(&mut self.out, msg);
+                    }
+                    true
+                }
                 Phase::Other(Stage::Echo) => {
                     let f = frame::encode(OpCode::Binary, &data);
                     self.send_owned_limit(key, f, self.cfg.echo_max_message_bytes() * 2)

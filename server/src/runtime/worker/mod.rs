@@ -23,7 +23,7 @@ use crate::mailbox::{ConnId, Inbox, Msg, Outbox};
 use crate::metrics::{Registry, WorkerStats};
 use crate::phoenix::{self, JoinRef, Session};
 use crate::store::StoreHandle;
-use crate::topics::{shootout, OwnerCtx, Topics};
+use crate::topics::{collab, shootout, OwnerCtx, Topics};
 use crate::wire::frame::{self, FrameError, Incoming, OpCode};
 use crate::wire::handshake;
 use crate::wire::phoenix as pwire;
@@ -75,6 +75,10 @@ pub struct Worker {
     anon_counter: u64,
     /// Slots of shootout clients in the local subscriber list, by slab key.
     shootout_slots: std::collections::HashMap<usize, u32>,
+    /// Collab connections: their document and slot in its local subscriber list, by slab key.
+    collab_slots: std::collections::HashMap<usize, (Arc<str>, u32)>,
+    /// The second the collab tick last ran.
+    last_topic_tick: u32,
 }
 
 /// What a worker needs at start; built by the runtime before threads start.
@@ -118,6 +122,8 @@ impl Worker {
             replies: Vec::new(),
             anon_counter: 0,
             shootout_slots: std::collections::HashMap::new(),
+            collab_slots: std::collections::HashMap::new(),
+            last_topic_tick: 0,
         })
     }
 
@@ -397,6 +403,13 @@ impl Worker {
     }
 
     fn detach_session(&mut self, key: usize) {
+        if matches!(self.conns[key].phase, Phase::Other(Stage::Collab)) {
+            if let Some((doc, slot)) = self.collab_slots.remove(&key) {
+                self.local.leave(&collab::list_name(&doc), slot);
+                let conn = self.conn_id(key);
+                collab::send(&mut self.out, collab::CollabMsg::Close { doc, conn });
+            }
+        }
         if matches!(self.conns[key].phase, Phase::Other(Stage::Shootout)) {
             if let Some(slot) = self.shootout_slots.remove(&key) {
                 self.local.leave(shootout::TOPIC, slot);
@@ -521,6 +534,21 @@ impl Worker {
                 };
                 self.topics.on_store(&mut ctx, r);
             }
+            Msg::CloseConn { conn, code, reason } => {
+                if let Some(key) = self.live(conn.token()) {
+                    if !matches!(self.conns[key].phase, Phase::Other(Stage::Closing | Stage::AwaitingClose)) {
+                        WorkerStats::add(&self.stats().protocol_closes, 1);
+                        self.start_close(key, code, &reason);
+                    }
+                }
+            }
+            Msg::HttpReply { conn, bytes } => {
+                if let Some(key) = self.live(conn.token()) {
+                    if matches!(self.conns[key].phase, Phase::Other(Stage::AwaitingReply)) {
+                        self.respond_and_close(key, bytes);
+                    }
+                }
+            }
             Msg::Shutdown => self.begin_drain(),
         }
     }
@@ -574,6 +602,16 @@ impl Worker {
         if self.accept_paused_until.is_some_and(|t| self.now >= t) && self.draining_until.is_none() {
             self.resume_accept();
         }
+        if self.now != self.last_topic_tick {
+            self.last_topic_tick = self.now;
+            let mut ctx = OwnerCtx {
+                out: &mut self.out,
+                store: &self.store,
+                cfg: &self.cfg,
+                stats: &self.registry.workers[self.id],
+            };
+            self.topics.tick(&mut ctx);
+        }
         let mut due = Vec::new();
         self.wheel.expire(self.now, &mut due);
         for id in due {
@@ -583,8 +621,10 @@ impl Worker {
             };
             let conn = &self.conns[key];
             let limit = match conn.phase {
-                Phase::Other(Stage::Handshake) => self.cfg.handshake_timeout.as_secs() as u32,
-                Phase::Phoenix(_) | Phase::Other(Stage::Echo | Stage::Shootout) => {
+                Phase::Other(Stage::Handshake | Stage::AwaitingReply) => {
+                    self.cfg.handshake_timeout.as_secs() as u32
+                }
+                Phase::Phoenix(_) | Phase::Other(Stage::Echo | Stage::Shootout | Stage::Collab) => {
                     self.cfg.heartbeat_timeout.as_secs() as u32
                 }
                 Phase::Other(Stage::Closing) | Phase::Other(Stage::AwaitingClose) => CLOSE_TIMEOUT,
@@ -599,7 +639,7 @@ impl Worker {
             }
             WorkerStats::add(&self.stats().timeouts, 1);
             match conn.phase {
-                Phase::Phoenix(_) | Phase::Other(Stage::Echo | Stage::Shootout) => {
+                Phase::Phoenix(_) | Phase::Other(Stage::Echo | Stage::Shootout | Stage::Collab) => {
                     tracing::debug!(worker = self.id, key, "closing silent connection");
                     self.detach_session(key);
                     self.conns[key].phase = Phase::Other(Stage::Closing);
@@ -628,7 +668,7 @@ impl Worker {
                 continue;
             }
             match self.conns[key].phase {
-                Phase::Phoenix(_) | Phase::Other(Stage::Echo | Stage::Shootout) => {
+                Phase::Phoenix(_) | Phase::Other(Stage::Echo | Stage::Shootout | Stage::Collab) => {
                     self.detach_session(key);
                     self.conns[key].phase = Phase::Other(Stage::Closing);
                     if self.send_owned(key, frame::close_frame(1001, "server shutting down"))
@@ -637,7 +677,7 @@ impl Worker {
                         self.remove(key);
                     }
                 }
-                Phase::Other(Stage::Handshake) => self.remove(key),
+                Phase::Other(Stage::Handshake | Stage::AwaitingReply) => self.remove(key),
                 Phase::Other(Stage::Closing) | Phase::Other(Stage::AwaitingClose) => {}
             }
         }

@@ -1,0 +1,420 @@
+//! `/collab/<doc>`: Yjs documents for the unmodified y-websocket client, held with yrs on the
+//! document's owner worker and persisted as an update log plus snapshots.
+//!
+//! Connections on any worker forward their protocol messages to the owner; the owner applies
+//! updates, answers sync steps, and fans updates and awareness out to every connection of the
+//! document (the sender included, as the reference server does), one message per frame. A document
+//! is loaded completely from storage before any client is synced.
+
+pub mod doc;
+pub mod proto;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use self::doc::CollabDoc;
+use super::{binary_frame, OwnerCtx, TopicMsg};
+use crate::mailbox::{ConnId, Msg};
+use crate::metrics::WorkerStats;
+use crate::store::{CollabUpdate, StoreRequest, StoreResult};
+use crate::wire::handshake;
+
+/// Longest document name, in bytes.
+pub const MAX_DOC_NAME: usize = 128;
+
+/// Whether `name` may name a document.
+pub fn valid_doc_name(name: &str) -> bool {
+    (1..=MAX_DOC_NAME).contains(&name.len()) && !name.chars().any(|c| c.is_control() || c == '/')
+}
+
+/// The name of a document's subscriber list on each worker; not a valid Phoenix topic.
+pub fn list_name(doc: &str) -> String {
+    format!("\0collab:{doc}")
+}
+
+/// Work for a document's owner.
+#[derive(Debug)]
+pub enum CollabMsg {
+    /// A connection upgraded on `/collab/<doc>`.
+    Open { doc: Arc<str>, conn: ConnId },
+    /// One y-websocket protocol message from a connection.
+    Frame { doc: Arc<str>, conn: ConnId, data: Box<[u8]> },
+    /// The connection is gone.
+    Close { doc: Arc<str>, conn: ConnId },
+    /// `GET /collab/<doc>/text`: answer with the plain text of the shared type `name`.
+    Text { doc: Arc<str>, conn: ConnId, name: Box<str> },
+}
+
+impl CollabMsg {
+    fn doc(&self) -> &Arc<str> {
+        match self {
+            CollabMsg::Open { doc, .. }
+            | CollabMsg::Frame { doc, .. }
+            | CollabMsg::Close { doc, .. }
+            | CollabMsg::Text { doc, .. } => doc,
+        }
+    }
+}
+
+/// A document on its owner.
+#[derive(Debug)]
+struct DocState {
+    /// Messages that arrived while the document was loading.
+    loading: Option<Vec<CollabMsg>>,
+    doc: CollabDoc,
+    /// Seq of the last update applied (and queued for storage).
+    last_seq: u64,
+    /// Seq the stored snapshot covers.
+    snapshot_seq: u64,
+    compacting: bool,
+    /// Editors, with the awareness client ids each announced.
+    conns: HashMap<ConnId, Vec<u64>>,
+    per_worker: Vec<u32>,
+    list: Arc<str>,
+    /// Storage requests in flight.
+    inflight: u32,
+    idle_since: Option<Instant>,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Load,
+    Append,
+    Compact { upto: u64 },
+}
+
+/// Collab state on one worker: the documents it owns.
+#[derive(Debug)]
+pub struct Collab {
+    me: usize,
+    docs: HashMap<Arc<str>, DocState>,
+    pending: HashMap<u64, (Arc<str>, Pending)>,
+    next_tag: u64,
+}
+
+impl Collab {
+    /// State for worker `me`.
+    pub fn new(me: usize) -> Self {
+        Collab { me, docs: HashMap::new(), pending: HashMap::new(), next_tag: 0 }
+    }
+
+    fn submit(
+        &mut self,
+        ctx: &mut OwnerCtx<'_>,
+        doc: &Arc<str>,
+        p: Pending,
+        req: impl FnOnce(u64) -> StoreRequest,
+    ) -> bool {
+        self.next_tag += 1;
+        let tag = self.next_tag;
+        match ctx.store.submit(self.me, req(tag)) {
+            Ok(()) => {
+                self.pending.insert(tag, (doc.clone(), p));
+                if let Some(d) = self.docs.get_mut(doc) {
+                    d.inflight += 1;
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(doc = %doc, error = %e, "collab storage request refused");
+                false
+            }
+        }
+    }
+
+    /// A message for a document this worker owns.
+    pub fn on_msg(&mut self, ctx: &mut OwnerCtx<'_>, msg: CollabMsg) {
+        let name = msg.doc().clone();
+        let Some(state) = self.docs.get_mut(&name) else {
+            match msg {
+                CollabMsg::Open { .. } | CollabMsg::Text { .. } => self.load(ctx, name, msg),
+                // Nothing to do for a document that is not open.
+                CollabMsg::Frame { .. } | CollabMsg::Close { .. } => {}
+            }
+            return;
+        };
+        if let Some(queue) = &mut state.loading {
+            queue.push(msg);
+            return;
+        }
+        match msg {
+            CollabMsg::Open { conn, .. } => self.open(ctx, &name, conn),
+            CollabMsg::Frame { conn, data, .. } => self.frame(ctx, &name, conn, &data),
+            CollabMsg::Close { conn, .. } => self.close(ctx, &name, conn),
+            CollabMsg::Text { conn, name: shared, .. } => {
+                let text = state.doc.text(&shared);
+                let resp = handshake::response(200, "text/plain; charset=utf-8", &[], text.as_bytes());
+                ctx.out.send(conn.worker(), Msg::HttpReply { conn, bytes: resp });
+            }
+        }
+    }
+
+    fn load(&mut self, ctx: &mut OwnerCtx<'_>, name: Arc<str>, first: CollabMsg) {
+        let state = DocState {
+            loading: Some(vec![first]),
+            doc: CollabDoc::new(),
+            last_seq: 0,
+            snapshot_seq: 0,
+            compacting: false,
+            conns: HashMap::new(),
+            per_worker: vec![0; ctx.out.workers()],
+            list: list_name(&name).into(),
+            inflight: 0,
+            idle_since: None,
+        };
+        self.docs.insert(name.clone(), state);
+        WorkerStats::add(&ctx.stats.collab_docs, 1);
+        let doc = name.clone();
+        if !self.submit(ctx, &name, Pending::Load, |tag| StoreRequest::CollabLoad { doc, tag }) {
+            self.fail_load(ctx, &name, "storage is overloaded");
+        }
+    }
+
+    /// Loading failed: refuse everything queued and forget the document.
+    fn fail_load(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, why: &str) {
+        let Some(state) = self.docs.remove(name) else { return };
+        WorkerStats::sub(&ctx.stats.collab_docs, 1);
+        for msg in state.loading.unwrap_or_default() {
+            match msg {
+                CollabMsg::Open { conn, .. } => {
+                    ctx.out.send(conn.worker(), Msg::CloseConn { conn, code: 1011, reason: why.into() })
+                }
+                CollabMsg::Text { conn, .. } => {
+                    let bytes = handshake::response(
+                        503,
+                        "text/plain; charset=utf-8",
+                        &[],
+                        format!("{why}\n").as_bytes(),
+                    );
+                    ctx.out.send(conn.worker(), Msg::HttpReply { conn, bytes });
+                }
+                CollabMsg::Frame { .. } | CollabMsg::Close { .. } => {}
+            }
+        }
+    }
+
+    fn open(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, conn: ConnId) {
+        let Some(state) = self.docs.get_mut(name) else { return };
+        if state.conns.insert(conn, Vec::new()).is_none() {
+            state.per_worker[conn.worker()] += 1;
+            WorkerStats::add(&ctx.stats.collab_editors, 1);
+        }
+        state.idle_since = None;
+        // The server speaks first, as the reference server does: its state vector, then every
+        // known awareness state.
+        to_conn(ctx, conn, &proto::sync_step1(&state.doc.state_vector()));
+        if let Some(a) = state.doc.awareness_update_all() {
+            to_conn(ctx, conn, &proto::awareness(&a));
+        }
+    }
+
+    fn frame(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, conn: ConnId, data: &[u8]) {
+        let Some(state) = self.docs.get_mut(name) else { return };
+        if !state.conns.contains_key(&conn) {
+            return;
+        }
+        let msg = match proto::decode(data) {
+            Ok(m) => m,
+            Err(e) => return close(ctx, conn, e.close_code(), &e.to_string()),
+        };
+        match msg {
+            proto::Inbound::SyncStep1 { state_vector } => match state.doc.diff_for(state_vector) {
+                Ok(diff) => to_conn(ctx, conn, &proto::sync_step2(&diff)),
+                Err(e) => close(ctx, conn, 1007, &e.to_string()),
+            },
+            proto::Inbound::SyncStep2 { update } | proto::Inbound::Update { update } => {
+                if state.doc.encoded_len() + update.len() > ctx.cfg.max_doc_bytes {
+                    return close(ctx, conn, 1009, "document size limit reached");
+                }
+                match state.doc.apply_update(update) {
+                    Ok(true) => {
+                        state.last_seq += 1;
+                        WorkerStats::add(&ctx.stats.collab_updates, 1);
+                        let seq = state.last_seq;
+                        let frame = binary_frame(&proto::update(update));
+                        fan_out(ctx, state, frame);
+                        let u = CollabUpdate { doc: name.clone(), seq, update: update.into() };
+                        if !self.submit(ctx, name, Pending::Append, |tag| StoreRequest::CollabAppend {
+                            update: u,
+                            tag,
+                        }) {
+                            tracing::warn!(doc = %name, seq, "update kept in memory only: storage queue full");
+                        }
+                        self.maybe_compact(ctx, name);
+                    }
+                    Ok(false) => {}
+                    Err(e) => close(ctx, conn, 1007, &e.to_string()),
+                }
+            }
+            proto::Inbound::Awareness { update } => match state.doc.apply_awareness(update) {
+                Ok(ids) => {
+                    if let Some(mine) = state.conns.get_mut(&conn) {
+                        for id in ids {
+                            if !mine.contains(&id) && mine.len() < 16 {
+                                mine.push(id);
+                            }
+                        }
+                    }
+                    fan_out(ctx, state, binary_frame(&proto::awareness(update)));
+                }
+                Err(e) => close(ctx, conn, 1007, &e.to_string()),
+            },
+            proto::Inbound::QueryAwareness => {
+                if let Some(a) = state.doc.awareness_update_all() {
+                    to_conn(ctx, conn, &proto::awareness(&a));
+                }
+            }
+            // Authentication happens at the upgrade; nothing to do with the client's auth message.
+            proto::Inbound::Auth => {}
+        }
+    }
+
+    fn close(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, conn: ConnId) {
+        let Some(state) = self.docs.get_mut(name) else { return };
+        let Some(ids) = state.conns.remove(&conn) else { return };
+        state.per_worker[conn.worker()] -= 1;
+        WorkerStats::sub(&ctx.stats.collab_editors, 1);
+        if let Some(gone) = state.doc.remove_clients(&ids) {
+            fan_out(ctx, state, binary_frame(&proto::awareness(&gone)));
+        }
+        if state.conns.is_empty() {
+            state.idle_since = Some(Instant::now());
+        }
+    }
+
+    /// Snapshot when enough updates piled up since the last one.
+    fn maybe_compact(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>) {
+        let every = ctx.cfg.collab_snapshot_every;
+        let Some(state) = self.docs.get_mut(name) else { return };
+        if state.compacting || state.last_seq - state.snapshot_seq < every {
+            return;
+        }
+        self.compact(ctx, name);
+    }
+
+    fn compact(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>) {
+        let Some(state) = self.docs.get_mut(name) else { return };
+        let upto = state.last_seq;
+        let snapshot: Box<[u8]> = state.doc.snapshot().into();
+        state.compacting = true;
+        let doc = name.clone();
+        let ok = self.submit(ctx, name, Pending::Compact { upto }, |tag| StoreRequest::CollabCompact {
+            doc,
+            upto_seq: upto,
+            snapshot,
+            tag,
+        });
+        if !ok {
+            if let Some(state) = self.docs.get_mut(name) {
+                state.compacting = false;
+            }
+        }
+    }
+
+    /// Once a second: snapshot idle documents and let them leave memory.
+    pub fn tick(&mut self, ctx: &mut OwnerCtx<'_>) {
+        let idle = Duration::from_secs(ctx.cfg.collab_idle_secs);
+        let due: Vec<Arc<str>> = self
+            .docs
+            .iter()
+            .filter(|(_, d)| d.loading.is_none() && d.idle_since.is_some_and(|t| t.elapsed() >= idle))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            let Some(state) = self.docs.get(&name) else { continue };
+            if state.last_seq > state.snapshot_seq {
+                if !state.compacting {
+                    self.compact(ctx, &name);
+                }
+            } else if state.inflight == 0 {
+                self.docs.remove(&name);
+                WorkerStats::sub(&ctx.stats.collab_docs, 1);
+            }
+        }
+    }
+
+    /// A storage result for a document this worker owns; false if it was not a collab result.
+    pub fn on_store(&mut self, ctx: &mut OwnerCtx<'_>, result: StoreResult) {
+        let tag = match &result {
+            StoreResult::CollabAppended { tag, .. }
+            | StoreResult::CollabLoaded { tag, .. }
+            | StoreResult::CollabCompacted { tag, .. } => *tag,
+            _ => return,
+        };
+        let Some((name, pending)) = self.pending.remove(&tag) else { return };
+        if let Some(state) = self.docs.get_mut(&name) {
+            state.inflight -= 1;
+        }
+        match (pending, result) {
+            (Pending::Load, StoreResult::CollabLoaded { result, .. }) => {
+                let loaded = result.map_err(|e| e.to_string()).and_then(|stored| {
+                    let updates: Vec<&[u8]> = stored.updates.iter().map(|(_, u)| &u[..]).collect();
+                    let doc = CollabDoc::load(stored.snapshot.as_ref().map(|(_, s)| &s[..]), &updates)
+                        .map_err(|e| e.to_string())?;
+                    let snapshot_seq = stored.snapshot.as_ref().map_or(0, |(seq, _)| *seq);
+                    let last_seq = stored.updates.last().map_or(snapshot_seq, |(seq, _)| *seq);
+                    Ok((doc, snapshot_seq, last_seq))
+                });
+                match loaded {
+                    Ok((doc, snapshot_seq, last_seq)) => {
+                        let Some(state) = self.docs.get_mut(&name) else { return };
+                        state.doc = doc;
+                        state.snapshot_seq = snapshot_seq;
+                        state.last_seq = last_seq;
+                        let queued = state.loading.take().unwrap_or_default();
+                        for msg in queued {
+                            self.on_msg(ctx, msg);
+                        }
+                    }
+                    Err(why) => {
+                        tracing::error!(doc = %name, error = %why, "cannot load document");
+                        self.fail_load(ctx, &name, "the document cannot be loaded");
+                    }
+                }
+            }
+            (Pending::Append, StoreResult::CollabAppended { seq, result, .. }) => {
+                if let Err(e) = result {
+                    tracing::error!(doc = %name, seq, error = %e, "collab update not stored");
+                }
+            }
+            (Pending::Compact { upto }, StoreResult::CollabCompacted { result, .. }) => {
+                let Some(state) = self.docs.get_mut(&name) else { return };
+                state.compacting = false;
+                match result {
+                    Ok(()) => {
+                        WorkerStats::add(&ctx.stats.collab_snapshots, 1);
+                        state.snapshot_seq = state.snapshot_seq.max(upto);
+                    }
+                    Err(e) => tracing::error!(doc = %name, error = %e, "snapshot not stored"),
+                }
+            }
+            (p, _) => {
+                tracing::error!(doc = %name, pending = ?p, "collab storage result does not match its request")
+            }
+        }
+    }
+}
+
+fn to_conn(ctx: &mut OwnerCtx<'_>, conn: ConnId, message: &[u8]) {
+    ctx.out.send(conn.worker(), Msg::ToConn { conn, frame: binary_frame(message) });
+}
+
+fn close(ctx: &mut OwnerCtx<'_>, conn: ConnId, code: u16, reason: &str) {
+    ctx.out.send(conn.worker(), Msg::CloseConn { conn, code, reason: reason.into() });
+}
+
+fn fan_out(ctx: &mut OwnerCtx<'_>, state: &DocState, frame: crate::mailbox::Frame) {
+    for (w, n) in state.per_worker.iter().enumerate() {
+        if *n > 0 {
+            ctx.stats.inc_broadcasts();
+            ctx.out.send(w, Msg::Broadcast { topic: state.list.clone(), frame: frame.clone(), except: None });
+        }
+    }
+}
+
+/// Forward a message to the document's owner.
+pub fn send(out: &mut crate::mailbox::Outbox, msg: CollabMsg) {
+    let owner = out.owner(msg.doc());
+    out.send(owner, Msg::Topic(TopicMsg::Collab(msg)));
+}
