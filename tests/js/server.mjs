@@ -34,6 +34,30 @@ export function within(ms, promise, label = "operation") {
 }
 
 /**
+ * Poll `cond` (sync or async) every `intervalMs` until it returns a truthy value, and resolve
+ * with it; reject after `ms`. Errors thrown by `cond` count as "not yet" and are reported on
+ * timeout. `label` may be a function, called on timeout, to describe the state reached.
+ */
+export async function until(cond, ms = 5000, label = "condition", intervalMs = 20) {
+  const deadline = Date.now() + ms;
+  let lastError = null;
+  for (;;) {
+    try {
+      const v = await cond();
+      if (v) return v;
+      lastError = null;
+    } catch (err) {
+      lastError = err;
+    }
+    if (Date.now() >= deadline) {
+      const what = typeof label === "function" ? label() : label;
+      throw new Error(`timed out after ${ms} ms waiting for ${what}${lastError ? ` (last error: ${lastError.message})` : ""}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
+
+/**
  * A Rusher process. `start()` resolves once the first stdout line announces the port.
  * Logs from stderr are kept for failure reports.
  */
@@ -59,6 +83,11 @@ export class Rusher {
 
   get websocketUrl() {
     return `ws://127.0.0.1:${this.port}/socket/websocket`;
+  }
+
+  /** Base URL of the y-websocket endpoint: documents are at `${collabUrl}/<doc>`. */
+  get collabUrl() {
+    return `ws://127.0.0.1:${this.port}/collab`;
   }
 
   async start() {
