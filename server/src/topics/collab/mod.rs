@@ -5,6 +5,9 @@
 //! updates, answers sync steps, and fans updates and awareness out to every connection of the
 //! document (the sender included, as the reference server does), one message per frame. A document
 //! is loaded completely from storage before any client is synced.
+//!
+//! An update is relayed to the other editors, and shows in `/text`, only once it is durable: what
+//! anyone has seen survives a crash. (The sender's own document already has it.)
 
 pub mod doc;
 pub mod proto;
@@ -74,6 +77,10 @@ struct DocState {
     list: Arc<str>,
     /// Storage requests in flight.
     inflight: u32,
+    /// Updates applied but not yet durable, with the frame to relay once they are; seqs ascending.
+    unrelayed: std::collections::VecDeque<(u64, crate::mailbox::Frame)>,
+    /// `/text` requests waiting for the updates before them to become durable.
+    text_waiters: Vec<(ConnId, Box<str>)>,
     idle_since: Option<Instant>,
 }
 
@@ -143,9 +150,14 @@ impl Collab {
             CollabMsg::Frame { conn, data, .. } => self.frame(ctx, &name, conn, &data),
             CollabMsg::Close { conn, .. } => self.close(ctx, &name, conn),
             CollabMsg::Text { conn, name: shared, .. } => {
-                let text = state.doc.text(&shared);
-                let resp = handshake::response(200, "text/plain; charset=utf-8", &[], text.as_bytes());
-                ctx.out.send(conn.worker(), Msg::HttpReply { conn, bytes: resp });
+                if state.unrelayed.is_empty() {
+                    reply_text(ctx, state, conn, &shared);
+                } else if state.text_waiters.len() < 1024 {
+                    state.text_waiters.push((conn, shared));
+                } else {
+                    let bytes = handshake::response(503, "text/plain; charset=utf-8", &[], b"busy\n");
+                    ctx.out.send(conn.worker(), Msg::HttpReply { conn, bytes });
+                }
             }
         }
     }
@@ -161,6 +173,8 @@ impl Collab {
             per_worker: vec![0; ctx.out.workers()],
             list: list_name(&name).into(),
             inflight: 0,
+            unrelayed: Default::default(),
+            text_waiters: Vec::new(),
             idle_since: None,
         };
         self.docs.insert(name.clone(), state);
@@ -233,13 +247,17 @@ impl Collab {
                         WorkerStats::add(&ctx.stats.collab_updates, 1);
                         let seq = state.last_seq;
                         let frame = binary_frame(&proto::update(update));
-                        fan_out(ctx, state, frame);
+                        state.unrelayed.push_back((seq, frame));
                         let u = CollabUpdate { doc: name.clone(), seq, update: update.into() };
                         if !self.submit(ctx, name, Pending::Append, |tag| StoreRequest::CollabAppend {
                             update: u,
                             tag,
                         }) {
-                            tracing::warn!(doc = %name, seq, "update kept in memory only: storage queue full");
+                            // Relay anyway so editors converge; the next snapshot stores it.
+                            tracing::warn!(doc = %name, seq, "storage queue full: update relayed before it is durable");
+                            if let Some(state) = self.docs.get_mut(name) {
+                                relay_durable(ctx, state, seq);
+                            }
                         }
                         self.maybe_compact(ctx, name);
                     }
@@ -375,7 +393,11 @@ impl Collab {
             }
             (Pending::Append, StoreResult::CollabAppended { seq, result, .. }) => {
                 if let Err(e) = result {
+                    // Still relayed so editors converge; the next snapshot tries to store it again.
                     tracing::error!(doc = %name, seq, error = %e, "collab update not stored");
+                }
+                if let Some(state) = self.docs.get_mut(&name) {
+                    relay_durable(ctx, state, seq);
                 }
             }
             (Pending::Compact { upto }, StoreResult::CollabCompacted { result, .. }) => {
@@ -394,6 +416,26 @@ impl Collab {
             }
         }
     }
+}
+
+/// Relay every update up to `seq` (acks arrive in order), then answer `/text` requests that waited
+/// for them.
+fn relay_durable(ctx: &mut OwnerCtx<'_>, state: &mut DocState, seq: u64) {
+    while state.unrelayed.front().is_some_and(|(s, _)| *s <= seq) {
+        let (_, frame) = state.unrelayed.pop_front().expect("checked");
+        fan_out(ctx, state, frame);
+    }
+    if state.unrelayed.is_empty() {
+        for (conn, shared) in std::mem::take(&mut state.text_waiters) {
+            reply_text(ctx, state, conn, &shared);
+        }
+    }
+}
+
+fn reply_text(ctx: &mut OwnerCtx<'_>, state: &DocState, conn: ConnId, shared: &str) {
+    let text = state.doc.text(shared);
+    let bytes = handshake::response(200, "text/plain; charset=utf-8", &[], text.as_bytes());
+    ctx.out.send(conn.worker(), Msg::HttpReply { conn, bytes });
 }
 
 fn to_conn(ctx: &mut OwnerCtx<'_>, conn: ConnId, message: &[u8]) {
