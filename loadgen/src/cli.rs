@@ -47,6 +47,14 @@ pub enum Command {
         #[command(flatten)]
         traffic: TrafficArgs,
     },
+    /// y-websocket editors typing real Yjs updates on /collab/<doc> (--per-topic editors per document);
+    /// measures update propagation to the other editors.
+    Collab {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        traffic: TrafficArgs,
+    },
     /// The websocket-shootout protocol (any server that speaks it, e.g. `rusher --shootout` on
     /// /shootout): echo round trips, or broadcasts to every client with the time each copy arrived.
     Shootout {
@@ -104,6 +112,7 @@ pub enum ScenarioKind {
     Chat,
     Shootout,
     Broadcast,
+    Collab,
 }
 
 /// What shootout clients send.
@@ -214,6 +223,7 @@ fn plan_from(run: &RunArgs, scenario: Scenario, per_topic: u64) -> anyhow::Resul
     let presence = !run.no_presence && !matches!(scenario, Scenario::Broadcast { .. });
     let path = run.path.clone().unwrap_or_else(|| match scenario {
         Scenario::Shootout { .. } => "/shootout".into(),
+        Scenario::Collab { .. } => "/collab".into(),
         _ => "/socket/websocket?vsn=2.0.0".into(),
     });
     let targets = parse_targets(&run.target).map_err(anyhow::Error::msg)?;
@@ -274,6 +284,18 @@ pub fn spec(
                 body_bytes: traffic.body_bytes,
             };
             (s, 0, run.connections)
+        }
+        ScenarioKind::Collab => {
+            traffic.check()?;
+            if run.per_topic == 0 {
+                anyhow::bail!("--per-topic (editors per document) must be at least 1");
+            }
+            let s = Scenario::Collab {
+                publish_rate: traffic.publish_rate,
+                measure_s: traffic.measure,
+                body_bytes: traffic.body_bytes,
+            };
+            (s, run.per_topic, run.connections)
         }
         ScenarioKind::Broadcast => {
             traffic.check()?;

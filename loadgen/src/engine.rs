@@ -256,6 +256,8 @@ struct Thread {
     shared: Arc<Mutex<Hists>>,
     /// Broadcast: per message (by its send time), copies seen and the latest copy's latency.
     completion: Completion,
+    /// Collab: each typing connection's own Yjs document, by slab key.
+    editors: std::collections::HashMap<usize, yrs::Doc>,
     last_flush: Instant,
     /// This thread's connections: global index `first + id + k * threads` for k in 0..mine.
     mine: u64,
@@ -298,6 +300,7 @@ impl Thread {
             total: Hists::new(),
             shared,
             completion: Completion::new(),
+            editors: std::collections::HashMap::new(),
             last_flush: Instant::now(),
             mine,
             next_k: 0,
@@ -558,7 +561,7 @@ impl Thread {
                 hist::record(&mut self.interval.tcp, hist::latency_from_intended(intended, Instant::now()));
             }
             let host = c.stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-            let req = ws::upgrade_request(&host, &self.plan.path);
+            let req = ws::upgrade_request(&host, &self.plan.path_of(c.idx));
             self.arm_timeout(key);
             self.send(key, &req);
             return;
@@ -691,6 +694,9 @@ impl Thread {
                     used += n;
                     match frame.opcode {
                         ws::TEXT => self.on_text(key, payload),
+                        ws::BINARY if matches!(self.plan.scenario, Scenario::Collab { .. }) => {
+                            self.on_collab_binary(key, payload)
+                        }
                         ws::PING => {
                             let mut pong = Vec::new();
                             let mask = self.next_mask();
@@ -717,6 +723,9 @@ impl Thread {
 
     fn upgraded(&mut self, key: usize) {
         let idx = self.conns[key].idx;
+        if matches!(self.plan.scenario, Scenario::Collab { .. } | Scenario::Shootout { .. }) {
+            return self.joined(key);
+        }
         match self.plan.topic_of(idx) {
             Some(topic) => {
                 self.conns[key].st = St::Joining;
@@ -840,7 +849,7 @@ impl Thread {
             ((cap as f64) * elapsed.as_secs_f64() / self.plan.heartbeat_s.max(1) as f64).ceil() as usize;
         self.hb_ref += 1;
         // Phoenix sockets beat on the `phoenix` topic; other protocols get a WebSocket ping.
-        let phoenix = !matches!(self.plan.scenario, Scenario::Shootout { .. });
+        let phoenix = !matches!(self.plan.scenario, Scenario::Shootout { .. } | Scenario::Collab { .. });
         let text = format!(r#"[null,"h{}","phoenix","heartbeat",{{}}]"#, self.hb_ref);
         for _ in 0..per_tick.min(cap) {
             let key = self.hb_cursor % cap;
@@ -894,12 +903,67 @@ impl Thread {
         }
         let pad = self.measure.as_ref().map(|m| m.body_pad.clone()).unwrap_or_default();
         for (key, due) in sends {
+            if let Scenario::Collab { .. } = self.plan.scenario {
+                Counters::inc(&self.counters.published);
+                let message = self.editor_update(key, due, &pad);
+                let mut frame = Vec::with_capacity(message.len() + 14);
+                let mask = self.next_mask();
+                ws::encode_masked(ws::BINARY, &message, mask, &mut frame);
+                self.send(key, &frame);
+                continue;
+            }
             let topic = self.plan.topic_of(self.conns[key].idx);
             let Some(text) = self.plan.scenario.publish_text(topic.as_deref(), due, &pad) else {
                 continue;
             };
             Counters::inc(&self.counters.published);
             self.send_text(key, &text);
+        }
+    }
+
+    /// A real Yjs update typed by the editor on connection `key`: it inserts `lg:<due>:<idx>;` (plus
+    /// padding) at the start of its own text, so receivers can find the send time in the update's
+    /// bytes (Yjs stores inserted strings verbatim).
+    fn editor_update(&mut self, key: usize, due: u64, pad: &str) -> Vec<u8> {
+        use yrs::{GetString, Text, Transact};
+        let idx = self.conns[key].idx;
+        let doc = self.editors.entry(key).or_insert_with(yrs::Doc::new);
+        let text = doc.get_or_insert_text("quill");
+        let mut txn = doc.transact_mut();
+        text.insert(&mut txn, 0, &format!("lg:{due}:{idx};{pad}"));
+        // Keep the editor's document small: typing also deletes what it typed long ago.
+        let len = text.get_string(&txn).len() as u32;
+        if len > 4096 {
+            text.remove_range(&mut txn, 2048, len - 2048);
+        }
+        let update = txn.encode_update_v1();
+        rusher_server::topics::collab::proto::update(&update)
+    }
+
+    fn on_collab_binary(&mut self, key: usize, payload: &[u8]) {
+        // Only relayed updates (sync type 0, update 2) carry markers; sync steps and awareness pass.
+        if payload.len() < 2 || payload[0] != 0 || payload[1] != 2 {
+            return;
+        }
+        let Some(at) = payload.windows(3).position(|w| w == b"lg:") else { return };
+        let rest = &payload[at + 3..];
+        let Some(colon) = rest.iter().position(|b| *b == b':') else { return };
+        let Some(semi) = rest.iter().position(|b| *b == b';') else { return };
+        let parse = |b: &[u8]| std::str::from_utf8(b).ok().and_then(|s| s.parse::<u64>().ok());
+        let (Some(sent), Some(from)) = (parse(&rest[..colon]), parse(&rest[colon + 1..semi.max(colon + 1)]))
+        else {
+            return;
+        };
+        let latency = unix_us().saturating_sub(sent);
+        if from == self.conns[key].idx {
+            Counters::inc(&self.counters.acked);
+            hist::record(&mut self.interval.ack, latency);
+            if let Some(m) = self.measure.as_mut() {
+                m.answered += 1;
+            }
+        } else {
+            Counters::inc(&self.counters.delivered);
+            hist::record(&mut self.interval.delivery, latency);
         }
     }
 
@@ -947,6 +1011,7 @@ impl Thread {
     }
 
     fn drop_conn(&mut self, key: usize) {
+        self.editors.remove(&key);
         let mut c = self.conns.remove(key);
         if c.st == St::Open {
             self.counters.open.fetch_sub(1, Ordering::Relaxed);

@@ -30,6 +30,10 @@ fn main() -> anyhow::Result<()> {
         Command::Chat { run, chat, traffic } => {
             cli::spec(ScenarioKind::Chat, run, chat, traffic, ShootoutMode::Echo, None)?
         }
+        Command::Collab { run, traffic } => {
+            let (chat, _) = cli::defaults();
+            cli::spec(ScenarioKind::Collab, run, &chat, traffic, ShootoutMode::Echo, None)?
+        }
         Command::Broadcast { run, traffic } => {
             let (chat, _) = cli::defaults();
             cli::spec(ScenarioKind::Broadcast, run, &chat, traffic, ShootoutMode::Echo, None)?

@@ -21,6 +21,10 @@ pub enum Scenario {
     /// `publish_rate`; measures each copy's latency and the time until every copy of a message
     /// arrived.
     Broadcast { publish_rate: f64, measure_s: u64, body_bytes: usize },
+    /// y-websocket editors on `/collab/<prefix><i / per_topic>`, each typing real Yjs updates at its
+    /// share of `publish_rate`; measures each update's propagation to the other editors (and the
+    /// sender's own copy, relayed once durable, as the ack).
+    Collab { publish_rate: f64, measure_s: u64, body_bytes: usize },
 }
 
 impl Scenario {
@@ -32,6 +36,7 @@ impl Scenario {
             Scenario::Shootout { broadcast: false, .. } => "shootout-echo",
             Scenario::Shootout { broadcast: true, .. } => "shootout-broadcast",
             Scenario::Broadcast { .. } => "broadcast",
+            Scenario::Collab { .. } => "collab",
         }
     }
 
@@ -41,6 +46,7 @@ impl Scenario {
             Scenario::Connect => None,
             Scenario::Chat { publish_rate, measure_s, body_bytes }
             | Scenario::Broadcast { publish_rate, measure_s, body_bytes }
+            | Scenario::Collab { publish_rate, measure_s, body_bytes }
             | Scenario::Shootout { publish_rate, measure_s, body_bytes, .. } => {
                 Some((publish_rate, measure_s, body_bytes))
             }
@@ -50,7 +56,10 @@ impl Scenario {
     /// Scale the publish rate to an agent's share of the run. A broadcast has one publisher, which
     /// keeps the whole rate.
     pub fn scale_rate(&mut self, share: f64) {
-        if let Scenario::Chat { publish_rate, .. } | Scenario::Shootout { publish_rate, .. } = self {
+        if let Scenario::Chat { publish_rate, .. }
+        | Scenario::Shootout { publish_rate, .. }
+        | Scenario::Collab { publish_rate, .. } = self
+        {
             *publish_rate *= share;
         }
     }
@@ -58,7 +67,7 @@ impl Scenario {
     /// The message a connection on `topic` publishes at `due` (Unix µs), carrying `due` for latency.
     pub fn publish_text(&self, topic: Option<&str>, due: u64, pad: &str) -> Option<String> {
         match self {
-            Scenario::Connect => None,
+            Scenario::Connect | Scenario::Collab { .. } => None,
             Scenario::Chat { .. } | Scenario::Broadcast { .. } => {
                 let topic = serde_json::to_string(topic?).ok()?;
                 Some(format!(r#"["1","p{due}",{topic},"new_msg",{{"body":"lg:{due}:{pad}"}}]"#))
@@ -105,6 +114,14 @@ fn yes() -> bool {
 }
 
 impl Plan {
+    /// The upgrade path of connection `i`: a collab editor's names its document.
+    pub fn path_of(&self, i: u64) -> String {
+        match (&self.scenario, self.topic_of(i)) {
+            (Scenario::Collab { .. }, Some(doc)) => format!("{}/{doc}", self.path.trim_end_matches('/')),
+            _ => self.path.clone(),
+        }
+    }
+
     /// The topic connection `i` joins, if any.
     pub fn topic_of(&self, i: u64) -> Option<String> {
         (self.per_topic > 0).then(|| format!("{}{}", self.topic_prefix, i / self.per_topic))

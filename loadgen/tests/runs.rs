@@ -187,3 +187,19 @@ fn a_lost_agent_is_reported_not_hidden() {
     assert_eq!(out.summary["lost_agents"][0], "doomed-1");
     srv.shutdown();
 }
+
+#[test]
+fn collab_editors_see_every_update_of_their_document() {
+    let srv = start_server();
+    let scenario = Scenario::Collab { publish_rate: 100.0, measure_s: 2, body_bytes: 8 };
+    let mut s = spec(srv.addr, scenario, 20, 5, Agents::Local { count: 1, exe: loadgen_exe() });
+    s.plan.path = "/collab".into();
+    s.plan.topic_prefix = "lgdoc-".into();
+    let out = coordinator::run(s).expect("run completes");
+    let c = &out.counters;
+    assert_eq!(c.failed(), 0, "failures: {:?}", c.failures);
+    assert!(c.published >= 180, "published only {}", c.published);
+    assert_eq!(c.acked, c.published, "each editor got its own update back once durable");
+    assert_eq!(c.delivered, c.published * 4, "the four other editors of the document got it");
+    srv.shutdown();
+}
