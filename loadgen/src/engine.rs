@@ -927,7 +927,7 @@ impl Thread {
     fn editor_update(&mut self, key: usize, due: u64, pad: &str) -> Vec<u8> {
         use yrs::{GetString, Text, Transact};
         let idx = self.conns[key].idx;
-        let doc = self.editors.entry(key).or_insert_with(yrs::Doc::new);
+        let doc = self.editors.entry(key).or_default();
         let text = doc.get_or_insert_text("quill");
         let mut txn = doc.transact_mut();
         text.insert(&mut txn, 0, &format!("lg:{due}:{idx};{pad}"));
