@@ -921,20 +921,21 @@ impl Thread {
         }
     }
 
-    /// A real Yjs update typed by the editor on connection `key`: it inserts `lg:<due>:<idx>;` (plus
-    /// padding) at the start of its own text, so receivers can find the send time in the update's
-    /// bytes (Yjs stores inserted strings verbatim).
+    /// A real Yjs update typed by the editor on connection `key`: it appends `lg:<due>:<idx>;` (plus
+    /// padding) to its own text, as typing does, so receivers can find the send time in the update's
+    /// bytes (Yjs stores inserted strings verbatim). Inserting at the very start instead would make
+    /// every editor's insert conflict with all earlier ones there, which costs the server O(n) each.
     fn editor_update(&mut self, key: usize, due: u64, pad: &str) -> Vec<u8> {
-        use yrs::{GetString, Text, Transact};
+        use yrs::{Text, Transact};
         let idx = self.conns[key].idx;
         let doc = self.editors.entry(key).or_default();
         let text = doc.get_or_insert_text("quill");
         let mut txn = doc.transact_mut();
-        text.insert(&mut txn, 0, &format!("lg:{due}:{idx};{pad}"));
-        // Keep the editor's document small: typing also deletes what it typed long ago.
-        let len = text.get_string(&txn).len() as u32;
+        let len = text.len(&txn);
+        text.insert(&mut txn, len, &format!("lg:{due}:{idx};{pad}"));
+        // Keep the editor's document small: it also deletes what it typed long ago.
         if len > 4096 {
-            text.remove_range(&mut txn, 2048, len - 2048);
+            text.remove_range(&mut txn, 0, len - 2048);
         }
         let update = txn.encode_update_v1();
         rusher_server::topics::collab::proto::update(&update)

@@ -14,7 +14,7 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, IdSet, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 
-use super::proto::{write_var_uint, ProtoError, Reader};
+use super::proto::{self, write_var_uint, ProtoError, Reader};
 
 /// Default bound on a document's encoded size. It stays below [`super::proto::MAX_FRAME_LEN`] so
 /// that the whole document always fits in the one sync step 2 frame a joining client receives.
@@ -45,10 +45,23 @@ pub enum DocError {
         max: usize,
     },
     /// `yrs` panicked while integrating an update, so the in-memory state can no longer be trusted:
-    /// drop this value and reload the document from storage, which never saw that update. Every
-    /// later call that changes or encodes the document returns this error.
+    /// drop this value and reload the document from storage, which never saw that update (and do
+    /// not store its snapshot). Every later `apply_update` and `diff_for` returns this error.
     #[error("document state is no longer trustworthy: {0}")]
     Poisoned(String),
+}
+
+impl DocError {
+    /// The WebSocket close code for the connection that sent the refused input: 1009 (message too
+    /// big) when a bound was hit, 1011 (internal error) when the document is poisoned, 1007 (invalid
+    /// payload data) otherwise.
+    pub fn close_code(&self) -> u16 {
+        match self {
+            DocError::TooLarge { .. } => 1009,
+            DocError::Poisoned(_) => 1011,
+            DocError::BadUpdate(_) | DocError::BadStateVector(_) | DocError::BadAwareness(_) => 1007,
+        }
+    }
 }
 
 /// One client's awareness entry, with y-protocols' meaning: the clock outlives the state, so that a
@@ -127,10 +140,12 @@ impl CollabDoc {
         let parts = snapshot.into_iter().chain(updates.iter().copied());
         // A panic here leaves only this fresh document behind, and it is dropped.
         let loaded = catch_unwind(AssertUnwindSafe(|| -> Result<(), DocError> {
-            let mut txn = me.doc.transact_mut();
             for (i, bytes) in parts.enumerate() {
                 let update = decode_update(bytes).map_err(|e| stored_part_error(i, snapshot.is_some(), e))?;
-                txn.apply_update(update).map_err(|e| {
+                // One transaction per part: yrs merges adjacent blocks only when a transaction
+                // commits, and integrating into long runs of unmerged blocks gets slow (a whole
+                // editing trace in one transaction is several times slower than one per update).
+                me.doc.transact_mut().apply_update(update).map_err(|e| {
                     stored_part_error(i, snapshot.is_some(), DocError::BadUpdate(e.to_string()))
                 })?;
             }
@@ -149,9 +164,9 @@ impl CollabDoc {
     /// deletion already known), `Ok(true)` otherwise; blocks still waiting for their predecessors
     /// count as new, since the document keeps them and includes them in snapshots.
     ///
-    /// The update is decoded, and its decoded form checked to encode back to something decodable,
-    /// before it touches the document; input failing that is a [`DocError::BadUpdate`] and leaves
-    /// the document unchanged. `yrs` checks one thing only while integrating (a nested item whose
+    /// Before the update touches the document, its structure is checked ([`proto::check_update`]),
+    /// it is decoded, and its decoded form must encode back to something decodable; input failing
+    /// any of that is a [`DocError::BadUpdate`] and leaves the document unchanged. `yrs` checks one thing only while integrating (a nested item whose
     /// parent is not a shared type): such an update is a `BadUpdate` too, but the blocks integrated
     /// before the check stay, as if the client had sent only those; they are well-formed CRDT data.
     ///
@@ -189,6 +204,7 @@ impl CollabDoc {
     /// as Yjs does, so the client can complete them.
     pub fn diff_for(&self, state_vector: &[u8]) -> Result<Vec<u8>, DocError> {
         self.check_poisoned()?;
+        proto::check_state_vector(state_vector).map_err(|e| DocError::BadStateVector(e.to_string()))?;
         let sv = catch_unwind(|| StateVector::decode_v1(state_vector))
             .map_err(|panic| DocError::BadStateVector(panic_message(&panic)))?
             .map_err(|e| DocError::BadStateVector(e.to_string()))?;
@@ -376,13 +392,15 @@ impl CollabDoc {
     }
 }
 
-/// Decodes a v1 update and checks that its decoded form encodes back to something decodable.
+/// Decodes a v1 update, after checking its structure (see [`proto::check_update`]), and checks that
+/// the decoded form encodes back to something decodable.
 ///
 /// `yrs` decodes some corrupt updates into blocks whose re-encoding is itself corrupt; once such
 /// blocks sit in the document (or among those waiting for predecessors), every later snapshot or
-/// sync reply re-encodes them and fails. Decoding cannot touch the document, so a panic inside it
-/// (a client id above 2^53 trips a debug assertion) is just another malformed input.
+/// sync reply re-encodes them and fails. Decoding touches no document, so should it panic anyway,
+/// that is just another malformed input.
 fn decode_update(bytes: &[u8]) -> Result<Update, DocError> {
+    proto::check_update(bytes).map_err(|e| DocError::BadUpdate(e.to_string()))?;
     let checked = catch_unwind(|| {
         let update = Update::decode_v1(bytes)?;
         Update::decode_v1(&update.encode_v1())?;
@@ -447,15 +465,12 @@ fn decode_awareness(update: &[u8]) -> Result<Vec<AwarenessEntry<'_>>, DocError> 
     for _ in 0..count {
         let client = r.var_uint().map_err(bad)?;
         let clock = r.var_uint().map_err(bad)?;
-        let json = std::str::from_utf8(r.var_bytes().map_err(bad)?)
-            .map_err(|_| DocError::BadAwareness(format!("state of client {client} is not UTF-8")))?;
+        let json = r.string().map_err(bad)?;
         let value: serde_json::Value = serde_json::from_str(json)
             .map_err(|e| DocError::BadAwareness(format!("state of client {client}: {e}")))?;
         entries.push(AwarenessEntry { client, clock, state: (!value.is_null()).then_some(json) });
     }
-    if !r.buf.is_empty() {
-        return Err(DocError::BadAwareness("trailing bytes".into()));
-    }
+    r.finish().map_err(bad)?;
     Ok(entries)
 }
 
@@ -513,7 +528,7 @@ mod tests {
         let (b, tb) = client(2);
 
         let u1 = edit(&a, |txn| ta.insert(txn, 0, "hello world"));
-        assert_eq!(server.apply_update(&u1).unwrap(), true);
+        assert!(server.apply_update(&u1).unwrap());
         // B joins: sync step 1 with its state vector, the server answers with what B lacks.
         apply(&b, &server.diff_for(&sv(&b)).unwrap());
         assert_eq!(text_of(&b, &tb), "hello world");
@@ -763,6 +778,7 @@ mod tests {
         server.apply_update(&edit(&forger, |txn| tf.insert(txn, 0, "f"))).unwrap();
         let err = server.apply_update(&typed).unwrap_err();
         assert!(matches!(err, DocError::BadUpdate(_)), "{err}");
+        assert_eq!(err.close_code(), 1007);
         assert!(!server.is_poisoned());
         assert_eq!(server.text("quill"), "f");
         // The genuine history is fine.
@@ -799,6 +815,7 @@ mod tests {
         assert!(server.apply_update(&first).unwrap());
         let err = server.apply_update(&second).unwrap_err();
         assert!(matches!(err, DocError::TooLarge { max, .. } if max == first.len() + 60), "{err}");
+        assert_eq!(err.close_code(), 1009);
         assert_eq!(server.text("quill").len(), 100);
         let exact = server.snapshot().len();
         assert_eq!(server.encoded_len(), exact);

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use self::doc::CollabDoc;
+use self::doc::{CollabDoc, DocError};
 use super::{binary_frame, OwnerCtx, TopicMsg};
 use crate::mailbox::{ConnId, Msg};
 use crate::metrics::WorkerStats;
@@ -165,7 +165,7 @@ impl Collab {
     fn load(&mut self, ctx: &mut OwnerCtx<'_>, name: Arc<str>, first: CollabMsg) {
         let state = DocState {
             loading: Some(vec![first]),
-            doc: CollabDoc::new(),
+            doc: CollabDoc::new().with_max_len(ctx.cfg.max_doc_bytes),
             last_seq: 0,
             snapshot_seq: 0,
             compacting: false,
@@ -235,12 +235,9 @@ impl Collab {
         match msg {
             proto::Inbound::SyncStep1 { state_vector } => match state.doc.diff_for(state_vector) {
                 Ok(diff) => to_conn(ctx, conn, &proto::sync_step2(&diff)),
-                Err(e) => close(ctx, conn, 1007, &e.to_string()),
+                Err(e) => close(ctx, conn, e.close_code(), &e.to_string()),
             },
             proto::Inbound::SyncStep2 { update } | proto::Inbound::Update { update } => {
-                if state.doc.encoded_len() + update.len() > ctx.cfg.max_doc_bytes {
-                    return close(ctx, conn, 1009, "document size limit reached");
-                }
                 match state.doc.apply_update(update) {
                     Ok(true) => {
                         state.last_seq += 1;
@@ -262,7 +259,21 @@ impl Collab {
                         self.maybe_compact(ctx, name);
                     }
                     Ok(false) => {}
-                    Err(e) => close(ctx, conn, 1007, &e.to_string()),
+                    Err(DocError::Poisoned(why)) => {
+                        // yrs failed inside an update: this copy cannot be trusted. Everyone
+                        // reconnects and the document reloads from what is stored.
+                        tracing::error!(doc = %name, error = %why, "document poisoned: closing its editors");
+                        for c in state.conns.keys() {
+                            close(ctx, *c, 1011, "document reloading after an internal error");
+                        }
+                        WorkerStats::sub(&ctx.stats.collab_editors, state.conns.len() as u64);
+                        state.conns.clear();
+                        state.per_worker.iter_mut().for_each(|n| *n = 0);
+                        state.idle_since =
+                            Some(Instant::now() - Duration::from_secs(ctx.cfg.collab_idle_secs));
+                        state.last_seq = state.snapshot_seq;
+                    }
+                    Err(e) => close(ctx, conn, e.close_code(), &e.to_string()),
                 }
             }
             proto::Inbound::Awareness { update } => match state.doc.apply_awareness(update) {
@@ -276,7 +287,7 @@ impl Collab {
                     }
                     fan_out(ctx, state, binary_frame(&proto::awareness(update)));
                 }
-                Err(e) => close(ctx, conn, 1007, &e.to_string()),
+                Err(e) => close(ctx, conn, e.close_code(), &e.to_string()),
             },
             proto::Inbound::QueryAwareness => {
                 if let Some(a) = state.doc.awareness_update_all() {
@@ -369,7 +380,8 @@ impl Collab {
                 let loaded = result.map_err(|e| e.to_string()).and_then(|stored| {
                     let updates: Vec<&[u8]> = stored.updates.iter().map(|(_, u)| &u[..]).collect();
                     let doc = CollabDoc::load(stored.snapshot.as_ref().map(|(_, s)| &s[..]), &updates)
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| e.to_string())?
+                        .with_max_len(ctx.cfg.max_doc_bytes);
                     let snapshot_seq = stored.snapshot.as_ref().map_or(0, |(seq, _)| *seq);
                     let last_seq = stored.updates.last().map_or(snapshot_seq, |(seq, _)| *seq);
                     Ok((doc, snapshot_seq, last_seq))
