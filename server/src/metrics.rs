@@ -120,6 +120,7 @@ fn render_store(out: &mut String, store: &StoreHandle) {
     let _ = writeln!(out, "# HELP rusher_store_appended_total Messages made durable.\n# TYPE rusher_store_appended_total counter\nrusher_store_appended_total{{backend=\"{b}\"}} {}", load(&s.appended));
     let _ = writeln!(out, "# HELP rusher_store_errors_total Failed storage operations.\n# TYPE rusher_store_errors_total counter\nrusher_store_errors_total{{backend=\"{b}\"}} {}", load(&s.errors));
     let _ = writeln!(out, "# HELP rusher_store_collab_bytes_written_total Bytes of collab updates and snapshots written.\n# TYPE rusher_store_collab_bytes_written_total counter\nrusher_store_collab_bytes_written_total{{backend=\"{b}\"}} {}", load(&s.collab_bytes));
+    let _ = writeln!(out, "# HELP rusher_store_collab_bytes Bytes of collab snapshots and updates stored, as of the last snapshot merge.\n# TYPE rusher_store_collab_bytes gauge\nrusher_store_collab_bytes{{backend=\"{b}\"}} {}", load(&s.collab_stored));
     let _ = writeln!(out, "# HELP rusher_store_commit_seconds Time to commit one group of writes.\n# TYPE rusher_store_commit_seconds histogram");
     let mut cumulative = 0;
     for (i, le) in crate::store::COMMIT_BUCKETS.iter().enumerate() {

@@ -31,6 +31,9 @@ pub struct StoreStats {
     pub commit_micros: AtomicU64,
     /// Bytes of collab updates and snapshots written.
     pub collab_bytes: AtomicU64,
+    /// Bytes of collab data stored (snapshots plus the updates after them), measured after each
+    /// compaction.
+    pub collab_stored: AtomicU64,
 }
 
 impl StoreStats {
@@ -137,6 +140,9 @@ fn run(
                     stats.collab_bytes.fetch_add(snapshot.len() as u64, Ordering::Relaxed);
                     let result =
                         backend.collab_compact(&doc, upto_seq, &snapshot).map_err(|e| failed(stats, e));
+                    if let Ok(bytes) = backend.collab_bytes() {
+                        stats.collab_stored.store(bytes, Ordering::Relaxed);
+                    }
                     deliver(worker, StoreResult::CollabCompacted { doc, tag, result });
                 }
                 StoreRequest::RoomHead { room, recent, tag } => {
