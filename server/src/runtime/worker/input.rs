@@ -179,7 +179,6 @@ impl Worker {
     }
 
     fn on_incoming(&mut self, key: usize, msg: Incoming<'_>) -> bool {
-        let limit = self.cfg.max_outbound_bytes;
         match msg {
             Incoming::Ping(p) => {
                 let pong = frame::encode(OpCode::Pong, p);
@@ -233,7 +232,6 @@ impl Worker {
                     Ok(m) => self.on_phoenix(key, m),
                     Err(e) => {
                         self.start_close(key, 1003, &format!("malformed Phoenix binary message: {e}"));
-                        let _ = limit;
                         false
                     }
                 },
