@@ -340,17 +340,7 @@ impl Chat {
             );
             frames.push(text_frame(&wire::encode(Some(&req.join_ref), None, name, "presence_state", &state)));
         }
-        ctx.out.send(
-            req.conn.worker(),
-            Msg::Joined {
-                conn: req.conn,
-                topic: name.clone(),
-                join_ref: req.join_ref,
-                ok: true,
-                presence: req.presence,
-                frames,
-            },
-        );
+        send_joined(ctx, name, &req, true, frames);
         if let Some(diff) = diff {
             self.broadcast_presence(ctx, name, &diff);
         }
@@ -573,20 +563,24 @@ fn fan_out(
     }
 }
 
+/// Tell the joiner's worker how its join ended; `frames` go to the joiner in order.
+fn send_joined(
+    ctx: &mut OwnerCtx<'_>,
+    name: &Arc<str>,
+    req: &JoinReq,
+    ok: bool,
+    frames: Vec<crate::mailbox::Frame>,
+) {
+    let presence = ok && req.presence;
+    let msg =
+        Msg::Joined { conn: req.conn, topic: name.clone(), join_ref: req.join_ref, ok, presence, frames };
+    ctx.out.send(req.conn.worker(), msg);
+}
+
 fn refuse(ctx: &mut OwnerCtx<'_>, name: &Arc<str>, req: &JoinReq, reason: &str) {
     let response = serde_json::json!({ "reason": reason }).to_string();
     let reply = wire::encode_reply(Some(&req.join_ref), req.msg_ref.as_deref(), name, "error", &response);
-    ctx.out.send(
-        req.conn.worker(),
-        Msg::Joined {
-            conn: req.conn,
-            topic: name.clone(),
-            join_ref: req.join_ref,
-            ok: false,
-            presence: false,
-            frames: vec![text_frame(&reply)],
-        },
-    );
+    send_joined(ctx, name, req, false, vec![text_frame(&reply)]);
 }
 
 fn overloaded(e: SubmitError) -> &'static str {

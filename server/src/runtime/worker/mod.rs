@@ -516,24 +516,8 @@ impl Worker {
             Msg::Joined { conn, topic, join_ref, ok, presence, frames } => {
                 self.on_joined(conn, topic, join_ref, ok, presence, frames)
             }
-            Msg::Topic(m) => {
-                let mut ctx = OwnerCtx {
-                    out: &mut self.out,
-                    store: &self.store,
-                    cfg: &self.cfg,
-                    stats: &self.registry.workers[self.id],
-                };
-                self.topics.on_msg(&mut ctx, m);
-            }
-            Msg::Store(r) => {
-                let mut ctx = OwnerCtx {
-                    out: &mut self.out,
-                    store: &self.store,
-                    cfg: &self.cfg,
-                    stats: &self.registry.workers[self.id],
-                };
-                self.topics.on_store(&mut ctx, r);
-            }
+            Msg::Topic(m) => self.with_owner(|topics, ctx| topics.on_msg(ctx, m)),
+            Msg::Store(r) => self.with_owner(|topics, ctx| topics.on_store(ctx, r)),
             Msg::CloseConn { conn, code, reason } => {
                 if let Some(key) = self.live(conn.token()) {
                     if !matches!(self.conns[key].phase, Phase::Other(Stage::Closing | Stage::AwaitingClose)) {
@@ -551,6 +535,13 @@ impl Worker {
             }
             Msg::Shutdown => self.begin_drain(),
         }
+    }
+
+    /// Run owner-side topic code with what it may touch.
+    fn with_owner(&mut self, f: impl FnOnce(&mut Topics, &mut OwnerCtx<'_>)) {
+        let Worker { out, store, cfg, registry, topics, id, .. } = self;
+        let mut ctx = OwnerCtx { out, store, cfg, stats: &registry.workers[*id] };
+        f(topics, &mut ctx);
     }
 
     fn on_joined(
@@ -604,13 +595,7 @@ impl Worker {
         }
         if self.now != self.last_topic_tick {
             self.last_topic_tick = self.now;
-            let mut ctx = OwnerCtx {
-                out: &mut self.out,
-                store: &self.store,
-                cfg: &self.cfg,
-                stats: &self.registry.workers[self.id],
-            };
-            self.topics.tick(&mut ctx);
+            self.with_owner(|topics, ctx| topics.tick(ctx));
         }
         let mut due = Vec::new();
         self.wheel.expire(self.now, &mut due);
