@@ -3,6 +3,7 @@
 
 pub mod chat;
 pub mod collab;
+pub mod geo;
 pub mod shootout;
 
 use std::sync::Arc;
