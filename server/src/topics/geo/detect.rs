@@ -19,8 +19,7 @@
 use geo::{Coord, Intersects, Line, LineString, MultiPolygon, Polygon};
 use serde_json::Value;
 
-/// Mean Earth radius in metres (IUGG), the sphere all distances are measured on.
-pub const EARTH_RADIUS_M: f64 = 6_371_008.8;
+pub use super::index::EARTH_RADIUS_M;
 
 /// Largest circle radius accepted, in metres: about half the Earth's circumference.
 pub const MAX_RADIUS_M: f64 = 20_000_000.0;
@@ -109,11 +108,7 @@ impl LatLon {
 
 /// Great-circle distance in metres between two positions (haversine, mean Earth radius).
 pub fn haversine_m(a: LatLon, b: LatLon) -> f64 {
-    let (p1, p2) = (a.lat.to_radians(), b.lat.to_radians());
-    let dp = p2 - p1;
-    let dl = (b.lon - a.lon).to_radians();
-    let h = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-    2.0 * EARTH_RADIUS_M * h.sqrt().min(1.0).asin()
+    super::index::haversine_m(a.lon, a.lat, b.lon, b.lat)
 }
 
 /// A fence's geometry.

@@ -3,3 +3,4 @@
 //! serves them to clients builds on these.
 
 pub mod detect;
+pub mod index;
