@@ -596,7 +596,9 @@ impl Worker {
         if self.now != self.last_topic_tick {
             self.last_topic_tick = self.now;
             // The outbox counts its drops itself (it has no access to the stats); publish them.
-            self.registry.workers[self.id].drops.store(self.out.dropped, std::sync::atomic::Ordering::Relaxed);
+            self.registry.workers[self.id]
+                .drops
+                .store(self.out.dropped, std::sync::atomic::Ordering::Relaxed);
             self.with_owner(|topics, ctx| topics.tick(ctx));
         }
         let mut due = Vec::new();
