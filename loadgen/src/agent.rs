@@ -23,22 +23,10 @@ pub fn capacity() -> u64 {
     limit.saturating_sub(FD_RESERVE).max(1)
 }
 
-/// Raise the soft open-file limit to the hard one; returns the soft limit in force.
+/// Raise the soft open-file limit to the hard one; returns the soft limit in force (1024, the usual
+/// default, if it cannot be read).
 pub fn raise_nofile_limit() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit read and write only the struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim = raised;
-            }
-        }
-    }
-    lim.rlim_cur
+    rusher_server::sys::raise_nofile_limit().unwrap_or(1024)
 }
 
 /// Run as an agent of the coordinator at `coordinator` until it says teardown or goes away.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -15,6 +15,7 @@ use hdrhistogram::Histogram;
 
 use crate::control::{read_msg, write_msg, Phase, ToAgent, ToCoordinator};
 use crate::counters::Snapshot;
+use crate::engine::unix_us;
 use crate::hist;
 use crate::plan::Plan;
 use crate::results::{self, RunDir, Setup};
@@ -239,10 +240,6 @@ impl Drop for Children {
     }
 }
 
-fn unix_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
-}
-
 type Inbox = Receiver<(usize, Option<ToCoordinator>)>;
 
 fn accept_agents(
@@ -251,7 +248,8 @@ fn accept_agents(
     deadline: Instant,
 ) -> anyhow::Result<(Vec<AgentConn>, Inbox)> {
     listener.set_nonblocking(true)?;
-    let (tx, rx) = crossbeam_channel::unbounded();
+    // Bounded: an agent that floods the coordinator blocks its own reader thread, nothing more.
+    let (tx, rx) = crossbeam_channel::bounded(4096);
     let mut agents = Vec::new();
     let hello_by = deadline.min(Instant::now() + Duration::from_secs(60));
     while agents.len() < count {

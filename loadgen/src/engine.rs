@@ -194,7 +194,8 @@ impl Engine {
     }
 }
 
-fn unix_us() -> u64 {
+/// Now, in microseconds since the Unix epoch: the clock every agent's send times use.
+pub fn unix_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use super::{binary_frame, text_frame, OwnerCtx, Push, TopicMsg};
+use super::{binary_frame, fan_out, text_frame, OwnerCtx, Push, TopicMsg, MAX_QUEUED_WHILE_LOADING};
 use crate::mailbox::{ConnId, Msg};
 use crate::phoenix::presence::{self, Meta};
 use crate::phoenix::JoinRef;
@@ -211,7 +211,19 @@ impl Chat {
             return;
         };
         if let Some(queue) = &mut room.loading {
-            queue.push(msg);
+            if queue.len() < MAX_QUEUED_WHILE_LOADING {
+                queue.push(msg);
+                return;
+            }
+            match msg {
+                ChatMsg::Join { room, req } => refuse(ctx, &room, &req, "overloaded"),
+                ChatMsg::Publish { conn, join_ref, msg_ref, room, .. } => {
+                    ctx.error_to(conn, &join_ref, msg_ref.as_deref(), &room, "overloaded")
+                }
+                // Leaves must not be lost: a queued join would otherwise stay a member forever.
+                leave @ ChatMsg::Leave { .. } => queue.push(leave),
+                ChatMsg::Typing { .. } | ChatMsg::Blob { .. } => {}
+            }
             return;
         }
         self.apply(ctx, &room_name, msg);
@@ -257,7 +269,7 @@ impl Chat {
             }
             ChatMsg::Blob { conn, frame, .. } => {
                 if let Some(room) = self.rooms.get(name) {
-                    fan_out(ctx, name, room, frame, Some(conn));
+                    fan_out(ctx, &room.per_worker, name, frame, Some(conn));
                 }
             }
         }
@@ -525,7 +537,7 @@ impl Chat {
             return;
         };
         let frame = text_frame(&wire::encode(None, None, name, event, payload));
-        fan_out(ctx, name, room, frame, except);
+        fan_out(ctx, &room.per_worker, name, frame, except);
     }
 
     /// Presence diffs go to the members that take presence, on their own subscriber list.
@@ -534,7 +546,7 @@ impl Chat {
             return;
         };
         let frame = text_frame(&wire::encode(None, None, name, "presence_diff", diff));
-        fan_out(ctx, &room.presence_list, room, frame, None);
+        fan_out(ctx, &room.per_worker, &room.presence_list, frame, None);
     }
 
     fn maybe_unload(&mut self, name: &str) {
@@ -544,21 +556,6 @@ impl Chat {
             .is_some_and(|r| r.members.is_empty() && r.inflight == 0 && r.loading.is_none())
         {
             self.rooms.remove(name);
-        }
-    }
-}
-
-fn fan_out(
-    ctx: &mut OwnerCtx<'_>,
-    name: &Arc<str>,
-    room: &Room,
-    frame: crate::mailbox::Frame,
-    except: Option<ConnId>,
-) {
-    for (w, n) in room.per_worker.iter().enumerate() {
-        if *n > 0 {
-            ctx.stats.inc_broadcasts();
-            ctx.out.send(w, Msg::Broadcast { topic: name.clone(), frame: frame.clone(), except });
         }
     }
 }
@@ -728,5 +725,84 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: &Push<'_>) {
         }
         ("blob", Payload::Json(_)) => push.error(ctx, "blob takes a binary payload"),
         (other, _) => push.error(ctx, &format!("unknown event {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::config::ServeArgs;
+    use crate::mailbox::{Mailbox, Outbox};
+    use crate::metrics::WorkerStats;
+    use crate::store::{self, Backend, CollabState, CollabUpdate, StoreError};
+
+    /// A backend whose first read waits until the test lets it go: the room stays loading.
+    struct Stalled(mpsc::Receiver<()>);
+
+    impl Backend for Stalled {
+        fn name(&self) -> &'static str {
+            "stalled"
+        }
+        fn append(&mut self, _: &[ChatMessage]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn room_head(&mut self, _: &str, _: usize) -> Result<(u64, Page), StoreError> {
+            let _ = self.0.recv();
+            Ok((0, Page::default()))
+        }
+        fn history(&mut self, _: &str, _: Option<u64>, _: Option<u64>, _: usize) -> Result<Page, StoreError> {
+            Ok(Page::default())
+        }
+        fn collab_append(&mut self, _: &[CollabUpdate]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn collab_load(&mut self, _: &str) -> Result<CollabState, StoreError> {
+            Ok(CollabState::default())
+        }
+        fn collab_compact(&mut self, _: &str, _: u64, _: &[u8]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn collab_bytes(&mut self) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+    }
+
+    #[test]
+    fn a_loading_room_queues_a_bounded_number_of_joins_and_refuses_the_rest() {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (mailbox, inboxes) = Mailbox::new(vec![waker], 1 << 16);
+        let (release, stalled) = mpsc::channel();
+        let (handle, join) = store::spawn(Box::new(Stalled(stalled)), 64, Box::new(|_, _| {}));
+        let cfg = ServeArgs::default().resolve().unwrap();
+        let stats = WorkerStats::default();
+        let mut out = Outbox { me: 0, mailbox, local: Default::default(), dropped: 0 };
+        let mut ctx = OwnerCtx { out: &mut out, store: &handle, cfg: &cfg, stats: &stats };
+        let mut chat = Chat::new(0);
+        let room: Arc<str> = "room:slow".into();
+        let joins = MAX_QUEUED_WHILE_LOADING + 10;
+        for key in 0..joins {
+            let req = JoinReq {
+                conn: ConnId::new(0, 1, key),
+                join_ref: JoinRef::new("\"1\"").unwrap(),
+                msg_ref: None,
+                user: "u".into(),
+                last_seq: None,
+                presence: false,
+            };
+            chat.on_owner_msg(&mut ctx, ChatMsg::Join { room: room.clone(), req });
+        }
+        let queued = chat.rooms[&room].loading.as_ref().map_or(0, Vec::len);
+        assert_eq!(queued, MAX_QUEUED_WHILE_LOADING, "the queue stops at its bound");
+        let refused = std::iter::from_fn(|| out.local.pop_front())
+            .filter(|m| matches!(m, Msg::Joined { ok: false, .. }))
+            .count();
+        assert_eq!(refused, 10, "every join past the bound is refused at once");
+        assert!(inboxes[0].rx.is_empty());
+        release.send(()).unwrap();
+        drop(handle);
+        join.join().unwrap();
     }
 }

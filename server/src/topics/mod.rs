@@ -104,6 +104,27 @@ impl OwnerCtx<'_> {
     }
 }
 
+/// Messages a room or document holds while its stored state loads; beyond this the newcomer is
+/// refused ("overloaded") instead of growing the queue without bound while storage is slow.
+pub const MAX_QUEUED_WHILE_LOADING: usize = 4096;
+
+/// Send one shared frame to every worker that has members of a topic (`per_worker[w]` members on
+/// worker `w`), which writes it to its members of the subscriber list `list`.
+pub fn fan_out(
+    ctx: &mut OwnerCtx<'_>,
+    per_worker: &[u32],
+    list: &Arc<str>,
+    frame: Frame,
+    except: Option<ConnId>,
+) {
+    for (w, n) in per_worker.iter().enumerate() {
+        if *n > 0 {
+            ctx.stats.inc_broadcasts();
+            ctx.out.send(w, Msg::Broadcast { topic: list.clone(), frame: frame.clone(), except });
+        }
+    }
+}
+
 /// Encode a text frame once, to share.
 pub fn text_frame(text: &str) -> Frame {
     frame::encode(OpCode::Text, text.as_bytes()).into()

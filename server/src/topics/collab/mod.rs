@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::doc::{CollabDoc, DocError};
-use super::{binary_frame, OwnerCtx, TopicMsg};
+use super::{binary_frame, fan_out, OwnerCtx, TopicMsg, MAX_QUEUED_WHILE_LOADING};
 use crate::mailbox::{ConnId, Msg};
 use crate::metrics::WorkerStats;
 use crate::store::{CollabUpdate, StoreRequest, StoreResult};
@@ -142,7 +142,21 @@ impl Collab {
             return;
         };
         if let Some(queue) = &mut state.loading {
-            queue.push(msg);
+            if queue.len() < MAX_QUEUED_WHILE_LOADING || matches!(msg, CollabMsg::Close { .. }) {
+                queue.push(msg);
+                return;
+            }
+            match msg {
+                CollabMsg::Open { conn, .. } | CollabMsg::Frame { conn, .. } => {
+                    close(ctx, conn, 1013, "document is loading: try again later")
+                }
+                CollabMsg::Text { conn, .. } => {
+                    let bytes =
+                        handshake::response(503, "text/plain; charset=utf-8", &[], b"document is loading\n");
+                    ctx.out.send(conn.worker(), Msg::HttpReply { conn, bytes });
+                }
+                CollabMsg::Close { .. } => {}
+            }
             return;
         }
         match msg {
@@ -285,7 +299,13 @@ impl Collab {
                             }
                         }
                     }
-                    fan_out(ctx, state, binary_frame(&proto::awareness(update)));
+                    fan_out(
+                        ctx,
+                        &state.per_worker,
+                        &state.list,
+                        binary_frame(&proto::awareness(update)),
+                        None,
+                    );
                 }
                 Err(e) => close(ctx, conn, e.close_code(), &e.to_string()),
             },
@@ -305,7 +325,7 @@ impl Collab {
         state.per_worker[conn.worker()] -= 1;
         WorkerStats::sub(&ctx.stats.collab_editors, 1);
         if let Some(gone) = state.doc.remove_clients(&ids) {
-            fan_out(ctx, state, binary_frame(&proto::awareness(&gone)));
+            fan_out(ctx, &state.per_worker, &state.list, binary_frame(&proto::awareness(&gone)), None);
         }
         if state.conns.is_empty() {
             state.idle_since = Some(Instant::now());
@@ -435,7 +455,7 @@ impl Collab {
 fn relay_durable(ctx: &mut OwnerCtx<'_>, state: &mut DocState, seq: u64) {
     while state.unrelayed.front().is_some_and(|(s, _)| *s <= seq) {
         let (_, frame) = state.unrelayed.pop_front().expect("checked");
-        fan_out(ctx, state, frame);
+        fan_out(ctx, &state.per_worker, &state.list, frame, None);
     }
     if state.unrelayed.is_empty() {
         for (conn, shared) in std::mem::take(&mut state.text_waiters) {
@@ -456,15 +476,6 @@ fn to_conn(ctx: &mut OwnerCtx<'_>, conn: ConnId, message: &[u8]) {
 
 fn close(ctx: &mut OwnerCtx<'_>, conn: ConnId, code: u16, reason: &str) {
     ctx.out.send(conn.worker(), Msg::CloseConn { conn, code, reason: reason.into() });
-}
-
-fn fan_out(ctx: &mut OwnerCtx<'_>, state: &DocState, frame: crate::mailbox::Frame) {
-    for (w, n) in state.per_worker.iter().enumerate() {
-        if *n > 0 {
-            ctx.stats.inc_broadcasts();
-            ctx.out.send(w, Msg::Broadcast { topic: state.list.clone(), frame: frame.clone(), except: None });
-        }
-    }
 }
 
 /// Forward a message to the document's owner.
