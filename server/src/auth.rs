@@ -68,6 +68,30 @@ pub struct Claims {
     pub user: String,
     /// Expiry, in seconds since the Unix epoch; the token is valid strictly before this second.
     pub exp: u64,
+    /// Rights in geofencing tenants; empty for a plain token.
+    pub grants: Grants,
+}
+
+/// Rights a token grants in `geo:*` channels, on top of what every user may do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grants {
+    /// Patterns of object ids the user may move: an exact id, or a prefix ending with `*` (`*` alone
+    /// matches every id).
+    #[serde(default, rename = "geo_move", skip_serializing_if = "Vec::is_empty")]
+    pub geo_move: Vec<String>,
+    /// May create, update and delete fences.
+    #[serde(default, rename = "geo_admin", skip_serializing_if = "std::ops::Not::not")]
+    pub geo_admin: bool,
+}
+
+impl Grants {
+    /// Whether a `geo_move` pattern matches `id`.
+    pub fn may_move(&self, id: &str) -> bool {
+        self.geo_move.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => id.starts_with(prefix),
+            None => p == id,
+        })
+    }
 }
 
 /// Why a token was refused.
@@ -85,6 +109,9 @@ pub enum TokenError {
     /// The user name is empty, longer than 64 bytes, or contains control characters.
     #[error("user name must be 1 to 64 bytes of printable characters")]
     BadUser,
+    /// The grants make the token longer than [`MAX_TOKEN_LEN`].
+    #[error("grants make the token longer than 1024 bytes")]
+    TooLong,
 }
 
 /// The signed JSON payload as written.
@@ -92,6 +119,8 @@ pub enum TokenError {
 struct PayloadOut<'a> {
     sub: &'a str,
     exp: u64,
+    #[serde(flatten)]
+    grants: &'a Grants,
 }
 
 /// The signed JSON payload as read.
@@ -99,6 +128,8 @@ struct PayloadOut<'a> {
 struct PayloadIn {
     sub: String,
     exp: u64,
+    #[serde(flatten)]
+    grants: Grants,
 }
 
 /// Token text: base64url-no-pad(JSON {"sub":user,"exp":unix_secs}) + "." + base64url-no-pad(HMAC-SHA256(key, first part)).
@@ -106,15 +137,29 @@ struct PayloadIn {
 /// `user` must be 1..=64 bytes of printable non-control characters (else `BadUser`). The expiry is
 /// `now + ttl` rounded down to the second, so a token never outlives its `ttl`.
 pub fn mint(key: &TokenKey, user: &str, ttl: Duration, now: SystemTime) -> Result<String, TokenError> {
+    mint_with(key, user, &Grants::default(), ttl, now)
+}
+
+/// [`mint`] with grants; fails with `TooLong` when the token would exceed [`MAX_TOKEN_LEN`].
+pub fn mint_with(
+    key: &TokenKey,
+    user: &str,
+    grants: &Grants,
+    ttl: Duration,
+    now: SystemTime,
+) -> Result<String, TokenError> {
     check_user(user)?;
     let exp = unix_secs(now).saturating_add(ttl.as_secs())
         + u64::from(subsec_nanos(now) + ttl.subsec_nanos() >= 1_000_000_000);
-    let json = serde_json::to_vec(&PayloadOut { sub: user, exp })
-        .expect("serializing a string and an integer cannot fail");
+    let json = serde_json::to_vec(&PayloadOut { sub: user, exp, grants })
+        .expect("serializing strings, integers and a boolean cannot fail");
     let mut token = URL_SAFE_NO_PAD.encode(json);
     let signature = key.mac(token.as_bytes()).finalize().into_bytes();
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::TooLong);
+    }
     Ok(token)
 }
 
@@ -131,12 +176,12 @@ pub fn verify(key: &TokenKey, token: &str, now: SystemTime) -> Result<Claims, To
     key.mac(payload.as_bytes()).verify_slice(&signature).map_err(|_| TokenError::BadSignature)?;
     // From here on the content is ours: a failure means a bug or a changed format, not an attacker.
     let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?;
-    let PayloadIn { sub, exp } = serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
+    let PayloadIn { sub, exp, grants } = serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
     check_user(&sub)?;
     if exp <= unix_secs(now) {
         return Err(TokenError::Expired);
     }
-    Ok(Claims { user: sub, exp })
+    Ok(Claims { user: sub, exp, grants })
 }
 
 /// The Phoenix JS client (1.8.16) sends `authToken` as a WebSocket subprotocol `base64url.bearer.phx.<btoa(token) with '=' stripped>`
@@ -209,7 +254,7 @@ mod tests {
     fn round_trip() {
         let token = mint(&key(), "alice", Duration::from_secs(3600), t0()).unwrap();
         let claims = verify(&key(), &token, t0()).unwrap();
-        assert_eq!(claims, Claims { user: "alice".into(), exp: 1_700_003_600 });
+        assert_eq!(claims, Claims { user: "alice".into(), exp: 1_700_003_600, grants: Grants::default() });
     }
 
     #[test]
@@ -424,5 +469,20 @@ mod tests {
             format!("{AUTH_SUBPROTOCOL_PREFIX}{}", btoa_unpadded("second")),
         ];
         assert_eq!(token_from_subprotocols(&offered).as_deref(), Some("first"));
+    }
+
+    #[test]
+    fn grants_round_trip_and_match_patterns() {
+        let grants = Grants { geo_move: vec!["truck-*".into(), "van-1".into()], geo_admin: true };
+        let token = mint_with(&key(), "alice", &grants, Duration::from_secs(60), t0()).unwrap();
+        let claims = verify(&key(), &token, t0()).unwrap();
+        assert_eq!(claims.grants, grants);
+        assert!(grants.may_move("truck-7") && grants.may_move("van-1"));
+        assert!(!grants.may_move("van-10") && !grants.may_move("car"));
+        assert!(Grants { geo_move: vec!["*".into()], geo_admin: false }.may_move("anything"));
+        let plain = mint(&key(), "bob", Duration::from_secs(60), t0()).unwrap();
+        assert_eq!(verify(&key(), &plain, t0()).unwrap().grants, Grants::default());
+        let huge = Grants { geo_move: vec!["x".repeat(900)], geo_admin: false };
+        assert_eq!(mint_with(&key(), "a", &huge, Duration::from_secs(60), t0()), Err(TokenError::TooLong));
     }
 }

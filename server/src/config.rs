@@ -43,6 +43,14 @@ pub enum Command {
         /// Read the HMAC secret from this file.
         #[arg(long, env = "RUSHER_SECRET_FILE")]
         secret_file: Option<PathBuf>,
+        /// Geofencing: object ids this user may move besides its own (`<user>` and `<user>/...`): an
+        /// exact id, or a prefix ending with `*`. Repeatable. Pass the token as the `token` join
+        /// parameter of a `geo:<tenant>` channel.
+        #[arg(long = "geo-move", value_name = "PATTERN")]
+        geo_move: Vec<String>,
+        /// Geofencing: may create, update and delete fences.
+        #[arg(long)]
+        geo_admin: bool,
     },
 }
 
@@ -124,6 +132,18 @@ pub struct ServeArgs {
     /// Seconds a document without editors stays in memory (snapshotted first). [default: 30]
     #[arg(long, env = "RUSHER_COLLAB_IDLE_SECS")]
     pub collab_idle_secs: Option<u64>,
+    /// Geofencing: fences one tenant may hold. [default: 100000]
+    #[arg(long, env = "RUSHER_GEO_MAX_FENCES")]
+    pub geo_max_fences: Option<usize>,
+    /// Geofencing: positions one fence's geometry may have, over all its rings. [default: 10000]
+    #[arg(long, env = "RUSHER_GEO_MAX_VERTICES")]
+    pub geo_max_vertices: Option<usize>,
+    /// Geofencing: objects one tenant may track. [default: 1000000]
+    #[arg(long, env = "RUSHER_GEO_MAX_OBJECTS")]
+    pub geo_max_objects: Option<usize>,
+    /// Geofencing: positions kept per object for `history` queries. [default: 10]
+    #[arg(long, env = "RUSHER_GEO_HISTORY")]
+    pub geo_history: Option<usize>,
     /// Enable the /shootout endpoint (the websocket-shootout echo and broadcast protocol) for
     /// benchmarks against other servers. Any client may broadcast to all shootout clients.
     #[arg(long, env = "RUSHER_SHOOTOUT", num_args = 0..=1, default_missing_value = "true")]
@@ -171,6 +191,10 @@ pub struct Config {
     pub max_doc_bytes: usize,
     pub collab_snapshot_every: u64,
     pub collab_idle_secs: u64,
+    pub geo_max_fences: usize,
+    pub geo_max_vertices: usize,
+    pub geo_max_objects: usize,
+    pub geo_history: usize,
     pub log: String,
 }
 
@@ -232,6 +256,10 @@ impl ServeArgs {
             max_doc_bytes: a.max_doc_bytes.or(f.max_doc_bytes).unwrap_or(64 << 20),
             collab_snapshot_every: a.collab_snapshot_every.or(f.collab_snapshot_every).unwrap_or(500),
             collab_idle_secs: a.collab_idle_secs.or(f.collab_idle_secs).unwrap_or(30),
+            geo_max_fences: a.geo_max_fences.or(f.geo_max_fences).unwrap_or(100_000),
+            geo_max_vertices: a.geo_max_vertices.or(f.geo_max_vertices).unwrap_or(10_000),
+            geo_max_objects: a.geo_max_objects.or(f.geo_max_objects).unwrap_or(1_000_000),
+            geo_history: a.geo_history.or(f.geo_history).unwrap_or(10),
             log: a.log.or(f.log).unwrap_or_else(|| "info".into()),
         };
         cfg.validate()?;
@@ -298,6 +326,15 @@ impl Config {
         }
         if self.collab_snapshot_every == 0 {
             return bad("--collab-snapshot-every must be positive".into());
+        }
+        if !(1..=10_000_000).contains(&self.geo_max_fences)
+            || !(4..=1_000_000).contains(&self.geo_max_vertices)
+            || !(1..=100_000_000).contains(&self.geo_max_objects)
+            || self.geo_history > 1000
+        {
+            return bad("--geo-max-fences must be 1..=10000000, --geo-max-vertices 4..=1000000, \
+                --geo-max-objects 1..=100000000 and --geo-history at most 1000"
+                .into());
         }
         if self.inbox_capacity < 64 || self.store_queue < 64 {
             return bad("--inbox-capacity and --store-queue must be at least 64".into());

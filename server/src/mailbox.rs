@@ -71,6 +71,8 @@ pub enum Msg {
         presence: bool,
         frames: Vec<Frame>,
     },
+    /// Write one frame to each of these connections of the receiving worker, if they still exist.
+    ToConns { conns: Vec<ConnId>, frame: Frame },
     /// Write a frame to every local subscriber of `topic` (except one, for broadcast-from).
     Broadcast { topic: Arc<str>, frame: Frame, except: Option<ConnId> },
     /// Close one connection with this WebSocket close code and reason, if it still exists.

@@ -16,10 +16,11 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Token { user, ttl, secret, secret_file }) = cli.command {
+    if let Some(Command::Token { user, ttl, secret, secret_file, geo_move, geo_admin }) = cli.command {
         let key = load_secret(secret.as_deref(), secret_file.as_deref())?
             .context("no secret configured: set RUSHER_SECRET or --secret-file")?;
-        let token = auth::mint(&key, &user, Duration::from_secs(ttl), SystemTime::now())
+        let grants = auth::Grants { geo_move, geo_admin };
+        let token = auth::mint_with(&key, &user, &grants, Duration::from_secs(ttl), SystemTime::now())
             .map_err(|e| anyhow::anyhow!("cannot mint a token for {user:?}: {e}"))?;
         println!("{token}");
         return Ok(());

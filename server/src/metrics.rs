@@ -52,6 +52,12 @@ counters! {
     collab_editors: "gauge", "Connections editing collaborative documents.";
     collab_updates: "counter", "Document updates applied and relayed.";
     collab_snapshots: "counter", "Document snapshots merged and stored.";
+    geo_tenants: "gauge", "Geofencing tenants in memory.";
+    geo_objects: "gauge", "Objects tracked by the geofencing tenants in memory.";
+    geo_fences: "gauge", "Fences of the geofencing tenants in memory.";
+    geo_updates: "counter", "Location updates applied.";
+    geo_out_of_order: "counter", "Location updates ignored because they were older than the object's last one.";
+    geo_events: "counter", "Geofence events delivered to subscribers (each event once, however many subscribers).";
 }
 
 impl WorkerStats {

@@ -48,6 +48,81 @@ pub struct CollabState {
     pub updates: Vec<(u64, Box<[u8]>)>,
 }
 
+/// An object's last known position in a geofencing tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeoPosition {
+    pub id: Arc<str>,
+    pub lat: f64,
+    pub lon: f64,
+    /// Milliseconds since the Unix epoch, fractions allowed.
+    pub ts: f64,
+    pub speed: Option<f64>,
+    pub heading: Option<f64>,
+    /// The object's properties as a JSON object.
+    pub props: Option<Arc<str>>,
+}
+
+/// What a logged geofence event was. `Enter`, `Exit` and `Dwell` also keep the table of which objects
+/// are inside which fences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeoLogKind {
+    Enter,
+    Exit,
+    Cross,
+    Dwell,
+}
+
+impl GeoLogKind {
+    /// The event's name on the wire and in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GeoLogKind::Enter => "enter",
+            GeoLogKind::Exit => "exit",
+            GeoLogKind::Cross => "cross",
+            GeoLogKind::Dwell => "dwell",
+        }
+    }
+}
+
+/// One geofence event as logged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeoEvent {
+    pub fence: Arc<str>,
+    pub object: Arc<str>,
+    pub kind: GeoLogKind,
+    pub lat: f64,
+    pub lon: f64,
+    /// The update's timestamp (milliseconds since the epoch).
+    pub ts: f64,
+    /// Server time of the event, milliseconds since the epoch: the `since` of an enter.
+    pub at_ms: u64,
+}
+
+/// The logged events of one tenant's update, written together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeoLog {
+    pub tenant: Arc<str>,
+    pub events: Vec<GeoEvent>,
+}
+
+/// An object inside a fence, as stored: since when (server milliseconds) and whether its dwell fired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeoInside {
+    pub fence: Arc<str>,
+    pub object: Arc<str>,
+    pub since_ms: u64,
+    pub dwelled: bool,
+}
+
+/// A geofencing tenant as stored.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GeoState {
+    /// Fence id and definition (JSON), by id.
+    pub fences: Vec<(Arc<str>, Box<str>)>,
+    pub objects: Vec<GeoPosition>,
+    pub inside: Vec<GeoInside>,
+}
+
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -100,6 +175,17 @@ pub trait Backend: Send {
     fn collab_compact(&mut self, doc: &str, upto_seq: u64, snapshot: &[u8]) -> Result<(), StoreError>;
     /// Bytes stored for collab documents (snapshots + updates), for metrics.
     fn collab_bytes(&mut self) -> Result<u64, StoreError>;
+    /// A geofencing tenant's fences, last positions and inside table.
+    fn geo_load(&mut self, tenant: &str) -> Result<GeoState, StoreError>;
+    /// Create or replace a fence.
+    fn geo_fence_put(&mut self, tenant: &str, id: &str, json: &str) -> Result<(), StoreError>;
+    /// Delete a fence and its rows of the inside table.
+    fn geo_fence_delete(&mut self, tenant: &str, id: &str) -> Result<(), StoreError>;
+    /// Append events to the log in ONE transaction, keeping the inside table: `enter` inserts (or
+    /// replaces) the pair, `exit` deletes it, `dwell` marks it dwelled.
+    fn geo_log(&mut self, batch: &[GeoLog]) -> Result<(), StoreError>;
+    /// Upsert last positions.
+    fn geo_positions(&mut self, tenant: &str, rows: &[GeoPosition]) -> Result<(), StoreError>;
 }
 
 /// What a worker asks of the storage thread. `tag` is the worker's own correlation value, returned
@@ -118,6 +204,14 @@ pub enum StoreRequest {
     CollabLoad { doc: Arc<str>, tag: u64 },
     /// Store a snapshot covering updates up to `upto_seq` and drop those updates.
     CollabCompact { doc: Arc<str>, upto_seq: u64, snapshot: Box<[u8]>, tag: u64 },
+    /// Load a geofencing tenant.
+    GeoLoad { tenant: Arc<str>, tag: u64 },
+    /// Create or replace (`json: Some`) or delete (`None`) a fence.
+    GeoFence { tenant: Arc<str>, id: Arc<str>, json: Option<Arc<str>>, tag: u64 },
+    /// Make a tenant's events durable (group-committed).
+    GeoLog { log: GeoLog, tag: u64 },
+    /// Write last positions behind.
+    GeoPositions { tenant: Arc<str>, rows: Vec<GeoPosition>, tag: u64 },
 }
 
 /// The answer to one [`StoreRequest`], delivered to the worker that asked.
@@ -135,6 +229,10 @@ pub enum StoreResult {
     CollabLoaded { doc: Arc<str>, tag: u64, result: Result<CollabState, Arc<StoreError>> },
     /// A compaction finished (or failed).
     CollabCompacted { doc: Arc<str>, tag: u64, result: Result<(), Arc<StoreError>> },
+    /// A tenant's stored state.
+    GeoLoaded { tenant: Arc<str>, tag: u64, result: Result<GeoState, Arc<StoreError>> },
+    /// A fence change, a batch of events or of positions is durable (or failed).
+    GeoDone { tenant: Arc<str>, tag: u64, result: Result<(), Arc<StoreError>> },
 }
 
 /// Open the backend named by a store URL. Only `sqlite://PATH` exists so far; `sqlite://:memory:` is

@@ -10,7 +10,12 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
-use super::{Backend, ChatMessage, CollabState, CollabUpdate, Page, StoreError, Synchronous};
+mod geo;
+
+use super::{
+    Backend, ChatMessage, CollabState, CollabUpdate, GeoLog, GeoPosition, GeoState, Page, StoreError,
+    Synchronous,
+};
 
 /// How long a statement waits for a lock held by another connection (a backup tool, the `sqlite3` shell)
 /// before giving up with [`StoreError::Unavailable`].
@@ -45,6 +50,46 @@ const MIGRATIONS: &[&str] = &[
         seq  INTEGER NOT NULL CHECK (seq >= 0),
         data BLOB    NOT NULL
     ) STRICT;",
+    // Geofencing. Fences keep their definition as JSON, parsed by the server on load. Positions are
+    // upserted behind the updates; the inside table is kept by the event log's transactions, so it says
+    // exactly what subscribers were told. Events are appended in rowid order.
+    "CREATE TABLE geo_fences (
+        tenant TEXT NOT NULL,
+        id     TEXT NOT NULL,
+        json   TEXT NOT NULL,
+        PRIMARY KEY (tenant, id)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE geo_objects (
+        tenant  TEXT NOT NULL,
+        id      TEXT NOT NULL,
+        lat     REAL NOT NULL,
+        lon     REAL NOT NULL,
+        ts      REAL NOT NULL,
+        speed   REAL,
+        heading REAL,
+        props   TEXT,
+        PRIMARY KEY (tenant, id)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE geo_inside (
+        tenant   TEXT    NOT NULL,
+        fence    TEXT    NOT NULL,
+        object   TEXT    NOT NULL,
+        since_ms INTEGER NOT NULL,
+        dwelled  INTEGER NOT NULL CHECK (dwelled IN (0, 1)),
+        PRIMARY KEY (tenant, fence, object)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE geo_events (
+        id     INTEGER PRIMARY KEY,
+        tenant TEXT    NOT NULL,
+        fence  TEXT    NOT NULL,
+        object TEXT    NOT NULL,
+        event  TEXT    NOT NULL CHECK (event IN ('enter', 'exit', 'cross', 'dwell')),
+        lat    REAL    NOT NULL,
+        lon    REAL    NOT NULL,
+        ts     REAL    NOT NULL,
+        at_ms  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX geo_events_by_tenant ON geo_events (tenant, id);",
 ];
 
 /// The schema version this build writes: the number of [`MIGRATIONS`].
@@ -343,6 +388,26 @@ impl Backend for SqliteStore {
             .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
             .map_err(db_err)?;
         u64::try_from(total).map_err(|_| StoreError::Corrupt(format!("negative collab byte total {total}")))
+    }
+
+    fn geo_load(&mut self, tenant: &str) -> Result<GeoState, StoreError> {
+        geo::load(&mut self.conn, tenant)
+    }
+
+    fn geo_fence_put(&mut self, tenant: &str, id: &str, json: &str) -> Result<(), StoreError> {
+        geo::fence_put(&mut self.conn, tenant, id, json)
+    }
+
+    fn geo_fence_delete(&mut self, tenant: &str, id: &str) -> Result<(), StoreError> {
+        geo::fence_delete(&mut self.conn, tenant, id)
+    }
+
+    fn geo_log(&mut self, batch: &[GeoLog]) -> Result<(), StoreError> {
+        geo::log(&mut self.conn, batch)
+    }
+
+    fn geo_positions(&mut self, tenant: &str, rows: &[GeoPosition]) -> Result<(), StoreError> {
+        geo::positions(&mut self.conn, tenant, rows)
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use super::{Backend, ChatMessage, CollabUpdate, StoreError, StoreRequest, StoreResult};
+use super::{Backend, ChatMessage, CollabUpdate, GeoLog, StoreError, StoreRequest, StoreResult};
 
 /// Most requests taken from the queue for one group; bounds the time before the first ack of a group.
 const MAX_GROUP: usize = 4096;
@@ -145,6 +145,25 @@ fn run(
                     }
                     deliver(worker, StoreResult::CollabCompacted { doc, tag, result });
                 }
+                StoreRequest::GeoLog { log, tag } => pending.geo.push(worker, tag, log),
+                StoreRequest::GeoLoad { tenant, tag } => {
+                    commit(backend, &mut pending, stats, deliver);
+                    let result = backend.geo_load(&tenant).map_err(|e| failed(stats, e));
+                    deliver(worker, StoreResult::GeoLoaded { tenant, tag, result });
+                }
+                StoreRequest::GeoFence { tenant, id, json, tag } => {
+                    commit(backend, &mut pending, stats, deliver);
+                    let result = match json {
+                        Some(json) => backend.geo_fence_put(&tenant, &id, &json),
+                        None => backend.geo_fence_delete(&tenant, &id),
+                    };
+                    let result = result.map_err(|e| failed(stats, e));
+                    deliver(worker, StoreResult::GeoDone { tenant, tag, result });
+                }
+                StoreRequest::GeoPositions { tenant, rows, tag } => {
+                    let result = backend.geo_positions(&tenant, &rows).map_err(|e| failed(stats, e));
+                    deliver(worker, StoreResult::GeoDone { tenant, tag, result });
+                }
                 StoreRequest::RoomHead { room, recent, tag } => {
                     // Reads see every write queued before them.
                     commit(backend, &mut pending, stats, deliver);
@@ -175,6 +194,7 @@ fn failed(stats: &StoreStats, e: StoreError) -> Arc<StoreError> {
 struct Appends {
     chat: Batch<ChatMessage>,
     collab: Batch<CollabUpdate>,
+    geo: Batch<GeoLog>,
 }
 
 /// Items to write together, and at the same index where each ack goes.
@@ -215,6 +235,9 @@ fn commit(
             deliver(worker, StoreResult::CollabAppended { doc, seq, tag, result })
         },
     );
+    commit_batch(&mut pending.geo, &mut |b| backend.geo_log(b), stats, &mut |worker, tag, log, result| {
+        deliver(worker, StoreResult::GeoDone { tenant: log.tenant, tag, result })
+    });
 }
 
 /// Write a batch as one group. If the group fails, each item is retried alone so one bad item (say,

@@ -419,7 +419,9 @@ impl Chat {
             }
             StoreResult::CollabAppended { .. }
             | StoreResult::CollabLoaded { .. }
-            | StoreResult::CollabCompacted { .. } => return,
+            | StoreResult::CollabCompacted { .. }
+            | StoreResult::GeoLoaded { .. }
+            | StoreResult::GeoDone { .. } => return,
         };
         let Some(pending) = self.pending.remove(&tag) else {
             tracing::error!(tag, "storage result for an unknown request");
@@ -736,7 +738,7 @@ mod tests {
     use crate::config::ServeArgs;
     use crate::mailbox::{Mailbox, Outbox};
     use crate::metrics::WorkerStats;
-    use crate::store::{self, Backend, CollabState, CollabUpdate, StoreError};
+    use crate::store::{self, Backend, CollabState, CollabUpdate, GeoLog, GeoPosition, GeoState, StoreError};
 
     /// A backend whose first read waits until the test lets it go: the room stays loading.
     struct Stalled(mpsc::Receiver<()>);
@@ -766,6 +768,21 @@ mod tests {
         }
         fn collab_bytes(&mut self) -> Result<u64, StoreError> {
             Ok(0)
+        }
+        fn geo_load(&mut self, _: &str) -> Result<GeoState, StoreError> {
+            Ok(GeoState::default())
+        }
+        fn geo_fence_put(&mut self, _: &str, _: &str, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn geo_fence_delete(&mut self, _: &str, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn geo_log(&mut self, _: &[GeoLog]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn geo_positions(&mut self, _: &str, _: &[GeoPosition]) -> Result<(), StoreError> {
+            Ok(())
         }
     }
 

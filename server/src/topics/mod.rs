@@ -22,6 +22,8 @@ use crate::wire::phoenix::{self as wire, Payload};
 pub enum TopicKind {
     /// `room:<id>`: chat with history and presence.
     Chat,
+    /// `geo:<tenant>`: geofencing.
+    Geo,
 }
 
 impl TopicKind {
@@ -31,6 +33,7 @@ impl TopicKind {
         let id_ok = (1..=chat::MAX_ROOM_ID).contains(&id.len()) && !id.chars().any(char::is_control);
         match prefix {
             "room" if id_ok => Some(TopicKind::Chat),
+            "geo" if geo::valid_tenant(id) => Some(TopicKind::Geo),
             _ => None,
         }
     }
@@ -41,6 +44,7 @@ impl TopicKind {
 pub enum TopicMsg {
     Chat(chat::ChatMsg),
     Collab(collab::CollabMsg),
+    Geo(geo::GeoMsg),
 }
 
 /// A push on a joined channel, as the worker serving the connection sees it.
@@ -140,12 +144,13 @@ pub fn binary_frame(data: &[u8]) -> Frame {
 pub struct Topics {
     pub chat: chat::Chat,
     pub collab: collab::Collab,
+    pub geo: geo::Geo,
 }
 
 impl Topics {
     /// State for worker `me`.
     pub fn new(me: usize) -> Self {
-        Topics { chat: chat::Chat::new(me), collab: collab::Collab::new(me) }
+        Topics { chat: chat::Chat::new(me), collab: collab::Collab::new(me), geo: geo::Geo::new(me) }
     }
 
     /// A message for a topic this worker owns.
@@ -153,6 +158,7 @@ impl Topics {
         match msg {
             TopicMsg::Chat(m) => self.chat.on_owner_msg(ctx, m),
             TopicMsg::Collab(m) => self.collab.on_msg(ctx, m),
+            TopicMsg::Geo(m) => self.geo.on_msg(ctx, m),
         }
     }
 
@@ -162,13 +168,22 @@ impl Topics {
             StoreResult::CollabAppended { .. }
             | StoreResult::CollabLoaded { .. }
             | StoreResult::CollabCompacted { .. } => self.collab.on_store(ctx, result),
-            _ => self.chat.on_store(ctx, result),
+            StoreResult::GeoLoaded { .. } | StoreResult::GeoDone { .. } => self.geo.on_store(ctx, result),
+            StoreResult::Appended { .. } | StoreResult::RoomHead { .. } | StoreResult::History { .. } => {
+                self.chat.on_store(ctx, result)
+            }
         }
     }
 
     /// Once a second.
     pub fn tick(&mut self, ctx: &mut OwnerCtx<'_>) {
         self.collab.tick(ctx);
+        self.geo.tick(ctx);
+    }
+
+    /// The server is draining: write behind what is still in memory only.
+    pub fn drain(&mut self, ctx: &mut OwnerCtx<'_>) {
+        self.geo.drain(ctx);
     }
 }
 
@@ -184,6 +199,7 @@ pub fn on_join(
 ) -> Result<(), String> {
     match kind {
         TopicKind::Chat => chat::on_join(ctx, topic, join_ref, msg_ref, params_json, user),
+        TopicKind::Geo => geo::on_join(ctx, topic, join_ref, msg_ref, params_json, user),
     }
 }
 
@@ -191,6 +207,7 @@ pub fn on_join(
 pub fn on_push(ctx: &mut Ctx<'_>, push: Push<'_>) {
     match TopicKind::of(push.topic) {
         Some(TopicKind::Chat) => chat::on_push(ctx, &push),
+        Some(TopicKind::Geo) => geo::on_push(ctx, &push),
         None => push.error(ctx, "unmatched topic"),
     }
 }
@@ -198,6 +215,7 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: Push<'_>) {
 /// The message telling a topic's owner that a connection left.
 pub fn leave_msg(topic: Arc<str>, conn: ConnId, join_ref: JoinRef) -> TopicMsg {
     match TopicKind::of(&topic) {
+        Some(TopicKind::Geo) => TopicMsg::Geo(geo::GeoMsg::Leave { tenant: topic, conn, join_ref }),
         Some(TopicKind::Chat) | None => TopicMsg::Chat(chat::ChatMsg::Leave { room: topic, conn, join_ref }),
     }
 }

@@ -503,15 +503,11 @@ impl Worker {
                     }
                 }
             }
-            Msg::ToConn { conn, frame } => {
-                let Some(key) = self.live(conn.token()) else {
-                    return;
-                };
-                let sent = self.conns[key].send_shared(&frame, limit);
-                let s = &self.registry.workers[self.id];
-                WorkerStats::add(&s.frames_out, 1);
-                WorkerStats::add(&s.bytes_out, frame.len() as u64);
-                self.after_send(key, sent);
+            Msg::ToConn { conn, frame } => self.write_to(conn, &frame),
+            Msg::ToConns { conns, frame } => {
+                for conn in conns {
+                    self.write_to(conn, &frame);
+                }
             }
             Msg::Joined { conn, topic, join_ref, ok, presence, frames } => {
                 self.on_joined(conn, topic, join_ref, ok, presence, frames)
@@ -535,6 +531,18 @@ impl Worker {
             }
             Msg::Shutdown => self.begin_drain(),
         }
+    }
+
+    /// Write a shared frame to one connection of this worker, if it still exists.
+    fn write_to(&mut self, conn: ConnId, frame: &crate::mailbox::Frame) {
+        let Some(key) = self.live(conn.token()) else {
+            return;
+        };
+        let sent = self.conns[key].send_shared(frame, self.cfg.max_outbound_bytes);
+        let s = &self.registry.workers[self.id];
+        WorkerStats::add(&s.frames_out, 1);
+        WorkerStats::add(&s.bytes_out, frame.len() as u64);
+        self.after_send(key, sent);
     }
 
     /// Run owner-side topic code with what it may touch.
@@ -647,6 +655,7 @@ impl Worker {
             return;
         }
         tracing::info!(worker = self.id, conns = self.conns.len(), "draining");
+        self.with_owner(|topics, ctx| topics.drain(ctx));
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
         }

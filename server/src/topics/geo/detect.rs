@@ -376,13 +376,24 @@ pub enum Event {
 /// for `Cross` is the great-circle arc for circles and the straight segment in longitude/latitude (taking
 /// the short way across the antimeridian) for polygons; the two agree for the short hops between updates.
 pub fn transition(shape: &Shape, prev: Option<LatLon>, cur: LatLon) -> &'static [Event] {
-    let was = prev.is_some_and(|p| contains(shape, p));
+    step(shape, prev.is_some_and(|p| contains(shape, p)), prev, cur, true)
+}
+
+/// [`transition`] for a caller that remembers whether the object was inside (`was`) instead of testing
+/// the previous position again. The path is only tested for `Cross` when `want_cross` is set.
+pub fn step(
+    shape: &Shape,
+    was: bool,
+    prev: Option<LatLon>,
+    cur: LatLon,
+    want_cross: bool,
+) -> &'static [Event] {
     match (was, contains(shape, cur)) {
         (false, true) => &[Event::Enter, Event::Inside],
         (true, true) => &[Event::Inside],
         (true, false) => &[Event::Exit, Event::Outside],
         (false, false) => match prev {
-            Some(p) if path_crosses(shape, p, cur) => &[Event::Cross, Event::Outside],
+            Some(p) if want_cross && path_crosses(shape, p, cur) => &[Event::Cross, Event::Outside],
             _ => &[Event::Outside],
         },
     }

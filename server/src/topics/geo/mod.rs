@@ -1,6 +1,89 @@
-//! Geofencing building blocks: the detection of fence events from (previous, current) positions, and
-//! the spatial indexes that find candidate fences and nearby objects. The `geo:<tenant>` topic that
-//! serves them to clients builds on these.
+//! `geo:<tenant>` geofencing: live positions of moving objects, fixed and roaming fences, and
+//! `geofence_event`s to the subscribers of each fence. The protocol is in `docs/geo.md`.
+//!
+//! The connection's worker parses and checks every push ([`push`]) and forwards it to the tenant's
+//! owner ([`owner`]), which holds the [`tenant::Tenant`] and answers. Detection itself is pure
+//! ([`detect`]) over spatial indexes ([`index`]).
 
 pub mod detect;
+pub mod fence;
 pub mod index;
+mod owner;
+mod push;
+pub mod tenant;
+
+pub use owner::{Geo, GeoMsg};
+pub use push::{on_join, on_push, valid_tenant};
+
+use std::sync::Arc;
+
+use crate::auth::Grants;
+
+/// Longest tenant name, in bytes.
+pub const MAX_TENANT: usize = 128;
+/// Largest `props` object of a location update, in bytes.
+pub const MAX_PROPS: usize = 1024;
+/// Most a `ts` may lie ahead of the server's clock, in milliseconds.
+pub const MAX_FUTURE_MS: f64 = 60_000.0;
+/// Largest result of one query or list page.
+pub const MAX_LIMIT: usize = 1000;
+/// Result size when a query names none.
+pub const DEFAULT_LIMIT: usize = 100;
+
+/// What a member may do in its tenant.
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// Open mode (no secret): everything.
+    Open,
+    /// The socket's user and what its grant token allows.
+    Granted { user: Arc<str>, grants: Grants },
+}
+
+impl Access {
+    /// Whether this member may move object `id`.
+    pub fn may_move(&self, id: &str) -> bool {
+        match self {
+            Access::Open => true,
+            Access::Granted { user, grants } => {
+                id == &**user
+                    || id.strip_prefix(&**user).is_some_and(|rest| rest.starts_with('/'))
+                    || grants.may_move(id)
+            }
+        }
+    }
+
+    /// Whether this member may create, change and delete fences.
+    pub fn may_admin(&self) -> bool {
+        match self {
+            Access::Open => true,
+            Access::Granted { grants, .. } => grants.geo_admin,
+        }
+    }
+}
+
+/// Fences a subscription names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fences {
+    All,
+    Ids(Vec<Arc<str>>),
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_move_their_own_objects_and_what_they_are_granted() {
+        let grants = Grants { geo_move: vec!["truck-*".into()], geo_admin: false };
+        let a = Access::Granted { user: "alice".into(), grants };
+        assert!(a.may_move("alice") && a.may_move("alice/phone") && a.may_move("truck-9"));
+        assert!(!a.may_move("alicex") && !a.may_move("bob") && !a.may_move("van"));
+        assert!(!a.may_admin());
+        assert!(Access::Open.may_move("bob") && Access::Open.may_admin());
+    }
+}

@@ -1,0 +1,225 @@
+//! The geofencing tables of the SQLite backend.
+
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, TransactionBehavior};
+
+use super::db_err;
+use crate::store::{GeoInside, GeoLog, GeoLogKind, GeoPosition, GeoState, StoreError};
+
+/// Fences, positions and the inside table of `tenant`, read in one transaction.
+pub(super) fn load(conn: &mut Connection, tenant: &str) -> Result<GeoState, StoreError> {
+    let tx = conn.transaction().map_err(db_err)?;
+    let corrupt = |e: rusqlite::Error| StoreError::Corrupt(format!("geo tenant {tenant}: {e}"));
+    let mut state = GeoState::default();
+    {
+        let mut stmt = tx
+            .prepare_cached("SELECT id, json FROM geo_fences WHERE tenant = ?1 ORDER BY id")
+            .map_err(db_err)?;
+        let mut rows = stmt.query([tenant]).map_err(db_err)?;
+        while let Some(row) = rows.next().map_err(db_err)? {
+            let id: String = row.get(0).map_err(corrupt)?;
+            let json: String = row.get(1).map_err(corrupt)?;
+            state.fences.push((id.into(), json.into()));
+        }
+    }
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT id, lat, lon, ts, speed, heading, props FROM geo_objects WHERE tenant = ?1",
+            )
+            .map_err(db_err)?;
+        let mut rows = stmt.query([tenant]).map_err(db_err)?;
+        while let Some(row) = rows.next().map_err(db_err)? {
+            let id: String = row.get(0).map_err(corrupt)?;
+            let props: Option<String> = row.get(6).map_err(corrupt)?;
+            state.objects.push(GeoPosition {
+                id: id.into(),
+                lat: row.get(1).map_err(corrupt)?,
+                lon: row.get(2).map_err(corrupt)?,
+                ts: row.get(3).map_err(corrupt)?,
+                speed: row.get(4).map_err(corrupt)?,
+                heading: row.get(5).map_err(corrupt)?,
+                props: props.map(Arc::from),
+            });
+        }
+    }
+    {
+        let mut stmt = tx
+            .prepare_cached("SELECT fence, object, since_ms, dwelled FROM geo_inside WHERE tenant = ?1")
+            .map_err(db_err)?;
+        let mut rows = stmt.query([tenant]).map_err(db_err)?;
+        while let Some(row) = rows.next().map_err(db_err)? {
+            let fence: String = row.get(0).map_err(corrupt)?;
+            let object: String = row.get(1).map_err(corrupt)?;
+            let since: i64 = row.get(2).map_err(corrupt)?;
+            let dwelled: i64 = row.get(3).map_err(corrupt)?;
+            state.inside.push(GeoInside {
+                fence: fence.into(),
+                object: object.into(),
+                since_ms: u64::try_from(since).unwrap_or(0),
+                dwelled: dwelled != 0,
+            });
+        }
+    }
+    tx.commit().map_err(db_err)?;
+    Ok(state)
+}
+
+pub(super) fn fence_put(conn: &mut Connection, tenant: &str, id: &str, json: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO geo_fences (tenant, id, json) VALUES (?1, ?2, ?3)
+         ON CONFLICT (tenant, id) DO UPDATE SET json = excluded.json",
+    )
+    .and_then(|mut stmt| stmt.execute(params![tenant, id, json]))
+    .map_err(db_err)?;
+    Ok(())
+}
+
+pub(super) fn fence_delete(conn: &mut Connection, tenant: &str, id: &str) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+    tx.prepare_cached("DELETE FROM geo_fences WHERE tenant = ?1 AND id = ?2")
+        .and_then(|mut stmt| stmt.execute(params![tenant, id]))
+        .map_err(db_err)?;
+    tx.prepare_cached("DELETE FROM geo_inside WHERE tenant = ?1 AND fence = ?2")
+        .and_then(|mut stmt| stmt.execute(params![tenant, id]))
+        .map_err(db_err)?;
+    tx.commit().map_err(db_err)
+}
+
+pub(super) fn log(conn: &mut Connection, batch: &[GeoLog]) -> Result<(), StoreError> {
+    if batch.iter().all(|l| l.events.is_empty()) {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+    {
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO geo_events (tenant, fence, object, event, lat, lon, ts, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .map_err(db_err)?;
+        let mut enter = tx
+            .prepare_cached(
+                "INSERT INTO geo_inside (tenant, fence, object, since_ms, dwelled) VALUES (?1, ?2, ?3, ?4, 0)
+                 ON CONFLICT (tenant, fence, object) DO UPDATE SET since_ms = excluded.since_ms, dwelled = 0",
+            )
+            .map_err(db_err)?;
+        let mut exit = tx
+            .prepare_cached("DELETE FROM geo_inside WHERE tenant = ?1 AND fence = ?2 AND object = ?3")
+            .map_err(db_err)?;
+        let mut dwell = tx
+            .prepare_cached(
+                "UPDATE geo_inside SET dwelled = 1 WHERE tenant = ?1 AND fence = ?2 AND object = ?3",
+            )
+            .map_err(db_err)?;
+        for log in batch {
+            let tenant = &*log.tenant;
+            for e in &log.events {
+                let at = i64::try_from(e.at_ms).unwrap_or(i64::MAX);
+                let (fence, object) = (&*e.fence, &*e.object);
+                insert
+                    .execute(params![tenant, fence, object, e.kind.as_str(), e.lat, e.lon, e.ts, at])
+                    .map_err(db_err)?;
+                match e.kind {
+                    GeoLogKind::Enter => enter.execute(params![tenant, fence, object, at]),
+                    GeoLogKind::Exit => exit.execute(params![tenant, fence, object]),
+                    GeoLogKind::Dwell => dwell.execute(params![tenant, fence, object]),
+                    GeoLogKind::Cross => Ok(0),
+                }
+                .map_err(db_err)?;
+            }
+        }
+    }
+    tx.commit().map_err(db_err)
+}
+
+pub(super) fn positions(conn: &mut Connection, tenant: &str, rows: &[GeoPosition]) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+    {
+        let mut upsert = tx
+            .prepare_cached(
+                "INSERT INTO geo_objects (tenant, id, lat, lon, ts, speed, heading, props)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (tenant, id) DO UPDATE SET lat = excluded.lat, lon = excluded.lon,
+                   ts = excluded.ts, speed = excluded.speed, heading = excluded.heading, props = excluded.props",
+            )
+            .map_err(db_err)?;
+        for p in rows {
+            upsert
+                .execute(params![tenant, &*p.id, p.lat, p.lon, p.ts, p.speed, p.heading, p.props.as_deref()])
+                .map_err(db_err)?;
+        }
+    }
+    tx.commit().map_err(db_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::SqliteStore;
+    use crate::store::{Backend, GeoEvent, GeoInside, GeoLog, GeoLogKind, GeoPosition};
+
+    fn event(fence: &str, object: &str, kind: GeoLogKind, at_ms: u64) -> GeoEvent {
+        GeoEvent { fence: fence.into(), object: object.into(), kind, lat: 1.5, lon: 2.5, ts: 10.25, at_ms }
+    }
+
+    #[test]
+    fn the_inside_table_follows_the_event_log() {
+        let mut s = SqliteStore::open_in_memory().unwrap();
+        s.geo_fence_put("t", "f1", r#"{"id":"f1"}"#).unwrap();
+        s.geo_fence_put("t", "f2", r#"{"id":"f2"}"#).unwrap();
+        s.geo_fence_put("other", "f1", r#"{"id":"f1","other":true}"#).unwrap();
+        let log = |events| GeoLog { tenant: "t".into(), events };
+        s.geo_log(&[
+            log(vec![event("f1", "a", GeoLogKind::Enter, 100), event("f2", "a", GeoLogKind::Enter, 100)]),
+            log(vec![event("f1", "b", GeoLogKind::Enter, 200), event("f2", "c", GeoLogKind::Cross, 200)]),
+        ])
+        .unwrap();
+        s.geo_log(&[log(vec![
+            event("f1", "a", GeoLogKind::Dwell, 300),
+            event("f1", "b", GeoLogKind::Exit, 300),
+        ])])
+        .unwrap();
+        let state = s.geo_load("t").unwrap();
+        let fences: Vec<&str> = state.fences.iter().map(|(id, _)| &**id).collect();
+        assert_eq!(fences, ["f1", "f2"]);
+        let mut inside = state.inside.clone();
+        inside.sort_by(|x, y| (&x.fence, &x.object).cmp(&(&y.fence, &y.object)));
+        assert_eq!(
+            inside,
+            vec![
+                GeoInside { fence: "f1".into(), object: "a".into(), since_ms: 100, dwelled: true },
+                GeoInside { fence: "f2".into(), object: "a".into(), since_ms: 100, dwelled: false },
+            ]
+        );
+        let events: i64 = s.conn.query_row("SELECT COUNT(*) FROM geo_events", [], |r| r.get(0)).unwrap();
+        assert_eq!(events, 6, "every event is logged, cross included");
+        // Deleting a fence forgets who was inside it.
+        s.geo_fence_delete("t", "f1").unwrap();
+        let state = s.geo_load("t").unwrap();
+        assert_eq!(state.fences.len(), 1);
+        assert_eq!(state.inside.len(), 1);
+        assert_eq!(s.geo_load("other").unwrap().fences[0].1.as_ref(), r#"{"id":"f1","other":true}"#);
+    }
+
+    #[test]
+    fn positions_are_upserted() {
+        let mut s = SqliteStore::open_in_memory().unwrap();
+        let p = |lat, props: Option<&str>| GeoPosition {
+            id: "car".into(),
+            lat,
+            lon: -3.0,
+            ts: 1_764_320_000_123.5,
+            speed: Some(12.5),
+            heading: None,
+            props: props.map(Into::into),
+        };
+        s.geo_positions("t", &[p(1.0, Some(r#"{"k":1}"#))]).unwrap();
+        s.geo_positions("t", &[p(2.0, None)]).unwrap();
+        assert_eq!(s.geo_load("t").unwrap().objects, vec![p(2.0, None)]);
+        assert!(s.geo_load("u").unwrap().objects.is_empty());
+    }
+}

@@ -1,0 +1,821 @@
+//! The owner side of `geo:<tenant>`: each tenant lives on one worker, which loads it from storage,
+//! applies updates, answers queries, and delivers events to subscribers in order — the logged ones
+//! (`enter`, `exit`, `cross`, `dwell`) only once durable.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt::Write;
+use std::sync::Arc;
+
+use super::detect::{LatLon, Shape};
+use super::fence::{FenceDef, Limits};
+use super::tenant::{Fired, Fix, Kind, Located, Props, Tenant};
+use super::{now_ms, Access, Fences};
+use crate::mailbox::{ConnId, Frame, Msg};
+use crate::metrics::WorkerStats;
+use crate::phoenix::JoinRef;
+use crate::store::{
+    GeoEvent, GeoLog, GeoLogKind, GeoState, StoreError, StoreRequest, StoreResult, SubmitError,
+};
+use crate::topics::{text_frame, OwnerCtx, MAX_QUEUED_WHILE_LOADING};
+use crate::wire::phoenix as wire;
+
+/// Work for a tenant's owner.
+#[derive(Debug)]
+pub enum GeoMsg {
+    Join {
+        tenant: Arc<str>,
+        conn: ConnId,
+        join_ref: JoinRef,
+        msg_ref: Option<Box<str>>,
+        access: Access,
+        fences: Option<Fences>,
+    },
+    Leave {
+        tenant: Arc<str>,
+        conn: ConnId,
+        join_ref: JoinRef,
+    },
+    Push {
+        tenant: Arc<str>,
+        conn: ConnId,
+        join_ref: JoinRef,
+        msg_ref: Option<Box<str>>,
+        op: Op,
+    },
+}
+
+impl GeoMsg {
+    fn tenant(&self) -> &Arc<str> {
+        match self {
+            GeoMsg::Join { tenant, .. } | GeoMsg::Leave { tenant, .. } | GeoMsg::Push { tenant, .. } => {
+                tenant
+            }
+        }
+    }
+}
+
+/// A checked push.
+#[derive(Debug)]
+pub enum Op {
+    Location { id: Box<str>, fix: Fix, props: Option<Box<str>> },
+    FencePut { def: FenceDef, create: bool },
+    FenceDelete { id: Box<str> },
+    FenceList { after: Option<Box<str>>, limit: usize },
+    Subscribe { fences: Fences, on: bool },
+    Nearby { at: LatLon, radius: f64, limit: usize },
+    Within { shape: Shape, limit: usize },
+    Object { id: Box<str> },
+    History { id: Box<str>, limit: usize },
+}
+
+/// Where a reply goes.
+#[derive(Debug)]
+struct ReplyTo {
+    conn: ConnId,
+    join_ref: JoinRef,
+    msg_ref: Option<Box<str>>,
+}
+
+impl ReplyTo {
+    fn send(&self, ctx: &mut OwnerCtx<'_>, topic: &str, status: &str, response: &str) {
+        ctx.to_conn(
+            self.conn,
+            &wire::encode_reply(Some(&self.join_ref), self.msg_ref.as_deref(), topic, status, response),
+        );
+    }
+    fn ok(&self, ctx: &mut OwnerCtx<'_>, topic: &str, response: &str) {
+        self.send(ctx, topic, "ok", response);
+    }
+    fn error(&self, ctx: &mut OwnerCtx<'_>, topic: &str, reason: &str) {
+        self.send(ctx, topic, "error", &serde_json::json!({ "reason": reason }).to_string());
+    }
+}
+
+#[derive(Debug)]
+struct Member {
+    join_ref: JoinRef,
+    access: Access,
+    /// Fence ids subscribed one by one.
+    fences: HashSet<Arc<str>>,
+}
+
+/// Events of one step, in order; `waiting` for the log write that makes them durable.
+#[derive(Debug)]
+struct Outgoing {
+    waiting: Option<u64>,
+    events: Vec<(Arc<str>, Frame)>,
+}
+
+/// A tenant on its owner.
+#[derive(Debug)]
+struct TenantState {
+    /// Messages that arrived while the tenant loads.
+    loading: Option<Vec<GeoMsg>>,
+    t: Tenant,
+    members: HashMap<ConnId, Member>,
+    subs_all: HashSet<ConnId>,
+    subs: HashMap<Arc<str>, HashSet<ConnId>>,
+    outq: VecDeque<Outgoing>,
+    /// Storage requests in flight.
+    inflight: u32,
+    /// Fence ids with a change waiting for storage; another change of the same id is refused meanwhile.
+    changing: HashSet<Arc<str>>,
+    /// Fences counted against the bound before they are stored.
+    creating: usize,
+    /// Gauges this tenant has added to the worker's stats.
+    counted: (u64, u64),
+}
+
+#[derive(Debug)]
+enum Pending {
+    Load,
+    Fence { to: ReplyTo, change: FenceChange },
+    Log,
+    Positions,
+}
+
+#[derive(Debug)]
+enum FenceChange {
+    Put(Box<FenceDef>, bool),
+    Delete(Arc<str>),
+}
+
+/// Geofencing on one worker: the tenants it owns.
+#[derive(Debug)]
+pub struct Geo {
+    me: usize,
+    tenants: HashMap<Arc<str>, TenantState>,
+    pending: HashMap<u64, (Arc<str>, Pending)>,
+    next_tag: u64,
+    fired: Vec<Fired>,
+}
+
+impl Geo {
+    /// State for worker `me`.
+    pub fn new(me: usize) -> Self {
+        Geo { me, tenants: HashMap::new(), pending: HashMap::new(), next_tag: 0, fired: Vec::new() }
+    }
+
+    fn submit(
+        &mut self,
+        ctx: &mut OwnerCtx<'_>,
+        tenant: &Arc<str>,
+        p: Pending,
+        req: impl FnOnce(u64) -> StoreRequest,
+    ) -> Result<u64, (Pending, SubmitError)> {
+        self.next_tag += 1;
+        let tag = self.next_tag;
+        match ctx.store.submit(self.me, req(tag)) {
+            Ok(()) => {
+                self.pending.insert(tag, (tenant.clone(), p));
+                if let Some(ts) = self.tenants.get_mut(tenant) {
+                    ts.inflight += 1;
+                }
+                Ok(tag)
+            }
+            Err(e) => Err((p, e)),
+        }
+    }
+
+    /// A message for a tenant this worker owns.
+    pub fn on_msg(&mut self, ctx: &mut OwnerCtx<'_>, msg: GeoMsg) {
+        let name = msg.tenant().clone();
+        let Some(ts) = self.tenants.get_mut(&name) else {
+            match msg {
+                GeoMsg::Join { .. } => self.load(ctx, name, msg),
+                GeoMsg::Push { conn, join_ref, msg_ref, .. } => {
+                    ReplyTo { conn, join_ref, msg_ref }.error(ctx, &name, "not joined")
+                }
+                GeoMsg::Leave { .. } => {}
+            }
+            return;
+        };
+        if let Some(queue) = &mut ts.loading {
+            if queue.len() < MAX_QUEUED_WHILE_LOADING || matches!(msg, GeoMsg::Leave { .. }) {
+                queue.push(msg);
+            } else {
+                refuse(ctx, &name, msg, "overloaded");
+            }
+            return;
+        }
+        match msg {
+            GeoMsg::Join { conn, join_ref, msg_ref, access, fences, .. } => {
+                let ts = self.tenants.get_mut(&name).expect("checked");
+                let member = Member { join_ref, access, fences: HashSet::new() };
+                if let Some(old) = ts.members.insert(conn, member) {
+                    unsubscribe_all(ts, conn, &old);
+                }
+                if let Some(f) = fences {
+                    subscribe(ts, conn, f, true);
+                }
+                let reply =
+                    format!(r#"{{"fences":{},"objects":{}}}"#, ts.t.fence_count(), ts.t.object_count());
+                let reply = wire::encode_reply(Some(&join_ref), msg_ref.as_deref(), &name, "ok", &reply);
+                ctx.out.send(
+                    conn.worker(),
+                    Msg::Joined {
+                        conn,
+                        topic: name.clone(),
+                        join_ref,
+                        ok: true,
+                        presence: false,
+                        frames: vec![text_frame(&reply)],
+                    },
+                );
+            }
+            GeoMsg::Leave { conn, join_ref, .. } => {
+                let ts = self.tenants.get_mut(&name).expect("checked");
+                if ts.members.get(&conn).is_some_and(|m| m.join_ref == join_ref) {
+                    let m = ts.members.remove(&conn).expect("checked");
+                    unsubscribe_all(ts, conn, &m);
+                }
+            }
+            GeoMsg::Push { conn, join_ref, msg_ref, op, .. } => {
+                let to = ReplyTo { conn, join_ref, msg_ref };
+                let ts = self.tenants.get(&name).expect("checked");
+                match ts.members.get(&conn) {
+                    Some(m) if m.join_ref == join_ref => {
+                        let access = m.access.clone();
+                        self.push(ctx, &name, to, &access, op);
+                    }
+                    _ => to.error(ctx, &name, "not joined"),
+                }
+            }
+        }
+    }
+
+    fn load(&mut self, ctx: &mut OwnerCtx<'_>, name: Arc<str>, join: GeoMsg) {
+        let state = TenantState {
+            loading: Some(vec![join]),
+            t: Tenant::new(ctx.cfg.geo_history),
+            members: HashMap::new(),
+            subs_all: HashSet::new(),
+            subs: HashMap::new(),
+            outq: VecDeque::new(),
+            inflight: 0,
+            changing: HashSet::new(),
+            creating: 0,
+            counted: (0, 0),
+        };
+        self.tenants.insert(name.clone(), state);
+        WorkerStats::add(&ctx.stats.geo_tenants, 1);
+        let tenant = name.clone();
+        if let Err((_, e)) =
+            self.submit(ctx, &name, Pending::Load, |tag| StoreRequest::GeoLoad { tenant, tag })
+        {
+            let ts = self.tenants.remove(&name).expect("just inserted");
+            WorkerStats::sub(&ctx.stats.geo_tenants, 1);
+            for msg in ts.loading.unwrap_or_default() {
+                refuse(ctx, &name, msg, overloaded(&e));
+            }
+        }
+    }
+
+    fn loaded(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, result: Result<GeoState, Arc<StoreError>>) {
+        let Some(ts) = self.tenants.get_mut(name) else { return };
+        let queued = ts.loading.take().unwrap_or_default();
+        match result {
+            Ok(state) => {
+                let limits = Limits { max_vertices: usize::MAX };
+                let (t, skipped) = Tenant::restore(state, ctx.cfg.geo_history, |json| {
+                    let v = serde_json::from_str(json).map_err(|e| e.to_string())?;
+                    super::fence::parse(&v, limits)
+                });
+                for why in skipped {
+                    tracing::warn!(tenant = %name, why, "stored geofencing data skipped");
+                }
+                ts.t = t;
+                recount(ctx, ts);
+                for msg in queued {
+                    self.on_msg(ctx, msg);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %name, error = %e, "geofencing tenant not loaded");
+                self.tenants.remove(name);
+                WorkerStats::sub(&ctx.stats.geo_tenants, 1);
+                for msg in queued {
+                    refuse(ctx, name, msg, "storage failed");
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, to: ReplyTo, access: &Access, op: Op) {
+        let now = now_ms();
+        let ts = self.tenants.get_mut(name).expect("caller checked");
+        match op {
+            Op::Location { id, fix, props } => {
+                if !access.may_move(&id) {
+                    return to.error(ctx, name, &format!("not allowed to move {id:?}"));
+                }
+                let props = match props.as_deref().map(Props::parse) {
+                    Some(None) => return to.error(ctx, name, "props must be a JSON object"),
+                    Some(p) => p,
+                    None => None,
+                };
+                let mut fired = std::mem::take(&mut self.fired);
+                fired.clear();
+                let located = ts.t.locate(&id, fix, props, ctx.cfg.geo_max_objects, now, &mut fired);
+                match located {
+                    Located::Applied => {
+                        WorkerStats::add(&ctx.stats.geo_updates, 1);
+                        to.ok(ctx, name, "{}");
+                    }
+                    Located::OutOfOrder => {
+                        WorkerStats::add(&ctx.stats.geo_out_of_order, 1);
+                        to.ok(ctx, name, r#"{"ignored":"out_of_order"}"#);
+                    }
+                    Located::TooManyObjects => to.error(
+                        ctx,
+                        name,
+                        &format!("the tenant tracks {} objects, its limit", ctx.cfg.geo_max_objects),
+                    ),
+                }
+                recount(ctx, ts);
+                self.emit(ctx, name, &fired, now);
+                self.fired = fired;
+            }
+            Op::FencePut { def, create } => {
+                if !access.may_admin() {
+                    return to.error(ctx, name, "changing fences needs a grant token with geo_admin");
+                }
+                if ts.changing.contains(&def.id) {
+                    return to.error(ctx, name, "this fence is being changed; try again");
+                }
+                let exists = ts.t.has_fence(&def.id);
+                if create && exists {
+                    return to.error(ctx, name, &format!("fence {:?} exists (use fence_update)", &*def.id));
+                }
+                if !create && !exists {
+                    return to.error(ctx, name, &format!("no fence {:?} (use fence_create)", &*def.id));
+                }
+                if create && ts.t.fence_count() + ts.creating >= ctx.cfg.geo_max_fences {
+                    return to.error(
+                        ctx,
+                        name,
+                        &format!("the tenant has {} fences, its limit", ctx.cfg.geo_max_fences),
+                    );
+                }
+                let (tenant, id, json) = (name.clone(), def.id.clone(), def.json.clone());
+                ts.changing.insert(id.clone());
+                ts.creating += usize::from(create);
+                let fid = id.clone();
+                let change = Pending::Fence { to, change: FenceChange::Put(Box::new(def), create) };
+                let r = self.submit(ctx, name, change, |tag| StoreRequest::GeoFence {
+                    tenant,
+                    id: fid,
+                    json: Some(json),
+                    tag,
+                });
+                if let Err((p, e)) = r {
+                    let ts = self.tenants.get_mut(name).expect("live");
+                    ts.changing.remove(&id);
+                    ts.creating -= usize::from(create);
+                    if let Pending::Fence { to, .. } = p {
+                        to.error(ctx, name, overloaded(&e));
+                    }
+                }
+            }
+            Op::FenceDelete { id } => {
+                if !access.may_admin() {
+                    return to.error(ctx, name, "changing fences needs a grant token with geo_admin");
+                }
+                if ts.changing.contains(&*id) {
+                    return to.error(ctx, name, "this fence is being changed; try again");
+                }
+                if !ts.t.has_fence(&id) {
+                    return to.error(ctx, name, &format!("no fence {:?}", &*id));
+                }
+                let id: Arc<str> = id.into();
+                ts.changing.insert(id.clone());
+                let (tenant, fid) = (name.clone(), id.clone());
+                let change = Pending::Fence { to, change: FenceChange::Delete(id.clone()) };
+                if let Err((p, e)) = self.submit(ctx, name, change, |tag| StoreRequest::GeoFence {
+                    tenant,
+                    id: fid,
+                    json: None,
+                    tag,
+                }) {
+                    self.tenants.get_mut(name).expect("live").changing.remove(&id);
+                    if let Pending::Fence { to, .. } = p {
+                        to.error(ctx, name, overloaded(&e));
+                    }
+                }
+            }
+            Op::FenceList { after, limit } => {
+                let (fences, more) = ts.t.fences_after(after.as_deref(), limit);
+                let mut out = String::from(r#"{"fences":["#);
+                for (i, f) in fences.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&f.json);
+                }
+                let _ = write!(out, r#"],"more":{more}}}"#);
+                to.ok(ctx, name, &out);
+            }
+            Op::Subscribe { fences, on } => {
+                subscribe(ts, to.conn, fences, on);
+                to.ok(ctx, name, "{}");
+            }
+            Op::Nearby { at, radius, limit } => {
+                let found = ts.t.nearby(at, radius, limit);
+                let mut out = String::from(r#"{"objects":["#);
+                for (i, (o, dist)) in found.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let o = ts.t.object(*o);
+                    let _ = write!(
+                        out,
+                        r#"{{"id":{},"lat":{},"lon":{},"ts":{},"dist":{}}}"#,
+                        json_str(&o.name),
+                        o.fix.pos.lat,
+                        o.fix.pos.lon,
+                        o.fix.ts,
+                        round_m(*dist)
+                    );
+                }
+                out.push_str("]}");
+                to.ok(ctx, name, &out);
+            }
+            Op::Within { shape, limit } => {
+                let (found, more) = ts.t.within(&shape, limit);
+                let mut out = String::from(r#"{"objects":["#);
+                for (i, o) in found.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let o = ts.t.object(*o);
+                    let _ = write!(
+                        out,
+                        r#"{{"id":{},"lat":{},"lon":{},"ts":{}}}"#,
+                        json_str(&o.name),
+                        o.fix.pos.lat,
+                        o.fix.pos.lon,
+                        o.fix.ts
+                    );
+                }
+                let _ = write!(out, r#"],"more":{more}}}"#);
+                to.ok(ctx, name, &out);
+            }
+            Op::Object { id } => match ts.t.object_ix(&id) {
+                None => to.error(ctx, name, &format!("no object {:?}", &*id)),
+                Some(ix) => {
+                    let o = ts.t.object(ix);
+                    let mut out = format!(r#"{{"id":{},"#, json_str(&o.name));
+                    fix_json(&mut out, &o.fix);
+                    let props = o.props.as_ref().map_or("{}", |p| &p.raw);
+                    let fences: Vec<&str> = ts.t.inside_of(ix).into_iter().map(|f| &**f).collect();
+                    let _ = write!(
+                        out,
+                        r#","props":{props},"fences":{}}}"#,
+                        serde_json::to_string(&fences).expect("strings")
+                    );
+                    to.ok(ctx, name, &out);
+                }
+            },
+            Op::History { id, limit } => match ts.t.object_ix(&id) {
+                None => to.error(ctx, name, &format!("no object {:?}", &*id)),
+                Some(ix) => {
+                    let o = ts.t.object(ix);
+                    let mut out = format!(r#"{{"id":{},"positions":["#, json_str(&o.name));
+                    let skip = o.history.len().saturating_sub(limit);
+                    for (i, f) in o.history.iter().skip(skip).enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push('{');
+                        fix_json(&mut out, f);
+                        out.push('}');
+                    }
+                    out.push_str("]}");
+                    to.ok(ctx, name, &out);
+                }
+            },
+        }
+    }
+
+    /// Turns fired events into frames, logs the ones that are logged, and queues them for delivery.
+    fn emit(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, fired: &[Fired], now: u64) {
+        if fired.is_empty() {
+            return;
+        }
+        let Some(ts) = self.tenants.get_mut(name) else { return };
+        let mut events = Vec::with_capacity(fired.len());
+        let mut log = Vec::new();
+        for e in fired {
+            let fence = ts.t.fence(e.fence).id.clone();
+            let object = ts.t.object(e.object).name.clone();
+            let mut payload = format!(
+                r#"{{"fence":{},"object":{},"event":"{}","lat":{},"lon":{},"ts":{}"#,
+                json_str(&fence),
+                json_str(&object),
+                e.event.as_str(),
+                e.pos.lat,
+                e.pos.lon,
+                e.ts
+            );
+            if let Some((c, dist)) = e.near {
+                let _ = write!(
+                    payload,
+                    r#","center":{},"dist":{}"#,
+                    json_str(&ts.t.object(c).name),
+                    round_m(dist)
+                );
+            }
+            payload.push('}');
+            let frame = text_frame(&wire::encode(None, None, name, "geofence_event", &payload));
+            let kind = match e.event {
+                Kind::Enter => Some(GeoLogKind::Enter),
+                Kind::Exit => Some(GeoLogKind::Exit),
+                Kind::Cross => Some(GeoLogKind::Cross),
+                Kind::Dwell => Some(GeoLogKind::Dwell),
+                Kind::Inside | Kind::Outside => None,
+            };
+            if let Some(kind) = kind {
+                log.push(GeoEvent {
+                    fence: fence.clone(),
+                    object,
+                    kind,
+                    lat: e.pos.lat,
+                    lon: e.pos.lon,
+                    ts: e.ts,
+                    at_ms: now,
+                });
+            }
+            events.push((fence, frame));
+        }
+        let mut waiting = None;
+        if !log.is_empty() {
+            let l = GeoLog { tenant: name.clone(), events: log };
+            match self.submit(ctx, name, Pending::Log, |tag| StoreRequest::GeoLog { log: l, tag }) {
+                Ok(tag) => waiting = Some(tag),
+                Err((_, e)) => {
+                    tracing::warn!(tenant = %name, error = %e, "geofence events delivered without being logged")
+                }
+            }
+        }
+        let ts = self.tenants.get_mut(name).expect("live");
+        ts.outq.push_back(Outgoing { waiting, events });
+        deliver(ctx, ts);
+    }
+
+    /// A storage result for this worker.
+    pub fn on_store(&mut self, ctx: &mut OwnerCtx<'_>, result: StoreResult) {
+        let tag = match &result {
+            StoreResult::GeoLoaded { tag, .. } | StoreResult::GeoDone { tag, .. } => *tag,
+            _ => return,
+        };
+        let Some((name, pending)) = self.pending.remove(&tag) else {
+            tracing::error!(tag, "geofencing storage result for an unknown request");
+            return;
+        };
+        if let Some(ts) = self.tenants.get_mut(&name) {
+            ts.inflight -= 1;
+        }
+        match (pending, result) {
+            (Pending::Load, StoreResult::GeoLoaded { result, .. }) => self.loaded(ctx, &name, result),
+            (Pending::Log, StoreResult::GeoDone { result, .. }) => {
+                if let Err(e) = result {
+                    tracing::warn!(tenant = %name, error = %e, "geofence events delivered without being logged");
+                }
+                if let Some(ts) = self.tenants.get_mut(&name) {
+                    if let Some(o) = ts.outq.iter_mut().find(|o| o.waiting == Some(tag)) {
+                        o.waiting = None;
+                    }
+                    deliver(ctx, ts);
+                }
+            }
+            (Pending::Positions, StoreResult::GeoDone { result, .. }) => {
+                if let Err(e) = result {
+                    tracing::warn!(tenant = %name, error = %e, "positions not stored");
+                }
+            }
+            (Pending::Fence { to, change }, StoreResult::GeoDone { result, .. }) => {
+                self.fence_done(ctx, &name, to, change, result);
+            }
+            (p, r) => tracing::error!(?p, ?r, "geofencing storage result does not match its request"),
+        }
+    }
+
+    fn fence_done(
+        &mut self,
+        ctx: &mut OwnerCtx<'_>,
+        name: &Arc<str>,
+        to: ReplyTo,
+        change: FenceChange,
+        result: Result<(), Arc<StoreError>>,
+    ) {
+        let now = now_ms();
+        let Some(ts) = self.tenants.get_mut(name) else { return };
+        let mut fired = std::mem::take(&mut self.fired);
+        fired.clear();
+        match change {
+            FenceChange::Put(def, create) => {
+                ts.changing.remove(&def.id);
+                ts.creating -= usize::from(create);
+                if result.is_err() {
+                    to.error(ctx, name, "storage failed");
+                } else {
+                    let reply = format!(r#"{{"fence":{}}}"#, def.json);
+                    ts.t.put_fence(*def, now, &mut fired);
+                    to.ok(ctx, name, &reply);
+                }
+            }
+            FenceChange::Delete(id) => {
+                ts.changing.remove(&id);
+                if result.is_err() {
+                    to.error(ctx, name, "storage failed");
+                } else {
+                    ts.t.delete_fence(&id);
+                    to.ok(ctx, name, "{}");
+                }
+            }
+        }
+        recount(ctx, ts);
+        self.emit(ctx, name, &fired, now);
+        self.fired = fired;
+    }
+
+    /// Once a second: fire due dwell timers, write positions behind, let idle tenants go.
+    pub fn tick(&mut self, ctx: &mut OwnerCtx<'_>) {
+        let now = now_ms();
+        let names: Vec<Arc<str>> = self.tenants.keys().cloned().collect();
+        for name in names {
+            let ts = self.tenants.get_mut(&name).expect("listed");
+            if ts.loading.is_some() {
+                continue;
+            }
+            let mut fired = std::mem::take(&mut self.fired);
+            fired.clear();
+            ts.t.due_dwells(now, &mut fired);
+            self.emit(ctx, &name, &fired, now);
+            self.fired = fired;
+            self.flush_positions(ctx, &name);
+            let ts = self.tenants.get(&name).expect("listed");
+            if ts.members.is_empty() && ts.inflight == 0 && ts.outq.is_empty() {
+                let ts = self.tenants.remove(&name).expect("listed");
+                WorkerStats::sub(&ctx.stats.geo_tenants, 1);
+                WorkerStats::sub(&ctx.stats.geo_fences, ts.counted.0);
+                WorkerStats::sub(&ctx.stats.geo_objects, ts.counted.1);
+            }
+        }
+    }
+
+    /// The server is draining: write every position behind now.
+    pub fn drain(&mut self, ctx: &mut OwnerCtx<'_>) {
+        let names: Vec<Arc<str>> = self.tenants.keys().cloned().collect();
+        for name in names {
+            self.flush_positions(ctx, &name);
+        }
+    }
+
+    fn flush_positions(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>) {
+        let Some(ts) = self.tenants.get_mut(name) else { return };
+        if ts.loading.is_some() {
+            return;
+        }
+        let rows = ts.t.take_dirty();
+        if rows.is_empty() {
+            return;
+        }
+        let tenant = name.clone();
+        if let Err((_, e)) =
+            self.submit(ctx, name, Pending::Positions, |tag| StoreRequest::GeoPositions { tenant, rows, tag })
+        {
+            tracing::warn!(tenant = %name, error = %e, "positions not written behind");
+        }
+    }
+}
+
+/// Sends the events at the front of the queue whose log write is done, in order.
+fn deliver(ctx: &mut OwnerCtx<'_>, ts: &mut TenantState) {
+    let workers = ctx.out.workers();
+    while ts.outq.front().is_some_and(|o| o.waiting.is_none()) {
+        let out = ts.outq.pop_front().expect("checked");
+        for (fence, frame) in out.events {
+            WorkerStats::add(&ctx.stats.geo_events, 1);
+            let mut per_worker: Vec<Vec<ConnId>> = vec![Vec::new(); workers];
+            for &c in &ts.subs_all {
+                per_worker[c.worker()].push(c);
+            }
+            if let Some(subs) = ts.subs.get(&fence) {
+                for &c in subs.iter().filter(|c| !ts.subs_all.contains(c)) {
+                    per_worker[c.worker()].push(c);
+                }
+            }
+            for (w, conns) in per_worker.into_iter().enumerate() {
+                if !conns.is_empty() {
+                    ctx.out.send(w, Msg::ToConns { conns, frame: frame.clone() });
+                }
+            }
+        }
+    }
+}
+
+fn subscribe(ts: &mut TenantState, conn: ConnId, fences: Fences, on: bool) {
+    let Some(m) = ts.members.get_mut(&conn) else { return };
+    match (fences, on) {
+        (Fences::All, true) => {
+            ts.subs_all.insert(conn);
+        }
+        (Fences::All, false) => {
+            ts.subs_all.remove(&conn);
+            for id in m.fences.drain() {
+                drop_sub(&mut ts.subs, &id, conn);
+            }
+        }
+        (Fences::Ids(ids), true) => {
+            for id in ids {
+                ts.subs.entry(id.clone()).or_default().insert(conn);
+                m.fences.insert(id);
+            }
+        }
+        (Fences::Ids(ids), false) => {
+            for id in ids {
+                if m.fences.remove(&id) {
+                    drop_sub(&mut ts.subs, &id, conn);
+                }
+            }
+        }
+    }
+}
+
+fn unsubscribe_all(ts: &mut TenantState, conn: ConnId, m: &Member) {
+    ts.subs_all.remove(&conn);
+    for id in &m.fences {
+        drop_sub(&mut ts.subs, id, conn);
+    }
+}
+
+fn drop_sub(subs: &mut HashMap<Arc<str>, HashSet<ConnId>>, id: &str, conn: ConnId) {
+    if let Some(set) = subs.get_mut(id) {
+        set.remove(&conn);
+        if set.is_empty() {
+            subs.remove(id);
+        }
+    }
+}
+
+/// Brings the worker's fence and object gauges up to date with this tenant.
+fn recount(ctx: &mut OwnerCtx<'_>, ts: &mut TenantState) {
+    let now = (ts.t.fence_count() as u64, ts.t.object_count() as u64);
+    let (f, o) = ts.counted;
+    WorkerStats::add(&ctx.stats.geo_fences, now.0.wrapping_sub(f));
+    WorkerStats::add(&ctx.stats.geo_objects, now.1.wrapping_sub(o));
+    ts.counted = now;
+}
+
+/// Answers a join or push that cannot be served.
+fn refuse(ctx: &mut OwnerCtx<'_>, name: &Arc<str>, msg: GeoMsg, reason: &str) {
+    let response = serde_json::json!({ "reason": reason }).to_string();
+    match msg {
+        GeoMsg::Join { conn, join_ref, msg_ref, .. } => {
+            let reply = wire::encode_reply(Some(&join_ref), msg_ref.as_deref(), name, "error", &response);
+            ctx.out.send(
+                conn.worker(),
+                Msg::Joined {
+                    conn,
+                    topic: name.clone(),
+                    join_ref,
+                    ok: false,
+                    presence: false,
+                    frames: vec![text_frame(&reply)],
+                },
+            );
+        }
+        GeoMsg::Push { conn, join_ref, msg_ref, .. } => {
+            ReplyTo { conn, join_ref, msg_ref }.error(ctx, name, reason)
+        }
+        GeoMsg::Leave { .. } => {}
+    }
+}
+
+fn overloaded(e: &SubmitError) -> &'static str {
+    match e {
+        SubmitError::Full => "overloaded",
+        SubmitError::Closed => "shutting down",
+    }
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialise")
+}
+
+/// Distances to the centimetre.
+fn round_m(m: f64) -> f64 {
+    (m * 100.0).round() / 100.0
+}
+
+/// `"lat":..,"lon":..,"ts":..` and speed and heading when known.
+fn fix_json(out: &mut String, f: &Fix) {
+    let _ = write!(out, r#""lat":{},"lon":{},"ts":{}"#, f.pos.lat, f.pos.lon, f.ts);
+    if let Some(s) = f.speed {
+        let _ = write!(out, r#","speed":{s}"#);
+    }
+    if let Some(h) = f.heading {
+        let _ = write!(out, r#","heading":{h}"#);
+    }
+}
