@@ -20,8 +20,15 @@ function tempDir() {
   return mkdtempSync(path.join(tmpdir(), "rusher-js-"));
 }
 
-export function mintToken(user, { secret = SECRET } = {}) {
-  return execFileSync(RUSHER_BIN, ["token", "--user", user, "--secret", secret], { encoding: "utf8" }).trim();
+/**
+ * Mint a token with `rusher token`. `geoMove` (patterns for `--geo-move`) and `geoAdmin`
+ * (`--geo-admin`) make it a grant token for the `geo:` channel.
+ */
+export function mintToken(user, { secret = SECRET, geoMove = [], geoAdmin = false } = {}) {
+  const args = ["token", "--user", user, "--secret", secret];
+  for (const pattern of geoMove) args.push("--geo-move", pattern);
+  if (geoAdmin) args.push("--geo-admin");
+  return execFileSync(RUSHER_BIN, args, { encoding: "utf8" }).trim();
 }
 
 /** Reject with a labelled error if `promise` does not settle within `ms`. */

@@ -113,6 +113,15 @@ pub(super) fn log(conn: &mut Connection, batch: &[GeoLog]) -> Result<(), StoreEr
                 "UPDATE geo_inside SET dwelled = 1 WHERE tenant = ?1 AND fence = ?2 AND object = ?3",
             )
             .map_err(db_err)?;
+        // The position an event reports is stored with it, so an object in the inside table always has
+        // a stored position, even when the positions written behind were lost.
+        let mut position = tx
+            .prepare_cached(
+                "INSERT INTO geo_objects (tenant, id, lat, lon, ts) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (tenant, id) DO UPDATE SET lat = excluded.lat, lon = excluded.lon, ts = excluded.ts
+                 WHERE excluded.ts > geo_objects.ts",
+            )
+            .map_err(db_err)?;
         for log in batch {
             let tenant = &*log.tenant;
             for e in &log.events {
@@ -121,6 +130,9 @@ pub(super) fn log(conn: &mut Connection, batch: &[GeoLog]) -> Result<(), StoreEr
                 insert
                     .execute(params![tenant, fence, object, e.kind.as_str(), e.lat, e.lon, e.ts, at])
                     .map_err(db_err)?;
+                if e.kind != GeoLogKind::Dwell {
+                    position.execute(params![tenant, object, e.lat, e.lon, e.ts]).map_err(db_err)?;
+                }
                 match e.kind {
                     GeoLogKind::Enter => enter.execute(params![tenant, fence, object, at]),
                     GeoLogKind::Exit => exit.execute(params![tenant, fence, object]),
@@ -145,7 +157,8 @@ pub(super) fn positions(conn: &mut Connection, tenant: &str, rows: &[GeoPosition
                 "INSERT INTO geo_objects (tenant, id, lat, lon, ts, speed, heading, props)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (tenant, id) DO UPDATE SET lat = excluded.lat, lon = excluded.lon,
-                   ts = excluded.ts, speed = excluded.speed, heading = excluded.heading, props = excluded.props",
+                   ts = excluded.ts, speed = excluded.speed, heading = excluded.heading, props = excluded.props
+                 WHERE excluded.ts >= geo_objects.ts",
             )
             .map_err(db_err)?;
         for p in rows {
@@ -203,6 +216,28 @@ mod tests {
         assert_eq!(state.fences.len(), 1);
         assert_eq!(state.inside.len(), 1);
         assert_eq!(s.geo_load("other").unwrap().fences[0].1.as_ref(), r#"{"id":"f1","other":true}"#);
+    }
+
+    #[test]
+    fn logged_events_store_the_position_they_report() {
+        let mut s = SqliteStore::open_in_memory().unwrap();
+        let log = |events| GeoLog { tenant: "t".into(), events };
+        s.geo_log(&[log(vec![event("f", "a", GeoLogKind::Enter, 100)])]).unwrap();
+        let objects = s.geo_load("t").unwrap().objects;
+        assert_eq!((&*objects[0].id, objects[0].lat, objects[0].lon, objects[0].ts), ("a", 1.5, 2.5, 10.25));
+        // A newer position written behind is not overwritten by an older event.
+        let newer = GeoPosition {
+            id: "a".into(),
+            lat: 5.0,
+            lon: 6.0,
+            ts: 20.0,
+            speed: None,
+            heading: None,
+            props: None,
+        };
+        s.geo_positions("t", &[newer.clone()]).unwrap();
+        s.geo_log(&[log(vec![event("f", "a", GeoLogKind::Exit, 200)])]).unwrap();
+        assert_eq!(s.geo_load("t").unwrap().objects, vec![newer]);
     }
 
     #[test]

@@ -124,15 +124,62 @@ pub enum Shape {
     },
     /// Polygons with holes; `x` = longitude, `y` = latitude. Longitudes are unwrapped (see the module
     /// docs): continuous along each ring, with each polygon's westmost longitude in [-180, 180).
-    Area(MultiPolygon<f64>),
+    Area(Polygons),
+}
+
+/// Polygons with the bounding rectangle of each, computed once: a point or a path is only tested
+/// exactly against the polygons whose rectangle it touches.
+#[derive(Clone, PartialEq, Debug)]
+pub struct Polygons {
+    polygons: MultiPolygon<f64>,
+    /// `[min_x, min_y, max_x, max_y]` per polygon.
+    rects: Vec<[f64; 4]>,
+}
+
+impl Polygons {
+    fn new(polygons: MultiPolygon<f64>) -> Self {
+        let rects = polygons
+            .iter()
+            .map(|p| {
+                p.exterior().coords().fold([f64::MAX, f64::MAX, f64::MIN, f64::MIN], |[x0, y0, x1, y1], c| {
+                    [x0.min(c.x), y0.min(c.y), x1.max(c.x), y1.max(c.y)]
+                })
+            })
+            .collect();
+        Polygons { polygons, rects }
+    }
+
+    /// The polygons.
+    pub fn polygons(&self) -> &MultiPolygon<f64> {
+        &self.polygons
+    }
+
+    /// Each polygon with its rectangle.
+    fn each(&self) -> impl Iterator<Item = (&Polygon<f64>, &[f64; 4])> {
+        self.polygons.iter().zip(&self.rects)
+    }
+
+    /// Whether the point (boundary included) lies in a polygon.
+    fn contains(&self, c: Coord<f64>) -> bool {
+        self.each().any(|(p, r)| r[0] <= c.x && c.x <= r[2] && r[1] <= c.y && c.y <= r[3] && p.intersects(&c))
+    }
+
+    /// Whether the segment meets a polygon.
+    fn meets(&self, line: &Line<f64>) -> bool {
+        let (a, b) = (line.start, line.end);
+        let box_ = [a.x.min(b.x), a.y.min(b.y), a.x.max(b.x), a.y.max(b.y)];
+        self.each().any(|(p, r)| {
+            box_[0] <= r[2] && r[0] <= box_[2] && box_[1] <= r[3] && r[1] <= box_[3] && p.intersects(line)
+        })
+    }
 }
 
 /// Whether `p` lies in `shape`; points on the boundary count as inside.
 pub fn contains(shape: &Shape, p: LatLon) -> bool {
     match shape {
         Shape::Circle { center, radius_m } => haversine_m(*center, p) <= *radius_m,
-        Shape::Area(mp) => {
-            [0.0, 360.0, -360.0].iter().any(|shift| mp.intersects(&Coord { x: p.lon + shift, y: p.lat }))
+        Shape::Area(a) => {
+            [0.0, 360.0, -360.0].iter().any(|shift| a.contains(Coord { x: p.lon + shift, y: p.lat }))
         }
     }
 }
@@ -158,12 +205,8 @@ pub fn bbox(shape: &Shape) -> Vec<[[f64; 2]; 2]> {
                 push_lon_range(&mut out, center.lon - dlon, center.lon + dlon, lo, hi);
             }
         }
-        Shape::Area(mp) => {
-            for poly in mp {
-                let (mut x0, mut y0, mut x1, mut y1) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
-                for c in poly.exterior().coords() {
-                    (x0, y0, x1, y1) = (x0.min(c.x), y0.min(c.y), x1.max(c.x), y1.max(c.y));
-                }
+        Shape::Area(a) => {
+            for &[x0, y0, x1, y1] in &a.rects {
                 if x0 <= x1 {
                     push_lon_range(&mut out, x0, x1, y0, y1);
                 }
@@ -213,7 +256,7 @@ pub fn parse_shape(json: &Value, max_vertices: usize) -> Result<Shape, GeoError>
                 .and_then(Value::as_array)
                 .ok_or(GeoError::BadCoordinates("Polygon", "an array of rings"))?;
             let mut budget = Budget { count: 0, max: max_vertices };
-            Ok(Shape::Area(MultiPolygon(vec![parse_polygon(rings, &mut budget)?])))
+            Ok(Shape::Area(Polygons::new(MultiPolygon(vec![parse_polygon(rings, &mut budget)?]))))
         }
         "MultiPolygon" => {
             let polys = coords
@@ -232,7 +275,7 @@ pub fn parse_shape(json: &Value, max_vertices: usize) -> Result<Shape, GeoError>
                     parse_polygon(rings, &mut budget)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(Shape::Area(MultiPolygon(polys)))
+            Ok(Shape::Area(Polygons::new(MultiPolygon(polys))))
         }
         other => Err(GeoError::UnsupportedType(other.to_owned())),
     }
@@ -408,7 +451,7 @@ pub fn dwell_due(entered_at_ms: u64, dwell_ms: u64) -> u64 {
 fn path_crosses(shape: &Shape, a: LatLon, b: LatLon) -> bool {
     match shape {
         Shape::Circle { center, radius_m } => arc_distance_m(a, b, *center) <= *radius_m,
-        Shape::Area(mp) => {
+        Shape::Area(area) => {
             let mut bx = b.lon;
             if bx - a.lon > 180.0 {
                 bx -= 360.0;
@@ -417,7 +460,7 @@ fn path_crosses(shape: &Shape, a: LatLon, b: LatLon) -> bool {
             }
             [0.0, 360.0, -360.0].iter().any(|s| {
                 let line = Line::new(Coord { x: a.lon + s, y: a.lat }, Coord { x: bx + s, y: b.lat });
-                mp.intersects(&line)
+                area.meets(&line)
             })
         }
     }

@@ -26,7 +26,7 @@ pub type BBox = [[f64; 2]; 2];
 /// It is not collision-resistant: a client choosing coordinates can aim many objects at cells whose keys
 /// share a bucket, which slows lookups in that map but changes no result.
 #[derive(Default, Clone, Copy)]
-struct FastHasher(u64);
+pub struct FastHasher(u64);
 
 const HASH_K: u64 = 0xf135_7aea_2e62_a9c5;
 
@@ -52,7 +52,10 @@ impl Hasher for FastHasher {
     }
 }
 
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+/// A map keyed by integers the server assigns (never by client-chosen values).
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+/// A set of integers the server assigns.
+pub type FastSet<K> = std::collections::HashSet<K, BuildHasherDefault<FastHasher>>;
 
 /// Great-circle distance in metres between two points given in degrees, on a sphere of radius
 /// [`EARTH_RADIUS_M`].
@@ -143,6 +146,8 @@ pub struct FenceIndex {
     tree: RTree<FenceBox>,
     /// Boxes of each fence as stored in the tree, so removal can find them without a scan.
     boxes: FastMap<FenceId, Vec<AABB<[f64; 2]>>>,
+    /// Inserts and removals since the tree was last packed by a bulk load.
+    churn: usize,
 }
 
 impl FenceIndex {
@@ -166,6 +171,26 @@ impl FenceIndex {
             self.tree.insert(FenceBox { env, id, multi });
         }
         self.boxes.insert(id, envs);
+        self.churned();
+    }
+
+    /// A tree grown by single inserts answers queries about twice as slowly as a bulk-loaded one; once
+    /// the changes since the last packing reach half the size, pack it again (amortised O(log n) each).
+    fn churned(&mut self) {
+        self.churn += 1;
+        if self.churn >= 64 && self.churn * 2 >= self.boxes.len() {
+            self.tree = RTree::bulk_load(Self::elements(&self.boxes));
+            self.churn = 0;
+        }
+    }
+
+    fn elements(boxes: &FastMap<FenceId, Vec<AABB<[f64; 2]>>>) -> Vec<FenceBox> {
+        let mut elems = Vec::with_capacity(boxes.values().map(Vec::len).sum());
+        for (&id, envs) in boxes {
+            let multi = envs.len() > 1;
+            elems.extend(envs.iter().map(|&env| FenceBox { env, id, multi }));
+        }
+        elems
     }
 
     /// Removes all boxes of fence `id`; returns whether it was present.
@@ -176,6 +201,7 @@ impl FenceIndex {
             let removed = self.tree.remove(&FenceBox { env, id, multi });
             debug_assert!(removed.is_some(), "fence {id} box missing from the tree");
         }
+        self.churned();
         true
     }
 
@@ -255,12 +281,7 @@ impl FenceIndex {
             normalize_box(b, boxes.entry(*id).or_default());
         }
         boxes.retain(|_, v| !v.is_empty());
-        let mut elems = Vec::with_capacity(boxes.values().map(Vec::len).sum());
-        for (&id, envs) in &boxes {
-            let multi = envs.len() > 1;
-            elems.extend(envs.iter().map(|&env| FenceBox { env, id, multi }));
-        }
-        Self { tree: RTree::bulk_load(elems), boxes }
+        Self { tree: RTree::bulk_load(Self::elements(&boxes)), boxes, churn: 0 }
     }
 }
 

@@ -175,7 +175,8 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: &Push<'_>) {
 }
 
 fn location(json: &str) -> Result<Op, String> {
-    let l: LocationIn<'_> = serde_json::from_str(json).map_err(|e| format!("location: {e}"))?;
+    let l: LocationIn<'_> = serde_json::from_str(json)
+        .map_err(|e| explain_location(json).unwrap_or_else(|| format!("location: {e}")))?;
     let id = l.id.ok_or("location needs an id")?;
     if !valid_id(&id) {
         return Err(format!("id must be 1 to {MAX_ID} bytes without control characters"));
@@ -209,6 +210,25 @@ fn location(json: &str) -> Result<Op, String> {
         Some(_) => return Err("props must be a JSON object".into()),
     };
     Ok(Op::Location { id: id.into(), fix: Fix { pos, ts, speed: l.speed, heading: l.heading }, props })
+}
+
+/// Names the field of a location payload that has the wrong type, once the fast parse failed.
+fn explain_location(json: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(json).ok()?;
+    let obj = v.as_object()?;
+    let wants = [
+        ("id", "a string", Value::is_string as fn(&Value) -> bool),
+        ("lat", "a number (degrees)", Value::is_number),
+        ("lon", "a number (degrees)", Value::is_number),
+        ("ts", "a number (milliseconds since the Unix epoch)", Value::is_number),
+        ("speed", "a number (metres per second)", Value::is_number),
+        ("heading", "a number (degrees)", Value::is_number),
+        ("props", "a JSON object", Value::is_object),
+    ];
+    wants.iter().find_map(|(field, what, ok)| match obj.get(*field) {
+        Some(v) if !v.is_null() && !ok(v) => Some(format!("{field} must be {what}, not {v}")),
+        _ => None,
+    })
 }
 
 fn value(json: &str) -> Result<Value, String> {
@@ -270,7 +290,9 @@ mod tests {
         assert!(err(r#"{"id":"","lat":1,"lon":2}"#).contains("1 to 128 bytes"));
         assert!(err(r#"{"id":"a","lat":91,"lon":2}"#).contains("out of range"));
         assert!(err(r#"{"id":"a","lat":1,"lon":-181}"#).contains("out of range"));
-        assert!(err(r#"{"id":"a","lat":"NaN","lon":2}"#).contains("invalid type: string"));
+        assert_eq!(err(r#"{"id":"a","lat":"NaN","lon":2}"#), r#"lat must be a number (degrees), not "NaN""#);
+        assert!(err(r#"{"id":7,"lat":1,"lon":2}"#).starts_with("id must be a string"));
+        assert!(err(r#"{"id":"a","lat":1,"lon":2,"ts":"now"}"#).starts_with("ts must be a number"));
         assert!(err(r#"{"id":"a","lat":null,"lon":2}"#).contains("numeric lat and lon"));
         assert!(err(r#"{"id":"a","lat":1,"lon":2,"ts":9e15}"#).contains("ts is in the future"));
         assert!(err(r#"{"id":"a","lat":1,"lon":2,"speed":-1}"#).contains("speed"));

@@ -3,14 +3,14 @@
 //! the dwell timers. No I/O: every operation appends what fired to a caller's buffer.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
 use super::detect::{self, Event, LatLon, Shape};
 use super::fence::{kinds, Area, FenceDef};
-use super::index::{FenceIndex, ObjectGrid};
+use super::index::{FastSet, FenceIndex, ObjectGrid};
 use crate::store::{GeoInside, GeoPosition, GeoState};
 
 /// Index of an object or a fence in its tenant.
@@ -67,7 +67,7 @@ pub struct Obj {
 #[derive(Debug)]
 struct FenceSlot {
     def: FenceDef,
-    insiders: HashSet<Ix>,
+    insiders: FastSet<Ix>,
 }
 
 /// A dwell timer: `(due_ms, object, fence, fence gen, since_ms)`.
@@ -376,6 +376,9 @@ impl Tenant {
 
     /// This object is the centre of roaming fences: move them and re-evaluate the objects around.
     fn move_centre(&mut self, ix: Ix, now_ms: u64, out: &mut Vec<Fired>) {
+        if self.roam_by_center.is_empty() {
+            return;
+        }
         let name = self.objects[ix as usize].name.clone();
         let Some(fences) = self.roam_by_center.get(&name).cloned() else { return };
         let cur = self.objects[ix as usize].fix.pos;
@@ -574,7 +577,7 @@ impl Tenant {
             }
             None => {
                 let id = def.id.clone();
-                let slot = FenceSlot { def, insiders: HashSet::new() };
+                let slot = FenceSlot { def, insiders: FastSet::default() };
                 let f = match self.free_fences.pop() {
                     Some(f) => {
                         self.fences[f as usize] = Some(slot);
