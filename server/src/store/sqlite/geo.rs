@@ -235,7 +235,7 @@ mod tests {
             heading: None,
             props: None,
         };
-        s.geo_positions("t", &[newer.clone()]).unwrap();
+        s.geo_positions("t", std::slice::from_ref(&newer)).unwrap();
         s.geo_log(&[log(vec![event("f", "a", GeoLogKind::Exit, 200)])]).unwrap();
         assert_eq!(s.geo_load("t").unwrap().objects, vec![newer]);
     }
