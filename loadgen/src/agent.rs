@@ -40,7 +40,7 @@ pub fn run(coordinator: SocketAddr, name: String, sources: Vec<IpAddr>, capacity
     )?;
 
     let plan = match read_msg::<ToAgent>(&mut reader)? {
-        Some(ToAgent::Plan { plan }) => plan,
+        Some(ToAgent::Plan { plan }) => *plan,
         other => anyhow::bail!("expected a plan from the coordinator, got {other:?}"),
     };
     if plan.count > capacity {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::coordinator::{Agents, RunSpec};
+use crate::geo::walk::Bbox;
 use crate::plan::{Plan, Scenario};
 use crate::sources::{parse_sources, parse_targets};
 
@@ -55,6 +56,18 @@ pub enum Command {
         #[command(flatten)]
         traffic: TrafficArgs,
     },
+    /// Geofencing on geo:<TENANT>: --connections objects random-walking in --bbox, --publish-rate
+    /// location updates per second in all for --measure seconds, --fences fences created first,
+    /// --subscribers connections receiving every fence event; measures update → reply and update →
+    /// event.
+    Geo {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        traffic: TrafficArgs,
+        #[command(flatten)]
+        geo: GeoArgs,
+    },
     /// The websocket-shootout protocol (any server that speaks it, e.g. `rusher --shootout` on
     /// /shootout): echo round trips, or broadcasts to every client with the time each copy arrived.
     Shootout {
@@ -84,6 +97,8 @@ pub enum Command {
         chat: ChatArgs,
         #[command(flatten)]
         traffic: TrafficArgs,
+        #[command(flatten)]
+        geo: GeoArgs,
         /// Shootout mode, with --scenario shootout.
         #[arg(long, value_enum, default_value = "echo")]
         mode: ShootoutMode,
@@ -113,6 +128,7 @@ pub enum ScenarioKind {
     Shootout,
     Broadcast,
     Collab,
+    Geo,
 }
 
 /// What shootout clients send.
@@ -134,7 +150,8 @@ pub struct RunArgs {
     /// Source addresses: ranges and lists, e.g. 127.0.0.2-127.0.0.201 (bound with IP_BIND_ADDRESS_NO_PORT).
     #[arg(long)]
     pub source_ips: Option<String>,
-    /// Connections in the run (chat: derived from --rooms × --members when given).
+    /// Connections in the run (chat: derived from --rooms × --members when given; geo: the moving
+    /// objects, with --subscribers on top).
     #[arg(long, default_value_t = 1000)]
     pub connections: u64,
     /// Arrival rate, connections per second (open model).
@@ -205,9 +222,65 @@ pub struct TrafficArgs {
     pub body_bytes: usize,
 }
 
-/// Flag values for scenarios that do not take chat or traffic flags.
-pub fn defaults() -> (ChatArgs, TrafficArgs) {
-    (ChatArgs { rooms: None, members: 10 }, TrafficArgs { publish_rate: 1000.0, measure: 10, body_bytes: 64 })
+/// The geo scenario's flags.
+#[derive(Args, Debug, Clone)]
+pub struct GeoArgs {
+    /// Tenant: every connection joins geo:<TENANT>.
+    #[arg(long, default_value = "bench")]
+    pub tenant: String,
+    /// Fences created before the connections open (f-0, f-1, ...): half circles of 50–2,000 m, half
+    /// small polygons, placed in --bbox.
+    #[arg(long, default_value_t = 1000)]
+    pub fences: u64,
+    /// Connections, besides the moving ones, that join with {"fences": "*"} and receive every event.
+    #[arg(long, default_value_t = 1)]
+    pub subscribers: u64,
+    /// Metres an object moves per update.
+    #[arg(long, default_value_t = 30.0)]
+    pub step: f64,
+    /// The area objects walk in (bouncing at its edges) and fences are placed in:
+    /// min_lon,min_lat,max_lon,max_lat.
+    #[arg(long, default_value = "2.0,48.5,3.0,49.5", allow_hyphen_values = true)]
+    pub bbox: Bbox,
+    /// Seed of the walks and the fences: the same seed gives the same paths and fences.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Most fences one run creates (the server's own default limit is 100,000 per tenant).
+pub const MAX_FENCES: u64 = 1_000_000;
+/// Longest step, metres: beyond this an update is a jump, not a move.
+pub const MAX_STEP_M: f64 = 100_000.0;
+
+impl GeoArgs {
+    fn check(&self) -> anyhow::Result<()> {
+        let t = &self.tenant;
+        if t.is_empty() || t.len() > 128 || t.chars().any(char::is_control) {
+            anyhow::bail!("--tenant must be 1–128 bytes without control characters");
+        }
+        if self.fences > MAX_FENCES {
+            anyhow::bail!("--fences must be at most {MAX_FENCES}");
+        }
+        if !(self.step > 0.0 && self.step <= MAX_STEP_M) {
+            anyhow::bail!("--step must be a number of metres in (0, {MAX_STEP_M}]");
+        }
+        Ok(())
+    }
+}
+
+/// Flag values for scenarios that do not take chat, traffic or geo flags: the flags' defaults.
+pub fn defaults() -> (ChatArgs, TrafficArgs, GeoArgs) {
+    #[derive(Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        chat: ChatArgs,
+        #[command(flatten)]
+        traffic: TrafficArgs,
+        #[command(flatten)]
+        geo: GeoArgs,
+    }
+    let d = Defaults::parse_from(["defaults"]);
+    (d.chat, d.traffic, d.geo)
 }
 
 impl TrafficArgs {
@@ -254,6 +327,7 @@ pub fn spec(
     run: &RunArgs,
     chat: &ChatArgs,
     traffic: &TrafficArgs,
+    geo: &GeoArgs,
     mode: ShootoutMode,
     agents: Option<Agents>,
 ) -> anyhow::Result<RunSpec> {
@@ -306,6 +380,26 @@ pub fn spec(
             };
             (s, run.connections, run.connections)
         }
+        ScenarioKind::Geo => {
+            traffic.check()?;
+            geo.check()?;
+            if run.connections == 0 {
+                anyhow::bail!("--connections (moving objects) must be at least 1");
+            }
+            let s = Scenario::Geo {
+                publish_rate: traffic.publish_rate,
+                measure_s: traffic.measure,
+                tenant: geo.tenant.clone(),
+                movers: run.connections,
+                subscribers: geo.subscribers,
+                fences: geo.fences,
+                step_m: geo.step,
+                seed: geo.seed,
+                bbox: geo.bbox,
+            };
+            let connections = run.connections + geo.subscribers;
+            (s, connections, connections)
+        }
     };
     if connections == 0 {
         anyhow::bail!("nothing to do: --connections is 0");
@@ -357,6 +451,75 @@ fn shell_quote(arg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_are_the_flags_defaults() {
+        let (chat, traffic, geo) = defaults();
+        assert_eq!((chat.rooms, chat.members), (None, 10));
+        assert_eq!((traffic.publish_rate, traffic.measure, traffic.body_bytes), (1000.0, 10, 64));
+        assert_eq!((geo.tenant.as_str(), geo.fences, geo.subscribers, geo.seed), ("bench", 1000, 1, 1));
+        assert_eq!((geo.step, geo.bbox), (30.0, Bbox::DEFAULT));
+    }
+
+    #[test]
+    fn a_geo_command_line_becomes_a_geo_plan() {
+        let cli = Cli::parse_from([
+            "rusher-loadgen",
+            "geo",
+            "--target",
+            "127.0.0.1:4000",
+            "--connections",
+            "50",
+            "--publish-rate",
+            "500",
+            "--measure",
+            "3",
+            "--fences",
+            "50",
+            "--subscribers",
+            "2",
+            "--tenant",
+            "city",
+            "--bbox",
+            "-0.5,51.3,0.3,51.7",
+            "--local-agents",
+            "1",
+        ]);
+        let Command::Geo { run, traffic, geo } = cli.command else { panic!("the geo command") };
+        let s =
+            spec(ScenarioKind::Geo, &run, &defaults().0, &traffic, &geo, ShootoutMode::Echo, None).unwrap();
+        assert_eq!(s.connections, 52, "movers and subscribers");
+        assert_eq!(s.plan.topic_of(51).as_deref(), Some("geo:city"));
+        let Scenario::Geo { publish_rate, measure_s, movers, subscribers, fences, bbox, .. } =
+            s.plan.scenario
+        else {
+            panic!("a geo scenario")
+        };
+        assert_eq!((publish_rate, measure_s, movers, subscribers, fences), (500.0, 3, 50, 2, 50));
+        assert_eq!(bbox, Bbox { min_lon: -0.5, min_lat: 51.3, max_lon: 0.3, max_lat: 51.7 });
+
+        let bad = |flag: &str, value: &str| {
+            let mut g = geo.clone();
+            match flag {
+                "tenant" => g.tenant = value.into(),
+                "step" => g.step = value.parse().unwrap(),
+                _ => g.fences = value.parse().unwrap(),
+            }
+            spec(ScenarioKind::Geo, &run, &defaults().0, &traffic, &g, ShootoutMode::Echo, None).unwrap_err()
+        };
+        assert!(bad("tenant", "").to_string().contains("--tenant"));
+        assert!(bad("tenant", "a\nb").to_string().contains("--tenant"));
+        assert!(bad("step", "0").to_string().contains("--step"));
+        assert!(bad("fences", "2000000").to_string().contains("--fences"));
+        assert!(Cli::try_parse_from(["rusher-loadgen", "geo", "--target", "127.0.0.1:1", "--bbox", "1,2,3"])
+            .is_err());
+    }
 
     #[test]
     fn arguments_are_quoted_only_when_needed() {

@@ -28,8 +28,8 @@ pub enum Phase {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToAgent {
-    /// This agent's share of the run.
-    Plan { plan: Plan },
+    /// This agent's share of the run (boxed: a plan is large, phases are small).
+    Plan { plan: Box<Plan> },
     /// Start a phase.
     Phase { phase: Phase },
 }

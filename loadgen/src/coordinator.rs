@@ -16,8 +16,9 @@ use hdrhistogram::Histogram;
 use crate::control::{read_msg, write_msg, Phase, ToAgent, ToCoordinator};
 use crate::counters::Snapshot;
 use crate::engine::unix_us;
+use crate::geo::setup::{self as fence_setup, FenceSetup};
 use crate::hist;
-use crate::plan::Plan;
+use crate::plan::{Plan, Scenario};
 use crate::results::{self, RunDir, Setup};
 use crate::sample::Sampler;
 
@@ -65,6 +66,11 @@ pub struct Outcome {
     pub summary: serde_json::Value,
 }
 
+/// How long a geo run waits, after the last reply, for events still on their way: until none arrived
+/// for `EVENTS_QUIET`, at most `EVENTS_WAIT`.
+const EVENTS_QUIET: Duration = Duration::from_secs(2);
+const EVENTS_WAIT: Duration = Duration::from_secs(10);
+
 /// An agent's final report: counters, encoded histograms, broadcast completions.
 type Report = (Snapshot, Vec<(String, String)>, Vec<(u64, u64, u64)>);
 
@@ -110,6 +116,18 @@ pub fn run(spec: RunSpec) -> anyhow::Result<Outcome> {
             bail!("agent {} went away before it was ready", a.name);
         }
     }
+    let fences = match &spec.plan.scenario {
+        Scenario::Geo { fences, tenant, .. } => {
+            eprintln!("creating {fences} fences in geo:{tenant}");
+            let setup = fence_setup::create_fences(&spec.plan, deadline)?;
+            eprintln!(
+                "{} fences created, {} replaced, on {} target(s) in {:.1} s",
+                setup.created, setup.replaced, setup.targets, setup.seconds
+            );
+            Some(setup)
+        }
+        _ => None,
+    };
 
     let open_gauge = Arc::new(AtomicU64::new(0));
     let run_dir = match &spec.results {
@@ -146,11 +164,18 @@ pub fn run(spec: RunSpec) -> anyhow::Result<Outcome> {
         pump(&mut agents, &rx, hold_until, &mut progress, &open_gauge);
     }
 
+    // From the first intended send to the last reply.
+    let mut measure_seconds = 0.0;
     if let Some((_, measure_s, _)) = spec.plan.scenario.traffic() {
         let start_unix_us = unix_us() + 500_000;
         broadcast(&mut agents, &ToAgent::Phase { phase: Phase::Measure { start_unix_us } });
         let until = deadline.min(Instant::now() + Duration::from_secs(measure_s + 40));
         wait_phase(&mut agents, &rx, "measure", until, &mut progress, &open_gauge);
+        measure_seconds = unix_us().saturating_sub(start_unix_us) as f64 / 1e6;
+    }
+    if fences.is_some() {
+        let until = deadline.min(Instant::now() + EVENTS_WAIT);
+        wait_quiet(&mut agents, &rx, until, &mut progress, &open_gauge);
     }
 
     broadcast(&mut agents, &ToAgent::Phase { phase: Phase::Teardown });
@@ -208,8 +233,12 @@ pub fn run(spec: RunSpec) -> anyhow::Result<Outcome> {
         });
         merged.push(("every-copy".to_string(), complete));
     }
+    if let Some(setup) = &fences {
+        let find = |name: &str| merged.iter().find(|(n, _)| n == name).map(|(_, h)| h);
+        summary["geo"] = crate::geo::summary(setup, &counters, measure_seconds, find("ack"), find("event"));
+    }
     if let Some(dir) = &run_dir {
-        write_results(dir, &spec, &agents, &summary, &merged)?;
+        write_results(dir, &spec, &agents, &summary, &merged, fences.as_ref())?;
     }
     Ok(Outcome {
         counters,
@@ -319,16 +348,19 @@ fn assign(spec: &RunSpec, agents: &mut [AgentConn]) -> anyhow::Result<()> {
             bail!("agent {} can hold {} connections, its share is {count}: add agents", a.name, a.capacity);
         }
         let share = count as f64 / spec.connections.max(1) as f64;
+        // The publish rate follows the connections that send (all but geo subscribers).
+        let senders = spec.plan.senders(0, 1, spec.connections).max(1);
+        let send_share = spec.plan.senders(first, 1, count) as f64 / senders as f64;
         let mut plan = spec.plan.clone();
         plan.first = first;
         plan.count = count;
         plan.rate = spec.rate * share;
-        plan.scenario.scale_rate(share);
+        plan.scenario.scale_rate(send_share);
         if !a.sources.is_empty() {
             plan.sources = a.sources.clone();
         }
         first += count;
-        write_msg(&mut a.writer, &ToAgent::Plan { plan })?;
+        write_msg(&mut a.writer, &ToAgent::Plan { plan: Box::new(plan) })?;
     }
     Ok(())
 }
@@ -397,6 +429,25 @@ fn wait_phase(
     for a in agents.iter() {
         if !a.lost && a.done.as_deref() != Some(phase) {
             eprintln!("\nagent {} did not finish the {phase} phase in time", a.name);
+        }
+    }
+}
+
+/// Pump until no delivery was counted for [`EVENTS_QUIET`], or `until`.
+fn wait_quiet(
+    agents: &mut [AgentConn],
+    rx: &Inbox,
+    until: Instant,
+    progress: &mut Progress,
+    open: &AtomicU64,
+) {
+    let delivered = |agents: &[AgentConn]| agents.iter().map(|a| a.last.delivered).sum::<u64>();
+    let (mut last, mut since) = (delivered(agents), Instant::now());
+    while Instant::now() < until && since.elapsed() < EVENTS_QUIET {
+        pump(agents, rx, until, progress, open);
+        let now = delivered(agents);
+        if now != last {
+            (last, since) = (now, Instant::now());
         }
     }
 }
@@ -472,9 +523,10 @@ impl Progress {
         }
     }
 
-    /// p50 and p99 so far, in ms, of the most telling histogram: delivery, else ack, else establish.
+    /// p50 and p99 so far, in ms, of the most telling histogram: delivery, else event, else ack, else
+    /// establish.
     fn latency_so_far(&self) -> String {
-        for name in ["delivery", "ack", "establish"] {
+        for name in ["delivery", "event", "ack", "establish"] {
             if let Some((_, h)) = self.so_far.iter().find(|(n, h)| n == name && !h.is_empty()) {
                 let ms = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
                 return format!(" | {name} p50 {:.2} ms p99 {:.2} ms", ms(0.5), ms(0.99));
@@ -583,6 +635,7 @@ fn write_results(
     agents: &[AgentConn],
     summary: &serde_json::Value,
     hists: &[(String, Histogram<u64>)],
+    fences: Option<&FenceSetup>,
 ) -> anyhow::Result<()> {
     let mut extra = vec![
         (
@@ -596,6 +649,34 @@ fn write_results(
         ("targets".to_string(), format!("{:?}", spec.plan.targets)),
         ("source addresses".to_string(), spec.plan.sources.len().to_string()),
     ];
+    if let (Some(f), Scenario::Geo { tenant, movers, subscribers, step_m, seed, bbox, .. }) =
+        (fences, &spec.plan.scenario)
+    {
+        extra.push(("geo tenant".to_string(), format!("geo:{tenant}")));
+        extra.push((
+            "geo objects".to_string(),
+            format!(
+                "{movers} (one per connection), random walks of {step_m} m per update in lon {}..{}, lat {}..{}, seed {seed}",
+                bbox.min_lon, bbox.max_lon, bbox.min_lat, bbox.max_lat
+            ),
+        ));
+        extra.push((
+            "geo subscribers".to_string(),
+            format!("{subscribers}, joined with {{\"fences\": \"*\"}}"),
+        ));
+        extra.push((
+            "geo fences".to_string(),
+            format!(
+                "{} per target (half circles of {}–{} m, half polygons), detect enter/exit/cross; {} created, {} replaced in {:.1} s",
+                f.fences,
+                crate::geo::walk::RADIUS_M.0,
+                crate::geo::walk::RADIUS_M.1,
+                f.created,
+                f.replaced,
+                f.seconds
+            ),
+        ));
+    }
     if let Some(lost) = summary["lost_agents"].as_array().filter(|l| !l.is_empty()) {
         extra.push(("LOST AGENTS".to_string(), format!("{lost:?}")));
     }

@@ -1,10 +1,18 @@
 //! Counters an agent's threads share (relaxed atomics) and the snapshot sent to the coordinator.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use crate::geo::EventKind;
 use crate::sources::Failure;
+
+/// Distinct error reasons counted; further ones count as [`OTHER_REASONS`], so a server that puts
+/// ids in its reasons cannot grow the counters without bound.
+pub const MAX_REASONS: usize = 32;
+/// Where reasons past [`MAX_REASONS`] are counted.
+pub const OTHER_REASONS: &str = "(other reasons)";
 
 /// Live counters of one agent.
 #[derive(Debug, Default)]
@@ -17,9 +25,18 @@ pub struct Counters {
     pub open: AtomicU64,
     pub failures: [AtomicU64; Failure::ALL.len()],
     pub published: AtomicU64,
+    /// Pushes answered `ok` (geo: not counting `out_of_order`).
     pub acked: AtomicU64,
+    /// Geo updates answered `ok` with `{"ignored": "out_of_order"}`.
+    pub out_of_order: AtomicU64,
+    /// Pushes answered with an error; by reason in `reply_errors`.
     pub ack_errors: AtomicU64,
+    /// Error replies by reason: a rare path, so a lock is fine.
+    pub reply_errors: Mutex<Vec<(String, u64)>>,
+    /// Messages delivered (geo: events received).
     pub delivered: AtomicU64,
+    /// Geo events received, by [`EventKind::index`].
+    pub events: [AtomicU64; EventKind::ALL.len()],
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
 }
@@ -33,6 +50,13 @@ impl Counters {
     pub fn fail(&self, f: Failure) {
         self.failures[f.index()].fetch_add(1, Ordering::Relaxed);
     }
+    /// Count an error reply.
+    pub fn reply_error(&self, reason: &str) {
+        Counters::inc(&self.ack_errors);
+        let Ok(mut reasons) = self.reply_errors.lock() else { return };
+        count_reason(&mut reasons, reason, 1);
+    }
+
     /// A consistent-enough copy for reports.
     pub fn snapshot(&self) -> Snapshot {
         let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -49,8 +73,15 @@ impl Counters {
                 .collect(),
             published: l(&self.published),
             acked: l(&self.acked),
+            out_of_order: l(&self.out_of_order),
             ack_errors: l(&self.ack_errors),
+            reply_errors: self.reply_errors.lock().map(|r| r.clone()).unwrap_or_default(),
             delivered: l(&self.delivered),
+            events: EventKind::ALL
+                .iter()
+                .map(|k| (k.name().to_string(), l(&self.events[k.index()])))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
             bytes_in: l(&self.bytes_in),
             bytes_out: l(&self.bytes_out),
         }
@@ -68,10 +99,31 @@ pub struct Snapshot {
     pub failures: Vec<(Failure, u64)>,
     pub published: u64,
     pub acked: u64,
+    #[serde(default)]
+    pub out_of_order: u64,
     pub ack_errors: u64,
+    /// Error replies by reason.
+    #[serde(default)]
+    pub reply_errors: Vec<(String, u64)>,
     pub delivered: u64,
+    /// Geo events by kind (`enter`, `exit`, ...).
+    #[serde(default)]
+    pub events: Vec<(String, u64)>,
     pub bytes_in: u64,
     pub bytes_out: u64,
+}
+
+/// Add `n` to `reason`'s count, keeping at most [`MAX_REASONS`] of them.
+fn count_reason(reasons: &mut Vec<(String, u64)>, reason: &str, n: u64) {
+    if let Some((_, m)) = reasons.iter_mut().find(|(r, _)| r == reason) {
+        *m += n;
+        return;
+    }
+    let reason = if reasons.len() < MAX_REASONS { reason } else { OTHER_REASONS };
+    match reasons.iter_mut().find(|(r, _)| r == reason) {
+        Some((_, m)) => *m += n,
+        None => reasons.push((reason.to_string(), n)),
+    }
 }
 
 impl Snapshot {
@@ -89,8 +141,20 @@ impl Snapshot {
         self.open += o.open;
         self.published += o.published;
         self.acked += o.acked;
+        self.out_of_order += o.out_of_order;
         self.ack_errors += o.ack_errors;
         self.delivered += o.delivered;
+        for (reason, n) in &o.reply_errors {
+            count_reason(&mut self.reply_errors, reason, *n);
+        }
+        self.reply_errors.sort();
+        for (kind, n) in &o.events {
+            match self.events.iter_mut().find(|(k, _)| k == kind) {
+                Some((_, m)) => *m += n,
+                None => self.events.push((kind.clone(), *n)),
+            }
+        }
+        self.events.sort_by_key(|(k, _)| EventKind::of(k).index());
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
         for (f, n) in &o.failures {
@@ -118,5 +182,47 @@ mod tests {
         assert_eq!(a.joined, 2);
         assert_eq!(a.failures, vec![(Failure::Timeout, 2)]);
         assert_eq!(a.failed(), 2);
+    }
+
+    #[test]
+    fn geo_replies_and_events_add_up_by_reason_and_kind() {
+        let c = Counters::default();
+        c.reply_error("ts is in the future");
+        c.reply_error("ts is in the future");
+        c.reply_error("forbidden");
+        Counters::inc(&c.events[EventKind::Exit.index()]);
+        Counters::inc(&c.events[EventKind::Enter.index()]);
+        Counters::inc(&c.out_of_order);
+        let mut a = c.snapshot();
+        assert_eq!(a.ack_errors, 3);
+        assert_eq!(a.reply_errors, vec![("ts is in the future".into(), 2), ("forbidden".into(), 1)]);
+        assert_eq!(a.events, vec![("enter".into(), 1), ("exit".into(), 1)]);
+        let other = Snapshot {
+            reply_errors: vec![("overloaded".into(), 4), ("forbidden".into(), 1)],
+            events: vec![("cross".into(), 5), ("enter".into(), 2)],
+            out_of_order: 2,
+            ..Snapshot::default()
+        };
+        a.add(&other);
+        assert_eq!(a.out_of_order, 3);
+        assert_eq!(
+            a.reply_errors,
+            vec![("forbidden".into(), 2), ("overloaded".into(), 4), ("ts is in the future".into(), 2)]
+        );
+        assert_eq!(a.events, vec![("enter".into(), 3), ("exit".into(), 1), ("cross".into(), 5)]);
+    }
+
+    #[test]
+    fn reasons_are_bounded() {
+        let c = Counters::default();
+        for i in 0..MAX_REASONS + 10 {
+            c.reply_error(&format!("no such object obj-{i}"));
+        }
+        c.reply_error("no such object obj-0");
+        let s = c.snapshot();
+        assert_eq!(s.reply_errors.len(), MAX_REASONS + 1);
+        assert_eq!(s.reply_errors[0], ("no such object obj-0".into(), 2));
+        assert_eq!(s.reply_errors.last(), Some(&(OTHER_REASONS.to_string(), 10)));
+        assert_eq!(s.ack_errors, MAX_REASONS as u64 + 11);
     }
 }

@@ -17,7 +17,9 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::counters::Counters;
+use crate::geo::{self, walk::Walker};
 use crate::hist;
+use crate::phoenix::{self, json_str, Reply};
 use crate::plan::{Plan, Scenario};
 use crate::sources::{connect_from, Failure};
 use crate::ws;
@@ -61,6 +63,8 @@ pub struct Hists {
     pub ack: Histogram<u64>,
     /// Intended publish time → each delivery.
     pub delivery: Histogram<u64>,
+    /// Geo: intended update time (the update's `ts`) → each `geofence_event` received.
+    pub event: Histogram<u64>,
 }
 
 impl Hists {
@@ -70,17 +74,25 @@ impl Hists {
             establish: hist::new_hist(),
             ack: hist::new_hist(),
             delivery: hist::new_hist(),
+            event: hist::new_hist(),
         }
     }
     /// Every histogram with its name.
-    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 4] {
-        [("tcp", &self.tcp), ("establish", &self.establish), ("ack", &self.ack), ("delivery", &self.delivery)]
+    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 5] {
+        [
+            ("tcp", &self.tcp),
+            ("establish", &self.establish),
+            ("ack", &self.ack),
+            ("delivery", &self.delivery),
+            ("event", &self.event),
+        ]
     }
     fn reset(&mut self) {
         self.tcp.reset();
         self.establish.reset();
         self.ack.reset();
         self.delivery.reset();
+        self.event.reset();
     }
 
     /// Add another set's samples.
@@ -90,6 +102,7 @@ impl Hists {
         let _ = self.establish.add(&o.establish);
         let _ = self.ack.add(&o.ack);
         let _ = self.delivery.add(&o.delivery);
+        let _ = self.event.add(&o.event);
     }
 }
 
@@ -259,6 +272,8 @@ struct Thread {
     completion: Completion,
     /// Collab: each typing connection's own Yjs document, by slab key.
     editors: std::collections::HashMap<usize, yrs::Doc>,
+    /// Geo: each moving connection's object, by slab key.
+    walkers: std::collections::HashMap<usize, Walker>,
     last_flush: Instant,
     /// This thread's connections: global index `first + id + k * threads` for k in 0..mine.
     mine: u64,
@@ -302,6 +317,7 @@ impl Thread {
             shared,
             completion: Completion::new(),
             editors: std::collections::HashMap::new(),
+            walkers: std::collections::HashMap::new(),
             last_flush: Instant::now(),
             mine,
             next_k: 0,
@@ -408,7 +424,15 @@ impl Thread {
                     return;
                 };
                 let broadcast = matches!(self.plan.scenario, Scenario::Broadcast { .. });
-                let mut rate = publish_rate / self.plan.threads.max(1) as f64;
+                // This thread's share of the agent's senders: connections first + id + k × threads.
+                let threads = self.plan.threads.max(1) as u64;
+                let agent_senders = self.plan.senders(self.plan.first, 1, self.plan.count);
+                let senders = self.plan.senders(self.plan.first + self.id as u64, threads, self.mine);
+                let mut rate = if agent_senders == 0 {
+                    0.0
+                } else {
+                    publish_rate * senders as f64 / agent_senders as f64
+                };
                 let mut expect = None;
                 if broadcast {
                     // One publisher (the thread holding connection 0) at the whole rate; every
@@ -455,11 +479,7 @@ impl Thread {
     }
 
     fn next_mask(&mut self) -> [u8; 4] {
-        // xorshift32: cheap and never zero.
-        self.mask ^= self.mask << 13;
-        self.mask ^= self.mask >> 17;
-        self.mask ^= self.mask << 5;
-        self.mask.to_ne_bytes()
+        ws::next_mask(&mut self.mask)
     }
 
     // ---- opening ----
@@ -731,7 +751,7 @@ impl Thread {
             Some(topic) => {
                 self.conns[key].st = St::Joining;
                 self.arm_timeout(key);
-                let params = if self.plan.presence { "{}" } else { r#"{"presence":false}"# };
+                let params = self.plan.join_params(idx);
                 self.send_text(key, &format!(r#"["1","1",{},"phx_join",{params}]"#, json_str(&topic)));
             }
             None => self.joined(key),
@@ -757,14 +777,8 @@ impl Thread {
         if let Scenario::Shootout { .. } = self.plan.scenario {
             return self.on_shootout_text(key, text);
         }
-        // [join_ref, ref, topic, event, payload]: only refs, event and a few payload fields matter.
-        let Ok((_jr, r, _topic, event, body)) = serde_json::from_str::<(
-            Option<&serde_json::value::RawValue>,
-            Option<&str>,
-            &serde_json::value::RawValue,
-            &str,
-            &serde_json::value::RawValue,
-        )>(text) else {
+        // Only refs, event and a few payload fields matter.
+        let Some(phoenix::Incoming { reference: r, event, payload: body }) = phoenix::parse(text) else {
             return self.fail(key, Failure::Protocol);
         };
         match (event, r) {
@@ -776,15 +790,30 @@ impl Thread {
                 }
             }
             ("phx_reply", Some(r)) if r.starts_with('p') => {
-                let ok = body.get().starts_with(r#"{"status":"ok""#);
                 if let (Ok(sent), Some(m)) = (r[1..].parse::<u64>(), self.measure.as_mut()) {
                     m.answered += 1;
-                    if ok {
-                        Counters::inc(&self.counters.acked);
-                        hist::record(&mut self.interval.ack, unix_us().saturating_sub(sent));
-                    } else {
-                        Counters::inc(&self.counters.ack_errors);
+                    let latency = unix_us().saturating_sub(sent);
+                    match phoenix::reply(body.get()) {
+                        Reply::Ok => {
+                            Counters::inc(&self.counters.acked);
+                            hist::record(&mut self.interval.ack, latency);
+                        }
+                        Reply::OutOfOrder => {
+                            Counters::inc(&self.counters.out_of_order);
+                            hist::record(&mut self.interval.ack, latency);
+                        }
+                        Reply::Error(reason) => self.counters.reply_error(&reason),
                     }
+                }
+            }
+            ("geofence_event", None) => {
+                let Some((kind, ts)) = geo::parse_event(body.get()) else {
+                    return self.fail(key, Failure::Protocol);
+                };
+                Counters::inc(&self.counters.delivered);
+                Counters::inc(&self.counters.events[kind.index()]);
+                if let Some(ts) = ts {
+                    hist::record(&mut self.interval.event, unix_us().saturating_sub(ts));
                 }
             }
             ("new_msg", _) => {
@@ -888,12 +917,12 @@ impl Thread {
                 break;
             }
             m.next += 1;
-            // The next open connection after the cursor publishes.
+            // The next open connection after the cursor that sends publishes.
             let mut found = None;
             for _ in 0..cap {
                 let key = m.cursor % cap;
                 m.cursor = m.cursor.wrapping_add(1);
-                if self.conns.get(key).is_some_and(|c| c.st == St::Open) {
+                if self.conns.get(key).is_some_and(|c| c.st == St::Open && self.plan.sends(c.idx)) {
                     found = Some(key);
                     break;
                 }
@@ -903,14 +932,32 @@ impl Thread {
             sends.push((key, due));
         }
         let pad = self.measure.as_ref().map(|m| m.body_pad.clone()).unwrap_or_default();
+        let plan = self.plan.clone();
         for (key, due) in sends {
-            if let Scenario::Collab { .. } = self.plan.scenario {
+            // A connection may appear twice in a batch and fail on its first send.
+            if !self.conns.contains(key) {
+                continue;
+            }
+            if let Scenario::Collab { .. } = plan.scenario {
                 Counters::inc(&self.counters.published);
                 let message = self.editor_update(key, due, &pad);
                 let mut frame = Vec::with_capacity(message.len() + 14);
                 let mask = self.next_mask();
                 ws::encode_masked(ws::BINARY, &message, mask, &mut frame);
                 self.send(key, &frame);
+                continue;
+            }
+            if let Scenario::Geo { tenant, step_m, seed, bbox, .. } = &plan.scenario {
+                Counters::inc(&self.counters.published);
+                let idx = self.conns[key].idx;
+                // An object's first update is where its walk starts; each later one is a step on.
+                let walker = self
+                    .walkers
+                    .entry(key)
+                    .and_modify(|w| w.step(*step_m, bbox))
+                    .or_insert_with(|| Walker::new(*seed, idx, bbox));
+                let text = geo::location_push(&json_str(&geo::topic(tenant)), idx, walker, due);
+                self.send_text(key, &text);
                 continue;
             }
             let topic = self.plan.topic_of(self.conns[key].idx);
@@ -1014,6 +1061,7 @@ impl Thread {
 
     fn drop_conn(&mut self, key: usize) {
         self.editors.remove(&key);
+        self.walkers.remove(&key);
         let mut c = self.conns.remove(key);
         if c.st == St::Open {
             self.counters.open.fetch_sub(1, Ordering::Relaxed);
@@ -1023,10 +1071,6 @@ impl Thread {
             self.recycle(*b);
         }
     }
-}
-
-fn json_str(s: &str) -> String {
-    serde_json::to_string(s).expect("strings serialise")
 }
 
 /// The send time in a load-generator message body (`"body":"lg:<unix µs>:..."`).

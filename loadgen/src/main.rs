@@ -24,27 +24,32 @@ fn main() -> anyhow::Result<()> {
             return agent::run(*coordinator, name, sources, capacity);
         }
         Command::Connect(run) => {
-            let (chat, traffic) = cli::defaults();
-            cli::spec(ScenarioKind::Connect, run, &chat, &traffic, ShootoutMode::Echo, None)?
+            let (chat, traffic, geo) = cli::defaults();
+            cli::spec(ScenarioKind::Connect, run, &chat, &traffic, &geo, ShootoutMode::Echo, None)?
         }
         Command::Chat { run, chat, traffic } => {
-            cli::spec(ScenarioKind::Chat, run, chat, traffic, ShootoutMode::Echo, None)?
+            let (_, _, geo) = cli::defaults();
+            cli::spec(ScenarioKind::Chat, run, chat, traffic, &geo, ShootoutMode::Echo, None)?
         }
         Command::Collab { run, traffic } => {
-            let (chat, _) = cli::defaults();
-            cli::spec(ScenarioKind::Collab, run, &chat, traffic, ShootoutMode::Echo, None)?
+            let (chat, _, geo) = cli::defaults();
+            cli::spec(ScenarioKind::Collab, run, &chat, traffic, &geo, ShootoutMode::Echo, None)?
         }
         Command::Broadcast { run, traffic } => {
-            let (chat, _) = cli::defaults();
-            cli::spec(ScenarioKind::Broadcast, run, &chat, traffic, ShootoutMode::Echo, None)?
+            let (chat, _, geo) = cli::defaults();
+            cli::spec(ScenarioKind::Broadcast, run, &chat, traffic, &geo, ShootoutMode::Echo, None)?
+        }
+        Command::Geo { run, traffic, geo } => {
+            let (chat, _, _) = cli::defaults();
+            cli::spec(ScenarioKind::Geo, run, &chat, traffic, geo, ShootoutMode::Echo, None)?
         }
         Command::Shootout { run, mode, traffic } => {
-            let (chat, _) = cli::defaults();
-            cli::spec(ScenarioKind::Shootout, run, &chat, traffic, *mode, None)?
+            let (chat, _, geo) = cli::defaults();
+            cli::spec(ScenarioKind::Shootout, run, &chat, traffic, &geo, *mode, None)?
         }
-        Command::Coordinator { listen, agents, scenario, run, chat, traffic, mode } => {
+        Command::Coordinator { listen, agents, scenario, run, chat, traffic, geo, mode } => {
             let fleet = Agents::Fleet { listen: *listen, count: *agents };
-            cli::spec(*scenario, run, chat, traffic, *mode, Some(fleet))?
+            cli::spec(*scenario, run, chat, traffic, geo, *mode, Some(fleet))?
         }
     };
     agent::raise_nofile_limit();
@@ -68,11 +73,16 @@ fn print_outcome(o: &Outcome) {
     for (f, n) in &c.failures {
         println!("  {n} × {f:?}: {}", Failure::hint(*f));
     }
-    if c.published > 0 {
+    if let Some(geo) = o.summary.get("geo") {
+        print_geo(geo);
+    } else if c.published > 0 {
         println!(
             "messages: {} published, {} acked, {} ack errors, {} delivered",
             c.published, c.acked, c.ack_errors, c.delivered
         );
+    }
+    for (reason, n) in &c.reply_errors {
+        println!("  {n} × error reply {reason:?}");
     }
     for (name, h) in &o.hists {
         if h.is_empty() {
@@ -95,4 +105,38 @@ fn print_outcome(o: &Outcome) {
     if let Some(dir) = &o.run_dir {
         println!("results: {}", dir.display());
     }
+}
+
+/// The geo figures of summary.json, in words.
+fn print_geo(g: &serde_json::Value) {
+    let n = |k: &str| g[k].as_u64().unwrap_or(0);
+    let f = &g["fences"];
+    println!(
+        "fences: {} per target on {} target(s), {} created, {} replaced, in {:.1} s",
+        f["fences"],
+        f["targets"],
+        f["created"],
+        f["replaced"],
+        f["seconds"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "updates: {} sent, {} replies ({} ok, {} out_of_order, {} errors, {} unanswered); {:.0} updates/s over {:.1} s",
+        n("updates_sent"),
+        n("replies"),
+        n("replies_ok"),
+        n("out_of_order"),
+        n("errors"),
+        n("unanswered"),
+        g["updates_per_s"].as_f64().unwrap_or(0.0),
+        g["window_seconds"].as_f64().unwrap_or(0.0)
+    );
+    let kinds = g["events_by_kind"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default();
+    println!(
+        "events: {} received ({kinds}); {:.0} events/s",
+        n("events_received"),
+        g["events_per_s"].as_f64().unwrap_or(0.0)
+    );
 }

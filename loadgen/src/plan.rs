@@ -5,6 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+use crate::geo::walk::Bbox;
+
 /// The traffic of a run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -25,6 +27,23 @@ pub enum Scenario {
     /// share of `publish_rate`; measures each update's propagation to the other editors (and the
     /// sender's own copy, relayed once durable, as the ack).
     Collab { publish_rate: f64, measure_s: u64, body_bytes: usize },
+    /// Geofencing on `geo:<tenant>` (docs/geo.md): connections `0 .. movers` each move object
+    /// `obj-<index>` along a random walk in `bbox` (`step_m` metres per update, reproducible from
+    /// `seed`), sending `location` at their share of `publish_rate`; the next `subscribers` connections
+    /// join with `{"fences": "*"}` and receive every `geofence_event`. The coordinator creates
+    /// `fences` fences in `bbox` before the connections open. Measures update → reply and update →
+    /// event (from the update's `ts`, its intended send time).
+    Geo {
+        publish_rate: f64,
+        measure_s: u64,
+        tenant: String,
+        movers: u64,
+        subscribers: u64,
+        fences: u64,
+        step_m: f64,
+        seed: u64,
+        bbox: Bbox,
+    },
 }
 
 impl Scenario {
@@ -37,6 +56,7 @@ impl Scenario {
             Scenario::Shootout { broadcast: true, .. } => "shootout-broadcast",
             Scenario::Broadcast { .. } => "broadcast",
             Scenario::Collab { .. } => "collab",
+            Scenario::Geo { .. } => "geo",
         }
     }
 
@@ -50,15 +70,17 @@ impl Scenario {
             | Scenario::Shootout { publish_rate, measure_s, body_bytes, .. } => {
                 Some((publish_rate, measure_s, body_bytes))
             }
+            Scenario::Geo { publish_rate, measure_s, .. } => Some((publish_rate, measure_s, 0)),
         }
     }
 
-    /// Scale the publish rate to an agent's share of the run. A broadcast has one publisher, which
-    /// keeps the whole rate.
+    /// Scale the publish rate to an agent's share of the run's senders (see [`Plan::senders`]). A
+    /// broadcast has one publisher, which keeps the whole rate.
     pub fn scale_rate(&mut self, share: f64) {
         if let Scenario::Chat { publish_rate, .. }
         | Scenario::Shootout { publish_rate, .. }
-        | Scenario::Collab { publish_rate, .. } = self
+        | Scenario::Collab { publish_rate, .. }
+        | Scenario::Geo { publish_rate, .. } = self
         {
             *publish_rate *= share;
         }
@@ -67,7 +89,7 @@ impl Scenario {
     /// The message a connection on `topic` publishes at `due` (Unix µs), carrying `due` for latency.
     pub fn publish_text(&self, topic: Option<&str>, due: u64, pad: &str) -> Option<String> {
         match self {
-            Scenario::Connect | Scenario::Collab { .. } => None,
+            Scenario::Connect | Scenario::Collab { .. } | Scenario::Geo { .. } => None,
             Scenario::Chat { .. } | Scenario::Broadcast { .. } => {
                 let topic = serde_json::to_string(topic?).ok()?;
                 Some(format!(r#"["1","p{due}",{topic},"new_msg",{{"body":"lg:{due}:{pad}"}}]"#))
@@ -90,7 +112,8 @@ pub struct Plan {
     pub path: String,
     /// Source addresses; connection `i` binds `sources[i % len]` (none: the kernel chooses).
     pub sources: Vec<IpAddr>,
-    /// Topic of connection `i`: `{topic_prefix}{i / per_topic}`; `per_topic == 0` joins nothing.
+    /// Topic of connection `i`: `{topic_prefix}{i / per_topic}`; `per_topic == 0` joins nothing. (A geo
+    /// run puts every connection on its tenant's topic instead.)
     pub topic_prefix: String,
     pub per_topic: u64,
     /// This agent's connections: indices `first .. first + count` of the whole run.
@@ -124,6 +147,114 @@ impl Plan {
 
     /// The topic connection `i` joins, if any.
     pub fn topic_of(&self, i: u64) -> Option<String> {
+        if let Scenario::Geo { tenant, .. } = &self.scenario {
+            return Some(crate::geo::topic(tenant));
+        }
         (self.per_topic > 0).then(|| format!("{}{}", self.topic_prefix, i / self.per_topic))
+    }
+
+    /// The `phx_join` payload of connection `i`.
+    pub fn join_params(&self, i: u64) -> &'static str {
+        match &self.scenario {
+            Scenario::Geo { .. } if !self.sends(i) => r#"{"fences":"*"}"#,
+            Scenario::Geo { .. } => "{}",
+            _ if self.presence => "{}",
+            _ => r#"{"presence":false}"#,
+        }
+    }
+
+    /// Whether connection `i` takes part in publishing: every connection but a geo subscriber.
+    pub fn sends(&self, i: u64) -> bool {
+        match self.scenario {
+            Scenario::Geo { movers, .. } => i < movers,
+            _ => true,
+        }
+    }
+
+    /// How many of the `n` connections `start, start + stride, ...` take part in publishing: the
+    /// share of the run's rate their agent or thread sends.
+    pub fn senders(&self, start: u64, stride: u64, n: u64) -> u64 {
+        match self.scenario {
+            Scenario::Geo { movers, .. } if start >= movers => 0,
+            Scenario::Geo { movers, .. } => n.min((movers - start).div_ceil(stride.max(1))),
+            _ => n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geo_plan(movers: u64, subscribers: u64) -> Plan {
+        Plan {
+            scenario: Scenario::Geo {
+                publish_rate: 100.0,
+                measure_s: 1,
+                tenant: "fleet 7".into(),
+                movers,
+                subscribers,
+                fences: 0,
+                step_m: 30.0,
+                seed: 1,
+                bbox: Bbox::DEFAULT,
+            },
+            targets: Vec::new(),
+            path: "/socket/websocket?vsn=2.0.0".into(),
+            sources: Vec::new(),
+            topic_prefix: "room:lg-".into(),
+            per_topic: 100,
+            first: 0,
+            count: movers + subscribers,
+            rate: 1.0,
+            threads: 2,
+            step_timeout_s: 1,
+            heartbeat_s: 30,
+            presence: true,
+        }
+    }
+
+    #[test]
+    fn geo_movers_send_and_subscribers_listen_on_one_topic() {
+        let p = geo_plan(10, 2);
+        assert_eq!(p.topic_of(0).as_deref(), Some("geo:fleet 7"));
+        assert_eq!(p.topic_of(11).as_deref(), Some("geo:fleet 7"));
+        assert_eq!(p.path_of(3), "/socket/websocket?vsn=2.0.0");
+        assert!(p.sends(9) && !p.sends(10) && !p.sends(11));
+        assert_eq!(p.join_params(9), "{}");
+        assert_eq!(p.join_params(10), r#"{"fences":"*"}"#);
+        assert_eq!(p.scenario.name(), "geo");
+        assert_eq!(p.scenario.traffic(), Some((100.0, 1, 0)));
+        assert_eq!(p.scenario.publish_text(Some("geo:x"), 1, ""), None, "geo pushes carry a walk");
+    }
+
+    #[test]
+    fn senders_count_movers_of_a_range_or_a_thread() {
+        let p = geo_plan(10, 2);
+        // Agents by contiguous ranges.
+        assert_eq!(p.senders(0, 1, 12), 10);
+        assert_eq!(p.senders(0, 1, 6), 6);
+        assert_eq!(p.senders(6, 1, 6), 4);
+        assert_eq!(p.senders(10, 1, 2), 0);
+        // Threads by stride: thread 0 of 2 holds 0, 2, ..., 10; thread 1 holds 1, 3, ..., 11.
+        assert_eq!(p.senders(0, 2, 6), 5);
+        assert_eq!(p.senders(1, 2, 6), 5);
+        // Thread 1 of 4 on the agent starting at 6: 7, 11 → one mover.
+        assert_eq!(p.senders(7, 4, 2), 1);
+        let brute =
+            |start: u64, stride: u64, n: u64| (0..n).filter(|k| p.sends(start + k * stride)).count() as u64;
+        for start in 0..14 {
+            for stride in 1..5 {
+                for n in 0..8 {
+                    assert_eq!(p.senders(start, stride, n), brute(start, stride, n), "{start} {stride} {n}");
+                }
+            }
+        }
+        let mut chat = geo_plan(0, 0);
+        chat.scenario = Scenario::Chat { publish_rate: 1.0, measure_s: 1, body_bytes: 32 };
+        assert_eq!(chat.senders(5, 3, 7), 7);
+        assert_eq!(chat.join_params(0), "{}");
+        chat.presence = false;
+        assert_eq!(chat.join_params(0), r#"{"presence":false}"#);
     }
 }

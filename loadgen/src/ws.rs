@@ -68,6 +68,15 @@ pub fn encode_masked(opcode: u8, payload: &[u8], mask: [u8; 4], out: &mut Vec<u8
     apply_mask(&mut out[start..], mask);
 }
 
+/// The next masking key from a xorshift32 `state`, which must start non-zero (it then never becomes
+/// zero): cheap, and as unpredictable as a client no intermediary watches needs.
+pub fn next_mask(state: &mut u32) -> [u8; 4] {
+    *state ^= *state << 13;
+    *state ^= *state >> 17;
+    *state ^= *state << 5;
+    state.to_ne_bytes()
+}
+
 /// A frame read from the server.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ServerFrame {

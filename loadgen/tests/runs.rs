@@ -1,10 +1,11 @@
-//! Whole runs against a real Rusher server started in this process: the chat scenario with local
-//! agent processes, and a fleet of three agents merged by one coordinator.
+//! Whole runs against a real Rusher server started in this process: the chat, broadcast, collab and
+//! geo scenarios with local agent processes, and a fleet of three agents merged by one coordinator.
 
 use std::path::PathBuf;
 use std::process::{Child, Command};
 
 use rusher_loadgen::coordinator::{self, Agents, RunSpec};
+use rusher_loadgen::geo::walk::Bbox;
 use rusher_loadgen::plan::{Plan, Scenario};
 use rusher_server::config::ServeArgs;
 use rusher_server::server;
@@ -201,5 +202,61 @@ fn collab_editors_see_every_update_of_their_document() {
     assert!(c.published >= 180, "published only {}", c.published);
     assert_eq!(c.acked, c.published, "each editor got its own update back once durable");
     assert_eq!(c.delivered, c.published * 4, "the four other editors of the document got it");
+    srv.shutdown();
+}
+
+#[test]
+fn geo_updates_are_all_answered_and_fence_events_are_timed() {
+    let srv = start_server();
+    // About 3.7 km × 5.6 km: the 50 fences cover much of it, so the objects meet them.
+    let bbox = Bbox { min_lon: 2.30, min_lat: 48.83, max_lon: 2.35, max_lat: 48.88 };
+    let scenario = Scenario::Geo {
+        publish_rate: 500.0,
+        measure_s: 3,
+        tenant: "lgtest".into(),
+        movers: 50,
+        subscribers: 1,
+        fences: 50,
+        step_m: 30.0,
+        seed: 7,
+        bbox,
+    };
+    // Two agents: the second holds the subscriber and a smaller share of the movers and the rate.
+    let out =
+        coordinator::run(spec(srv.addr, scenario, 51, 51, Agents::Local { count: 2, exe: loadgen_exe() }))
+            .expect("run completes");
+    let c = &out.counters;
+    let g = &out.summary["geo"];
+    assert_eq!(c.failed(), 0, "failures: {:?}", c.failures);
+    assert_eq!(c.joined, 51);
+    assert_eq!(g["fences"]["created"], 50, "{g}");
+    assert!((1450..=1500).contains(&c.published), "500 updates/s for 3 s, sent {}", c.published);
+
+    assert_eq!(c.ack_errors, 0, "error replies: {:?}", c.reply_errors);
+    assert_eq!(c.out_of_order, 0, "each object has one mover, whose ts only grows");
+    assert_eq!(c.acked, c.published, "every update answered ok");
+    assert_eq!(g["replies"], c.published);
+    assert_eq!(g["unanswered"], 0);
+    let hist = |name: &str| out.hists.iter().find(|(n, _)| n == name).map(|(_, h)| h.clone());
+    let reply = hist("ack").expect("reply latencies");
+    assert_eq!(reply.len(), c.published, "one reply latency per update");
+
+    assert!(c.delivered > 0, "the subscriber received fence events");
+    let event = hist("event").expect("event latencies");
+    assert_eq!(event.len(), c.delivered, "one latency sample per event received");
+    // An event's latency counts from its update's ts: a ts misread (seconds, or µs) would be off by
+    // far more than a loaded test machine's delays.
+    assert!(event.max() < 10_000_000, "event latency up to {} µs", event.max());
+    let kind = |k: &str| c.events.iter().find(|(n, _)| n == k).map_or(0, |(_, n)| *n);
+    assert_eq!(c.events.iter().map(|(_, n)| n).sum::<u64>(), c.delivered);
+    assert!(kind("enter") > 0, "events: {:?}", c.events);
+    assert!(kind("exit") <= kind("enter"), "an object leaves only fences it entered: {:?}", c.events);
+    assert_eq!(
+        kind("enter") + kind("exit") + kind("cross"),
+        c.delivered,
+        "only the default kinds: {:?}",
+        c.events
+    );
+    assert_eq!(g["events_received"], c.delivered);
     srv.shutdown();
 }

@@ -450,7 +450,16 @@ pub fn dwell_due(entered_at_ms: u64, dwell_ms: u64) -> u64 {
 /// Whether the path from `a` to `b` meets `shape`; only asked when both ends are outside.
 fn path_crosses(shape: &Shape, a: LatLon, b: LatLon) -> bool {
     match shape {
-        Shape::Circle { center, radius_m } => arc_distance_m(a, b, *center) <= *radius_m,
+        Shape::Circle { center, radius_m } => {
+            // Every point of the arc lies within half its length of an end: farther than that from both
+            // ends, the arc cannot reach the circle. Three haversines settle most candidates without the
+            // exact arc distance.
+            let half = haversine_m(a, b) / 2.0;
+            if haversine_m(a, *center).min(haversine_m(b, *center)) - half > *radius_m {
+                return false;
+            }
+            arc_distance_m(a, b, *center) <= *radius_m
+        }
         Shape::Area(area) => {
             let mut bx = b.lon;
             if bx - a.lon > 180.0 {
