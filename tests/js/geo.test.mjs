@@ -417,6 +417,37 @@ serverTest("an update older than the last one is ignored and changes nothing", o
   assert.deepEqual(real(sub), [ev("zone", "o", "enter", inside)]);
 });
 
+serverTest("a locations batch applies each update in order and reports the ones it refused", open, async (t) => {
+  const tenant = "batch";
+  const admin = await member(t, open, tenant);
+  await pushOk(admin.channel, "fence_create", { id: "zone", geometry: circle(HOME, 200) });
+  await createSentinel(admin);
+  const sub = await member(t, open, tenant, { fences: "*" });
+
+  const base = stamp();
+  const away = offset(HOME, 1000);
+  const updates = [
+    { id: "g1", lat: away.lat, lon: away.lon, ts: base },
+    { id: "g1", lat: HOME.lat, lon: HOME.lon, ts: base + 1.5 },
+    { id: "g2", lat: 95, lon: 0, ts: base },
+    { id: "g1", lat: away.lat, lon: away.lon, ts: base + 0.5 },
+    { id: "g2", lat: HOME.lat, lon: HOME.lon, ts: base + 2 },
+  ];
+  const r = await pushOk(admin.channel, "locations", { updates });
+  assert.equal(r.applied, 3, JSON.stringify(r));
+  assert.equal(r.ignored, 1, "the older g1 update is ignored");
+  assert.equal(r.errors.length, 1);
+  assert.equal(r.errors[0].index, 2);
+  assert.match(r.errors[0].reason, /out of range/);
+  await settle(admin, sub);
+  assert.deepEqual(sorted(real(sub)), sorted([
+    ev("zone", "g1", "enter", updates[1]),
+    ev("zone", "g2", "enter", updates[4]),
+  ]));
+  await refused(admin, "locations", { updates: [] }, /1 to 1000 updates/);
+  await refused(admin, "locations", { updates: {} }, /updates/);
+});
+
 // ---------------------------------------------------------------------------------------------------
 // Queries
 

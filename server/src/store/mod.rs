@@ -114,6 +114,16 @@ pub struct GeoInside {
     pub dwelled: bool,
 }
 
+/// A change to one fence: create (`fresh`, forgetting any inside rows left under its id), replace, or
+/// delete (`json: None`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeoFenceChange {
+    pub tenant: Arc<str>,
+    pub id: Arc<str>,
+    pub json: Option<Arc<str>>,
+    pub fresh: bool,
+}
+
 /// A geofencing tenant as stored.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct GeoState {
@@ -177,10 +187,8 @@ pub trait Backend: Send {
     fn collab_bytes(&mut self) -> Result<u64, StoreError>;
     /// A geofencing tenant's fences, last positions and inside table.
     fn geo_load(&mut self, tenant: &str) -> Result<GeoState, StoreError>;
-    /// Create or replace a fence.
-    fn geo_fence_put(&mut self, tenant: &str, id: &str, json: &str) -> Result<(), StoreError>;
-    /// Delete a fence and its rows of the inside table.
-    fn geo_fence_delete(&mut self, tenant: &str, id: &str) -> Result<(), StoreError>;
+    /// Apply fence changes in ONE transaction; deleting a fence deletes its rows of the inside table.
+    fn geo_fences(&mut self, batch: &[GeoFenceChange]) -> Result<(), StoreError>;
     /// Append events to the log in ONE transaction, keeping the inside table: `enter` inserts (or
     /// replaces) the pair, `exit` deletes it, `dwell` marks it dwelled.
     fn geo_log(&mut self, batch: &[GeoLog]) -> Result<(), StoreError>;
@@ -206,8 +214,8 @@ pub enum StoreRequest {
     CollabCompact { doc: Arc<str>, upto_seq: u64, snapshot: Box<[u8]>, tag: u64 },
     /// Load a geofencing tenant.
     GeoLoad { tenant: Arc<str>, tag: u64 },
-    /// Create or replace (`json: Some`) or delete (`None`) a fence.
-    GeoFence { tenant: Arc<str>, id: Arc<str>, json: Option<Arc<str>>, tag: u64 },
+    /// Change a fence (group-committed).
+    GeoFence { change: GeoFenceChange, tag: u64 },
     /// Make a tenant's events durable (group-committed).
     GeoLog { log: GeoLog, tag: u64 },
     /// Write last positions behind.

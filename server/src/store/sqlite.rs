@@ -13,8 +13,8 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBeha
 mod geo;
 
 use super::{
-    Backend, ChatMessage, CollabState, CollabUpdate, GeoLog, GeoPosition, GeoState, Page, StoreError,
-    Synchronous,
+    Backend, ChatMessage, CollabState, CollabUpdate, GeoFenceChange, GeoLog, GeoPosition, GeoState, Page,
+    StoreError, Synchronous,
 };
 
 /// How long a statement waits for a lock held by another connection (a backup tool, the `sqlite3` shell)
@@ -394,12 +394,8 @@ impl Backend for SqliteStore {
         geo::load(&mut self.conn, tenant)
     }
 
-    fn geo_fence_put(&mut self, tenant: &str, id: &str, json: &str) -> Result<(), StoreError> {
-        geo::fence_put(&mut self.conn, tenant, id, json)
-    }
-
-    fn geo_fence_delete(&mut self, tenant: &str, id: &str) -> Result<(), StoreError> {
-        geo::fence_delete(&mut self.conn, tenant, id)
+    fn geo_fences(&mut self, batch: &[GeoFenceChange]) -> Result<(), StoreError> {
+        geo::fences(&mut self.conn, batch)
     }
 
     fn geo_log(&mut self, batch: &[GeoLog]) -> Result<(), StoreError> {

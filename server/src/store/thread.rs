@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use super::{Backend, ChatMessage, CollabUpdate, GeoLog, StoreError, StoreRequest, StoreResult};
+use super::{
+    Backend, ChatMessage, CollabUpdate, GeoFenceChange, GeoLog, StoreError, StoreRequest, StoreResult,
+};
 
 /// Most requests taken from the queue for one group; bounds the time before the first ack of a group.
 const MAX_GROUP: usize = 4096;
@@ -151,15 +153,7 @@ fn run(
                     let result = backend.geo_load(&tenant).map_err(|e| failed(stats, e));
                     deliver(worker, StoreResult::GeoLoaded { tenant, tag, result });
                 }
-                StoreRequest::GeoFence { tenant, id, json, tag } => {
-                    commit(backend, &mut pending, stats, deliver);
-                    let result = match json {
-                        Some(json) => backend.geo_fence_put(&tenant, &id, &json),
-                        None => backend.geo_fence_delete(&tenant, &id),
-                    };
-                    let result = result.map_err(|e| failed(stats, e));
-                    deliver(worker, StoreResult::GeoDone { tenant, tag, result });
-                }
+                StoreRequest::GeoFence { change, tag } => pending.fences.push(worker, tag, change),
                 StoreRequest::GeoPositions { tenant, rows, tag } => {
                     let result = backend.geo_positions(&tenant, &rows).map_err(|e| failed(stats, e));
                     deliver(worker, StoreResult::GeoDone { tenant, tag, result });
@@ -195,6 +189,8 @@ struct Appends {
     chat: Batch<ChatMessage>,
     collab: Batch<CollabUpdate>,
     geo: Batch<GeoLog>,
+    /// Committed after the events of the same group, which were queued before.
+    fences: Batch<GeoFenceChange>,
 }
 
 /// Items to write together, and at the same index where each ack goes.
@@ -238,6 +234,12 @@ fn commit(
     commit_batch(&mut pending.geo, &mut |b| backend.geo_log(b), stats, &mut |worker, tag, log, result| {
         deliver(worker, StoreResult::GeoDone { tenant: log.tenant, tag, result })
     });
+    commit_batch(
+        &mut pending.fences,
+        &mut |b| backend.geo_fences(b),
+        stats,
+        &mut |worker, tag, c, result| deliver(worker, StoreResult::GeoDone { tenant: c.tenant, tag, result }),
+    );
 }
 
 /// Write a batch as one group. If the group fails, each item is retried alone so one bad item (say,

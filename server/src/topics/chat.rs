@@ -738,7 +738,9 @@ mod tests {
     use crate::config::ServeArgs;
     use crate::mailbox::{Mailbox, Outbox};
     use crate::metrics::WorkerStats;
-    use crate::store::{self, Backend, CollabState, CollabUpdate, GeoLog, GeoPosition, GeoState, StoreError};
+    use crate::store::{
+        self, Backend, CollabState, CollabUpdate, GeoFenceChange, GeoLog, GeoPosition, GeoState, StoreError,
+    };
 
     /// A backend whose first read waits until the test lets it go: the room stays loading.
     struct Stalled(mpsc::Receiver<()>);
@@ -772,10 +774,7 @@ mod tests {
         fn geo_load(&mut self, _: &str) -> Result<GeoState, StoreError> {
             Ok(GeoState::default())
         }
-        fn geo_fence_put(&mut self, _: &str, _: &str, _: &str) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn geo_fence_delete(&mut self, _: &str, _: &str) -> Result<(), StoreError> {
+        fn geo_fences(&mut self, _: &[GeoFenceChange]) -> Result<(), StoreError> {
             Ok(())
         }
         fn geo_log(&mut self, _: &[GeoLog]) -> Result<(), StoreError> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rusqlite::{params, Connection, TransactionBehavior};
 
 use super::db_err;
-use crate::store::{GeoInside, GeoLog, GeoLogKind, GeoPosition, GeoState, StoreError};
+use crate::store::{GeoFenceChange, GeoInside, GeoLog, GeoLogKind, GeoPosition, GeoState, StoreError};
 
 /// Fences, positions and the inside table of `tenant`, read in one transaction.
 pub(super) fn load(conn: &mut Connection, tenant: &str) -> Result<GeoState, StoreError> {
@@ -66,24 +66,34 @@ pub(super) fn load(conn: &mut Connection, tenant: &str) -> Result<GeoState, Stor
     Ok(state)
 }
 
-pub(super) fn fence_put(conn: &mut Connection, tenant: &str, id: &str, json: &str) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO geo_fences (tenant, id, json) VALUES (?1, ?2, ?3)
-         ON CONFLICT (tenant, id) DO UPDATE SET json = excluded.json",
-    )
-    .and_then(|mut stmt| stmt.execute(params![tenant, id, json]))
-    .map_err(db_err)?;
-    Ok(())
-}
-
-pub(super) fn fence_delete(conn: &mut Connection, tenant: &str, id: &str) -> Result<(), StoreError> {
+pub(super) fn fences(conn: &mut Connection, batch: &[GeoFenceChange]) -> Result<(), StoreError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-    tx.prepare_cached("DELETE FROM geo_fences WHERE tenant = ?1 AND id = ?2")
-        .and_then(|mut stmt| stmt.execute(params![tenant, id]))
-        .map_err(db_err)?;
-    tx.prepare_cached("DELETE FROM geo_inside WHERE tenant = ?1 AND fence = ?2")
-        .and_then(|mut stmt| stmt.execute(params![tenant, id]))
-        .map_err(db_err)?;
+    {
+        let mut put = tx
+            .prepare_cached(
+                "INSERT INTO geo_fences (tenant, id, json) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (tenant, id) DO UPDATE SET json = excluded.json",
+            )
+            .map_err(db_err)?;
+        let mut delete =
+            tx.prepare_cached("DELETE FROM geo_fences WHERE tenant = ?1 AND id = ?2").map_err(db_err)?;
+        let mut forget =
+            tx.prepare_cached("DELETE FROM geo_inside WHERE tenant = ?1 AND fence = ?2").map_err(db_err)?;
+        for c in batch {
+            let (tenant, id) = (&*c.tenant, &*c.id);
+            if c.fresh || c.json.is_none() {
+                forget.execute(params![tenant, id]).map_err(db_err)?;
+            }
+            match &c.json {
+                Some(json) => put.execute(params![tenant, id, &**json]),
+                None => delete.execute(params![tenant, id]),
+            }
+            .map_err(db_err)?;
+        }
+    }
     tx.commit().map_err(db_err)
 }
 
@@ -173,7 +183,12 @@ pub(super) fn positions(conn: &mut Connection, tenant: &str, rows: &[GeoPosition
 #[cfg(test)]
 mod tests {
     use super::super::SqliteStore;
-    use crate::store::{Backend, GeoEvent, GeoInside, GeoLog, GeoLogKind, GeoPosition};
+    use crate::store::{Backend, GeoEvent, GeoFenceChange, GeoInside, GeoLog, GeoLogKind, GeoPosition};
+
+    fn put(s: &mut SqliteStore, tenant: &str, id: &str, json: &str) {
+        let c = GeoFenceChange { tenant: tenant.into(), id: id.into(), json: Some(json.into()), fresh: true };
+        s.geo_fences(&[c]).unwrap();
+    }
 
     fn event(fence: &str, object: &str, kind: GeoLogKind, at_ms: u64) -> GeoEvent {
         GeoEvent { fence: fence.into(), object: object.into(), kind, lat: 1.5, lon: 2.5, ts: 10.25, at_ms }
@@ -182,9 +197,9 @@ mod tests {
     #[test]
     fn the_inside_table_follows_the_event_log() {
         let mut s = SqliteStore::open_in_memory().unwrap();
-        s.geo_fence_put("t", "f1", r#"{"id":"f1"}"#).unwrap();
-        s.geo_fence_put("t", "f2", r#"{"id":"f2"}"#).unwrap();
-        s.geo_fence_put("other", "f1", r#"{"id":"f1","other":true}"#).unwrap();
+        put(&mut s, "t", "f1", r#"{"id":"f1"}"#);
+        put(&mut s, "t", "f2", r#"{"id":"f2"}"#);
+        put(&mut s, "other", "f1", r#"{"id":"f1","other":true}"#);
         let log = |events| GeoLog { tenant: "t".into(), events };
         s.geo_log(&[
             log(vec![event("f1", "a", GeoLogKind::Enter, 100), event("f2", "a", GeoLogKind::Enter, 100)]),
@@ -211,7 +226,8 @@ mod tests {
         let events: i64 = s.conn.query_row("SELECT COUNT(*) FROM geo_events", [], |r| r.get(0)).unwrap();
         assert_eq!(events, 6, "every event is logged, cross included");
         // Deleting a fence forgets who was inside it.
-        s.geo_fence_delete("t", "f1").unwrap();
+        s.geo_fences(&[GeoFenceChange { tenant: "t".into(), id: "f1".into(), json: None, fresh: false }])
+            .unwrap();
         let state = s.geo_load("t").unwrap();
         assert_eq!(state.fences.len(), 1);
         assert_eq!(state.inside.len(), 1);

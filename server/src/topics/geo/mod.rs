@@ -25,6 +25,8 @@ pub const MAX_TENANT: usize = 128;
 pub const MAX_PROPS: usize = 1024;
 /// Most a `ts` may lie ahead of the server's clock, in milliseconds.
 pub const MAX_FUTURE_MS: f64 = 60_000.0;
+/// Most updates in one `locations` push.
+pub const MAX_BATCH: usize = 1000;
 /// Largest result of one query or list page.
 pub const MAX_LIMIT: usize = 1000;
 /// Result size when a query names none.

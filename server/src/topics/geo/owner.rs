@@ -14,7 +14,8 @@ use crate::mailbox::{ConnId, Frame, Msg};
 use crate::metrics::WorkerStats;
 use crate::phoenix::JoinRef;
 use crate::store::{
-    GeoEvent, GeoLog, GeoLogKind, GeoState, StoreError, StoreRequest, StoreResult, SubmitError,
+    GeoEvent, GeoFenceChange, GeoLog, GeoLogKind, GeoState, StoreError, StoreRequest, StoreResult,
+    SubmitError,
 };
 use crate::topics::{text_frame, OwnerCtx, MAX_QUEUED_WHILE_LOADING};
 use crate::wire::phoenix as wire;
@@ -54,18 +55,52 @@ impl GeoMsg {
     }
 }
 
+/// One checked position report.
+#[derive(Debug)]
+pub struct Loc {
+    pub id: Box<str>,
+    pub fix: Fix,
+    /// The object's new properties, JSON.
+    pub props: Option<Box<str>>,
+}
+
 /// A checked push.
 #[derive(Debug)]
 pub enum Op {
-    Location { id: Box<str>, fix: Fix, props: Option<Box<str>> },
-    FencePut { def: FenceDef, create: bool },
-    FenceDelete { id: Box<str> },
-    FenceList { after: Option<Box<str>>, limit: usize },
-    Subscribe { fences: Fences, on: bool },
-    Nearby { at: LatLon, radius: f64, limit: usize },
-    Within { shape: Shape, limit: usize },
-    Object { id: Box<str> },
-    History { id: Box<str>, limit: usize },
+    Location(Loc),
+    /// Each update checked on its own.
+    Locations(Vec<Result<Loc, String>>),
+    FencePut {
+        def: FenceDef,
+        create: bool,
+    },
+    FenceDelete {
+        id: Box<str>,
+    },
+    FenceList {
+        after: Option<Box<str>>,
+        limit: usize,
+    },
+    Subscribe {
+        fences: Fences,
+        on: bool,
+    },
+    Nearby {
+        at: LatLon,
+        radius: f64,
+        limit: usize,
+    },
+    Within {
+        shape: Shape,
+        limit: usize,
+    },
+    Object {
+        id: Box<str>,
+    },
+    History {
+        id: Box<str>,
+        limit: usize,
+    },
 }
 
 /// Where a reply goes.
@@ -305,33 +340,38 @@ impl Geo {
         let now = now_ms();
         let ts = self.tenants.get_mut(name).expect("caller checked");
         match op {
-            Op::Location { id, fix, props } => {
-                if !access.may_move(&id) {
-                    return to.error(ctx, name, &format!("not allowed to move {id:?}"));
-                }
-                let props = match props.as_deref().map(Props::parse) {
-                    Some(None) => return to.error(ctx, name, "props must be a JSON object"),
-                    Some(p) => p,
-                    None => None,
-                };
+            Op::Location(loc) => {
                 let mut fired = std::mem::take(&mut self.fired);
                 fired.clear();
-                let located = ts.t.locate(&id, fix, props, ctx.cfg.geo_max_objects, now, &mut fired);
-                match located {
-                    Located::Applied => {
-                        WorkerStats::add(&ctx.stats.geo_updates, 1);
-                        to.ok(ctx, name, "{}");
-                    }
-                    Located::OutOfOrder => {
-                        WorkerStats::add(&ctx.stats.geo_out_of_order, 1);
-                        to.ok(ctx, name, r#"{"ignored":"out_of_order"}"#);
-                    }
-                    Located::TooManyObjects => to.error(
-                        ctx,
-                        name,
-                        &format!("the tenant tracks {} objects, its limit", ctx.cfg.geo_max_objects),
-                    ),
+                match locate(ctx, &mut ts.t, access, loc, now, &mut fired) {
+                    Ok(Located::Applied) => to.ok(ctx, name, "{}"),
+                    Ok(_) => to.ok(ctx, name, r#"{"ignored":"out_of_order"}"#),
+                    Err(reason) => to.error(ctx, name, &reason),
                 }
+                recount(ctx, ts);
+                self.emit(ctx, name, &fired, now);
+                self.fired = fired;
+            }
+            Op::Locations(items) => {
+                let mut fired = std::mem::take(&mut self.fired);
+                fired.clear();
+                let (mut applied, mut ignored, mut errors) = (0, 0, String::new());
+                for (i, item) in items.into_iter().enumerate() {
+                    match item.and_then(|loc| locate(ctx, &mut ts.t, access, loc, now, &mut fired)) {
+                        Ok(Located::Applied) => applied += 1,
+                        Ok(_) => ignored += 1,
+                        Err(reason) => {
+                            errors.push_str(if errors.is_empty() { "" } else { "," });
+                            let _ = write!(errors, r#"{{"index":{i},"reason":{}}}"#, json_str(&reason));
+                        }
+                    }
+                }
+                let mut reply = format!(r#"{{"applied":{applied},"ignored":{ignored}"#);
+                if !errors.is_empty() {
+                    let _ = write!(reply, r#","errors":[{errors}]"#);
+                }
+                reply.push('}');
+                to.ok(ctx, name, &reply);
                 recount(ctx, ts);
                 self.emit(ctx, name, &fired, now);
                 self.fired = fired;
@@ -362,12 +402,8 @@ impl Geo {
                 ts.creating += usize::from(create);
                 let fid = id.clone();
                 let change = Pending::Fence { to, change: FenceChange::Put(Box::new(def), create) };
-                let r = self.submit(ctx, name, change, |tag| StoreRequest::GeoFence {
-                    tenant,
-                    id: fid,
-                    json: Some(json),
-                    tag,
-                });
+                let write = GeoFenceChange { tenant, id: fid, json: Some(json), fresh: create };
+                let r = self.submit(ctx, name, change, |tag| StoreRequest::GeoFence { change: write, tag });
                 if let Err((p, e)) = r {
                     let ts = self.tenants.get_mut(name).expect("live");
                     ts.changing.remove(&id);
@@ -391,12 +427,10 @@ impl Geo {
                 ts.changing.insert(id.clone());
                 let (tenant, fid) = (name.clone(), id.clone());
                 let change = Pending::Fence { to, change: FenceChange::Delete(id.clone()) };
-                if let Err((p, e)) = self.submit(ctx, name, change, |tag| StoreRequest::GeoFence {
-                    tenant,
-                    id: fid,
-                    json: None,
-                    tag,
-                }) {
+                let write = GeoFenceChange { tenant, id: fid, json: None, fresh: false };
+                if let Err((p, e)) =
+                    self.submit(ctx, name, change, |tag| StoreRequest::GeoFence { change: write, tag })
+                {
                     self.tenants.get_mut(name).expect("live").changing.remove(&id);
                     if let Pending::Fence { to, .. } = p {
                         to.error(ctx, name, overloaded(&e));
@@ -686,6 +720,38 @@ impl Geo {
             self.submit(ctx, name, Pending::Positions, |tag| StoreRequest::GeoPositions { tenant, rows, tag })
         {
             tracing::warn!(tenant = %name, error = %e, "positions not written behind");
+        }
+    }
+}
+
+/// Applies one position report; `Err` is the reason it was refused.
+fn locate(
+    ctx: &mut OwnerCtx<'_>,
+    t: &mut Tenant,
+    access: &Access,
+    loc: Loc,
+    now: u64,
+    fired: &mut Vec<Fired>,
+) -> Result<Located, String> {
+    if !access.may_move(&loc.id) {
+        return Err(format!("not allowed to move {:?}", &*loc.id));
+    }
+    let props = match loc.props.as_deref().map(Props::parse) {
+        Some(None) => return Err("props must be a JSON object".into()),
+        Some(p) => p,
+        None => None,
+    };
+    match t.locate(&loc.id, loc.fix, props, ctx.cfg.geo_max_objects, now, fired) {
+        Located::Applied => {
+            WorkerStats::add(&ctx.stats.geo_updates, 1);
+            Ok(Located::Applied)
+        }
+        Located::OutOfOrder => {
+            WorkerStats::add(&ctx.stats.geo_out_of_order, 1);
+            Ok(Located::OutOfOrder)
+        }
+        Located::TooManyObjects => {
+            Err(format!("the tenant tracks {} objects, its limit", ctx.cfg.geo_max_objects))
         }
     }
 }

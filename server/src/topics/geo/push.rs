@@ -9,9 +9,11 @@ use serde_json::Value;
 
 use super::detect::{self, LatLon, MAX_RADIUS_M};
 use super::fence::{self, valid_id, Limits, MAX_ID};
-use super::owner::{GeoMsg, Op};
+use super::owner::{GeoMsg, Loc, Op};
 use super::tenant::Fix;
-use super::{now_ms, Access, Fences, DEFAULT_LIMIT, MAX_FUTURE_MS, MAX_LIMIT, MAX_PROPS, MAX_TENANT};
+use super::{
+    now_ms, Access, Fences, DEFAULT_LIMIT, MAX_BATCH, MAX_FUTURE_MS, MAX_LIMIT, MAX_PROPS, MAX_TENANT,
+};
 use crate::mailbox::Msg;
 use crate::phoenix::JoinRef;
 use crate::runtime::Ctx;
@@ -111,7 +113,8 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: &Push<'_>) {
     };
     let limits = Limits { max_vertices: ctx.cfg.geo_max_vertices };
     let op = match push.event {
-        "location" => location(p.get()),
+        "location" => location(p.get()).map(Op::Location),
+        "locations" => locations(p.get()),
         "fence_create" | "fence_update" => value(p.get()).and_then(|v| {
             let def = fence::parse(&v, limits)?;
             Ok(Op::FencePut { def, create: push.event == "fence_create" })
@@ -154,7 +157,7 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: &Push<'_>) {
             Ok(Op::History { id: id_of(&v, "id")?, limit: limit(&v)? })
         }),
         other => Err(format!(
-            "unknown event {other:?} (known: location, fence_create, fence_update, fence_delete, fence_list, \
+            "unknown event {other:?} (known: location, locations, fence_create, fence_update, fence_delete, fence_list, \
              subscribe, unsubscribe, nearby, within, object, history)"
         )),
     };
@@ -174,7 +177,24 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: &Push<'_>) {
     }
 }
 
-fn location(json: &str) -> Result<Op, String> {
+/// `{"updates": [location, ...]}`: each update checked on its own; the push fails only when its shape
+/// is wrong.
+fn locations(json: &str) -> Result<Op, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Batch<'a> {
+        #[serde(borrow)]
+        updates: Vec<&'a RawValue>,
+    }
+    let batch: Batch<'_> = serde_json::from_str(json)
+        .map_err(|e| format!("locations takes {{\"updates\": [location, ...]}}: {e}"))?;
+    if batch.updates.is_empty() || batch.updates.len() > MAX_BATCH {
+        return Err(format!("locations takes 1 to {MAX_BATCH} updates, not {}", batch.updates.len()));
+    }
+    Ok(Op::Locations(batch.updates.iter().map(|u| location(u.get())).collect()))
+}
+
+fn location(json: &str) -> Result<Loc, String> {
     let l: LocationIn<'_> = serde_json::from_str(json)
         .map_err(|e| explain_location(json).unwrap_or_else(|| format!("location: {e}")))?;
     let id = l.id.ok_or("location needs an id")?;
@@ -209,7 +229,7 @@ fn location(json: &str) -> Result<Op, String> {
         Some(raw) if raw.get().trim_start().starts_with('{') => Some(raw.get().into()),
         Some(_) => return Err("props must be a JSON object".into()),
     };
-    Ok(Op::Location { id: id.into(), fix: Fix { pos, ts, speed: l.speed, heading: l.heading }, props })
+    Ok(Loc { id: id.into(), fix: Fix { pos, ts, speed: l.speed, heading: l.heading }, props })
 }
 
 /// Names the field of a location payload that has the wrong type, once the fast parse failed.
@@ -302,13 +322,29 @@ mod tests {
         assert!(err(&big).contains("larger than 1024"));
         assert!(err(r#"{"id":"a","lat":1,"lon":2,"colour":1}"#).contains("unknown field"));
         match location(r#"{"id":"a\u0062","lat":-90,"lon":180,"ts":1764320000123.456,"props":{"k":1}}"#) {
-            Ok(Op::Location { id, fix, props }) => {
+            Ok(Loc { id, fix, props }) => {
                 assert_eq!(&*id, "ab");
                 assert_eq!(fix.ts, 1_764_320_000_123.456);
                 assert_eq!(props.as_deref(), Some(r#"{"k":1}"#));
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_batch_checks_each_update_and_its_own_shape() {
+        match locations(r#"{"updates":[{"id":"a","lat":1,"lon":2},{"id":"b","lat":95,"lon":2}]}"#) {
+            Ok(Op::Locations(items)) => {
+                assert!(items[0].is_ok());
+                assert!(items[1].as_ref().unwrap_err().contains("out of range"));
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [r#"{"updates":[]}"#, r#"{"updates":{}}"#, r#"[]"#, r#"{"updates":[1],"x":2}"#] {
+            assert!(locations(bad).is_err(), "{bad}");
+        }
+        let many = format!(r#"{{"updates":[{}]}}"#, vec![r#"{"id":"a","lat":1,"lon":2}"#; 1001].join(","));
+        assert!(locations(&many).unwrap_err().contains("1 to 1000 updates"));
     }
 
     #[test]
