@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::coordinator::{Agents, RunSpec};
 use crate::geo::walk::Bbox;
+use crate::geo::MAX_BATCH;
 use crate::plan::{Plan, Scenario};
 use crate::sources::{parse_sources, parse_targets};
 
@@ -56,10 +57,10 @@ pub enum Command {
         #[command(flatten)]
         traffic: TrafficArgs,
     },
-    /// Geofencing on geo:<TENANT>: --connections objects random-walking in --bbox, --publish-rate
-    /// location updates per second in all for --measure seconds, --fences fences created first,
-    /// --subscribers connections receiving every fence event; measures update → reply and update →
-    /// event.
+    /// Geofencing on geo:<TENANT>: --connections connections moving --batch objects each (random
+    /// walks in --bbox), --publish-rate location updates per second in all for --measure seconds,
+    /// --fences fences created first, --subscribers connections receiving every fence event; measures
+    /// update → reply and update → event.
     Geo {
         #[command(flatten)]
         run: RunArgs,
@@ -150,8 +151,8 @@ pub struct RunArgs {
     /// Source addresses: ranges and lists, e.g. 127.0.0.2-127.0.0.201 (bound with IP_BIND_ADDRESS_NO_PORT).
     #[arg(long)]
     pub source_ips: Option<String>,
-    /// Connections in the run (chat: derived from --rooms × --members when given; geo: the moving
-    /// objects, with --subscribers on top).
+    /// Connections in the run (chat: derived from --rooms × --members when given; geo: the ones
+    /// moving objects, with --subscribers on top).
     #[arg(long, default_value_t = 1000)]
     pub connections: u64,
     /// Arrival rate, connections per second (open model).
@@ -245,6 +246,11 @@ pub struct GeoArgs {
     /// Seed of the walks and the fences: the same seed gives the same paths and fences.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Updates per push (1–1000). 1 sends each update as a `location` push; N > 1 makes each moving
+    /// connection move N objects (obj-<i>-<k>) and send one `locations` push with an update of each,
+    /// all with the same ts. --publish-rate stays in updates per second.
+    #[arg(long, default_value_t = 1)]
+    pub batch: u64,
 }
 
 /// Most fences one run creates (the server's own default limit is 100,000 per tenant).
@@ -263,6 +269,9 @@ impl GeoArgs {
         }
         if !(self.step > 0.0 && self.step <= MAX_STEP_M) {
             anyhow::bail!("--step must be a number of metres in (0, {MAX_STEP_M}]");
+        }
+        if !(1..=MAX_BATCH).contains(&self.batch) {
+            anyhow::bail!("--batch must be 1–{MAX_BATCH} updates per push");
         }
         Ok(())
     }
@@ -384,7 +393,7 @@ pub fn spec(
             traffic.check()?;
             geo.check()?;
             if run.connections == 0 {
-                anyhow::bail!("--connections (moving objects) must be at least 1");
+                anyhow::bail!("--connections (moving connections) must be at least 1");
             }
             let s = Scenario::Geo {
                 publish_rate: traffic.publish_rate,
@@ -396,6 +405,7 @@ pub fn spec(
                 step_m: geo.step,
                 seed: geo.seed,
                 bbox: geo.bbox,
+                batch: geo.batch,
             };
             let connections = run.connections + geo.subscribers;
             (s, connections, connections)
@@ -464,7 +474,7 @@ mod tests {
         assert_eq!((chat.rooms, chat.members), (None, 10));
         assert_eq!((traffic.publish_rate, traffic.measure, traffic.body_bytes), (1000.0, 10, 64));
         assert_eq!((geo.tenant.as_str(), geo.fences, geo.subscribers, geo.seed), ("bench", 1000, 1, 1));
-        assert_eq!((geo.step, geo.bbox), (30.0, Bbox::DEFAULT));
+        assert_eq!((geo.step, geo.bbox, geo.batch), (30.0, Bbox::DEFAULT, 1));
     }
 
     #[test]
@@ -490,18 +500,21 @@ mod tests {
             "-0.5,51.3,0.3,51.7",
             "--local-agents",
             "1",
+            "--batch",
+            "10",
         ]);
         let Command::Geo { run, traffic, geo } = cli.command else { panic!("the geo command") };
         let s =
             spec(ScenarioKind::Geo, &run, &defaults().0, &traffic, &geo, ShootoutMode::Echo, None).unwrap();
         assert_eq!(s.connections, 52, "movers and subscribers");
         assert_eq!(s.plan.topic_of(51).as_deref(), Some("geo:city"));
-        let Scenario::Geo { publish_rate, measure_s, movers, subscribers, fences, bbox, .. } =
+        assert_eq!(s.plan.scenario.traffic(), Some((50.0, 3, 0)), "500 updates/s in pushes of 10");
+        let Scenario::Geo { publish_rate, measure_s, movers, subscribers, fences, bbox, batch, .. } =
             s.plan.scenario
         else {
             panic!("a geo scenario")
         };
-        assert_eq!((publish_rate, measure_s, movers, subscribers, fences), (500.0, 3, 50, 2, 50));
+        assert_eq!((publish_rate, measure_s, movers, subscribers, fences, batch), (500.0, 3, 50, 2, 50, 10));
         assert_eq!(bbox, Bbox { min_lon: -0.5, min_lat: 51.3, max_lon: 0.3, max_lat: 51.7 });
 
         let bad = |flag: &str, value: &str| {
@@ -509,6 +522,7 @@ mod tests {
             match flag {
                 "tenant" => g.tenant = value.into(),
                 "step" => g.step = value.parse().unwrap(),
+                "batch" => g.batch = value.parse().unwrap(),
                 _ => g.fences = value.parse().unwrap(),
             }
             spec(ScenarioKind::Geo, &run, &defaults().0, &traffic, &g, ShootoutMode::Echo, None).unwrap_err()
@@ -517,6 +531,8 @@ mod tests {
         assert!(bad("tenant", "a\nb").to_string().contains("--tenant"));
         assert!(bad("step", "0").to_string().contains("--step"));
         assert!(bad("fences", "2000000").to_string().contains("--fences"));
+        assert!(bad("batch", "0").to_string().contains("--batch"));
+        assert!(bad("batch", "1001").to_string().contains("--batch"));
         assert!(Cli::try_parse_from(["rusher-loadgen", "geo", "--target", "127.0.0.1:1", "--bbox", "1,2,3"])
             .is_err());
     }

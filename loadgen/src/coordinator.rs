@@ -235,7 +235,9 @@ pub fn run(spec: RunSpec) -> anyhow::Result<Outcome> {
     }
     if let Some(setup) = &fences {
         let find = |name: &str| merged.iter().find(|(n, _)| n == name).map(|(_, h)| h);
-        summary["geo"] = crate::geo::summary(setup, &counters, measure_seconds, find("ack"), find("event"));
+        let batch = spec.plan.scenario.batch();
+        summary["geo"] =
+            crate::geo::summary(setup, batch, &counters, measure_seconds, find("ack"), find("event"));
     }
     if let Some(dir) = &run_dir {
         write_results(dir, &spec, &agents, &summary, &merged, fences.as_ref())?;
@@ -652,12 +654,22 @@ fn write_results(
     if let (Some(f), Scenario::Geo { tenant, movers, subscribers, step_m, seed, bbox, .. }) =
         (fences, &spec.plan.scenario)
     {
+        let batch = spec.plan.scenario.batch();
+        let per_connection = if batch == 1 {
+            "one per connection, one `location` push per update".to_string()
+        } else {
+            format!("{batch} per connection, one `locations` push of {batch} updates")
+        };
         extra.push(("geo tenant".to_string(), format!("geo:{tenant}")));
         extra.push((
             "geo objects".to_string(),
             format!(
-                "{movers} (one per connection), random walks of {step_m} m per update in lon {}..{}, lat {}..{}, seed {seed}",
-                bbox.min_lon, bbox.max_lon, bbox.min_lat, bbox.max_lat
+                "{} ({per_connection}), random walks of {step_m} m per update in lon {}..{}, lat {}..{}, seed {seed}",
+                movers * batch,
+                bbox.min_lon,
+                bbox.max_lon,
+                bbox.min_lat,
+                bbox.max_lat
             ),
         ));
         extra.push((

@@ -24,12 +24,15 @@ pub struct Counters {
     /// Connections open now (gauge).
     pub open: AtomicU64,
     pub failures: [AtomicU64; Failure::ALL.len()],
+    /// Messages published (geo: updates, `batch` per push).
     pub published: AtomicU64,
-    /// Pushes answered `ok` (geo: not counting `out_of_order`).
+    /// Geo pushes sent.
+    pub pushes: AtomicU64,
+    /// Pushes answered `ok` (geo: updates applied, not counting `out_of_order`).
     pub acked: AtomicU64,
-    /// Geo updates answered `ok` with `{"ignored": "out_of_order"}`.
+    /// Geo updates ignored as out of order.
     pub out_of_order: AtomicU64,
-    /// Pushes answered with an error; by reason in `reply_errors`.
+    /// Pushes (geo: updates) answered with an error; by reason in `reply_errors`.
     pub ack_errors: AtomicU64,
     /// Error replies by reason: a rare path, so a lock is fine.
     pub reply_errors: Mutex<Vec<(String, u64)>>,
@@ -46,15 +49,19 @@ impl Counters {
     pub fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
+    /// Add `n`.
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
     /// Count a failure.
     pub fn fail(&self, f: Failure) {
         self.failures[f.index()].fetch_add(1, Ordering::Relaxed);
     }
-    /// Count an error reply.
-    pub fn reply_error(&self, reason: &str) {
-        Counters::inc(&self.ack_errors);
+    /// Count `n` errors for one reason (a refused push counts one per update it carried).
+    pub fn reply_error(&self, reason: &str, n: u64) {
+        Counters::add(&self.ack_errors, n);
         let Ok(mut reasons) = self.reply_errors.lock() else { return };
-        count_reason(&mut reasons, reason, 1);
+        count_reason(&mut reasons, reason, n);
     }
 
     /// A consistent-enough copy for reports.
@@ -72,6 +79,7 @@ impl Counters {
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             published: l(&self.published),
+            pushes: l(&self.pushes),
             acked: l(&self.acked),
             out_of_order: l(&self.out_of_order),
             ack_errors: l(&self.ack_errors),
@@ -98,6 +106,8 @@ pub struct Snapshot {
     pub open: u64,
     pub failures: Vec<(Failure, u64)>,
     pub published: u64,
+    #[serde(default)]
+    pub pushes: u64,
     pub acked: u64,
     #[serde(default)]
     pub out_of_order: u64,
@@ -140,6 +150,7 @@ impl Snapshot {
         self.joined += o.joined;
         self.open += o.open;
         self.published += o.published;
+        self.pushes += o.pushes;
         self.acked += o.acked;
         self.out_of_order += o.out_of_order;
         self.ack_errors += o.ack_errors;
@@ -187,27 +198,29 @@ mod tests {
     #[test]
     fn geo_replies_and_events_add_up_by_reason_and_kind() {
         let c = Counters::default();
-        c.reply_error("ts is in the future");
-        c.reply_error("ts is in the future");
-        c.reply_error("forbidden");
+        c.reply_error("ts is in the future", 1);
+        c.reply_error("ts is in the future", 1);
+        c.reply_error("forbidden", 1);
         Counters::inc(&c.events[EventKind::Exit.index()]);
         Counters::inc(&c.events[EventKind::Enter.index()]);
         Counters::inc(&c.out_of_order);
+        c.reply_error("forbidden", 10);
         let mut a = c.snapshot();
-        assert_eq!(a.ack_errors, 3);
-        assert_eq!(a.reply_errors, vec![("ts is in the future".into(), 2), ("forbidden".into(), 1)]);
+        assert_eq!(a.ack_errors, 13, "a refused push of 10 updates counts 10");
+        assert_eq!(a.reply_errors, vec![("ts is in the future".into(), 2), ("forbidden".into(), 11)]);
         assert_eq!(a.events, vec![("enter".into(), 1), ("exit".into(), 1)]);
         let other = Snapshot {
             reply_errors: vec![("overloaded".into(), 4), ("forbidden".into(), 1)],
             events: vec![("cross".into(), 5), ("enter".into(), 2)],
             out_of_order: 2,
+            pushes: 5,
             ..Snapshot::default()
         };
         a.add(&other);
-        assert_eq!(a.out_of_order, 3);
+        assert_eq!((a.out_of_order, a.pushes), (3, 5));
         assert_eq!(
             a.reply_errors,
-            vec![("forbidden".into(), 2), ("overloaded".into(), 4), ("ts is in the future".into(), 2)]
+            vec![("forbidden".into(), 12), ("overloaded".into(), 4), ("ts is in the future".into(), 2)]
         );
         assert_eq!(a.events, vec![("enter".into(), 3), ("exit".into(), 1), ("cross".into(), 5)]);
     }
@@ -216,9 +229,9 @@ mod tests {
     fn reasons_are_bounded() {
         let c = Counters::default();
         for i in 0..MAX_REASONS + 10 {
-            c.reply_error(&format!("no such object obj-{i}"));
+            c.reply_error(&format!("no such object obj-{i}"), 1);
         }
-        c.reply_error("no such object obj-0");
+        c.reply_error("no such object obj-0", 1);
         let s = c.snapshot();
         assert_eq!(s.reply_errors.len(), MAX_REASONS + 1);
         assert_eq!(s.reply_errors[0], ("no such object obj-0".into(), 2));

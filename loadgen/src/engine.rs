@@ -272,8 +272,8 @@ struct Thread {
     completion: Completion,
     /// Collab: each typing connection's own Yjs document, by slab key.
     editors: std::collections::HashMap<usize, yrs::Doc>,
-    /// Geo: each moving connection's object, by slab key.
-    walkers: std::collections::HashMap<usize, Walker>,
+    /// Geo: each moving connection's objects (`batch` of them), by slab key.
+    walkers: std::collections::HashMap<usize, Vec<Walker>>,
     last_flush: Instant,
     /// This thread's connections: global index `first + id + k * threads` for k in 0..mine.
     mine: u64,
@@ -793,6 +793,10 @@ impl Thread {
                 if let (Ok(sent), Some(m)) = (r[1..].parse::<u64>(), self.measure.as_mut()) {
                     m.answered += 1;
                     let latency = unix_us().saturating_sub(sent);
+                    let batch = self.plan.scenario.batch();
+                    if batch > 1 {
+                        return self.on_locations_reply(body.get(), batch, latency);
+                    }
                     match phoenix::reply(body.get()) {
                         Reply::Ok => {
                             Counters::inc(&self.counters.acked);
@@ -802,7 +806,7 @@ impl Thread {
                             Counters::inc(&self.counters.out_of_order);
                             hist::record(&mut self.interval.ack, latency);
                         }
-                        Reply::Error(reason) => self.counters.reply_error(&reason),
+                        Reply::Error(reason) => self.counters.reply_error(&reason, 1),
                     }
                 }
             }
@@ -830,6 +834,22 @@ impl Thread {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// The reply to a geo `locations` push of `batch` updates: each update counted as applied, ignored
+    /// or refused (all of them when the push was), one latency sample for the push.
+    fn on_locations_reply(&mut self, payload: &str, batch: u64, latency: u64) {
+        match geo::locations_reply(payload) {
+            Ok(r) => {
+                Counters::add(&self.counters.acked, r.applied);
+                Counters::add(&self.counters.out_of_order, r.ignored);
+                for reason in &r.errors {
+                    self.counters.reply_error(reason, 1);
+                }
+                hist::record(&mut self.interval.ack, latency);
+            }
+            Err(reason) => self.counters.reply_error(&reason, batch),
         }
     }
 
@@ -948,15 +968,20 @@ impl Thread {
                 continue;
             }
             if let Scenario::Geo { tenant, step_m, seed, bbox, .. } = &plan.scenario {
-                Counters::inc(&self.counters.published);
+                let batch = plan.scenario.batch();
+                Counters::add(&self.counters.published, batch);
+                Counters::inc(&self.counters.pushes);
                 let idx = self.conns[key].idx;
                 // An object's first update is where its walk starts; each later one is a step on.
-                let walker = self
+                // Object k of connection idx walks as object idx × batch + k of the seed.
+                let walkers = self
                     .walkers
                     .entry(key)
-                    .and_modify(|w| w.step(*step_m, bbox))
-                    .or_insert_with(|| Walker::new(*seed, idx, bbox));
-                let text = geo::location_push(&json_str(&geo::topic(tenant)), idx, walker, due);
+                    .and_modify(|ws| ws.iter_mut().for_each(|w| w.step(*step_m, bbox)))
+                    .or_insert_with(|| {
+                        (0..batch).map(|k| Walker::new(*seed, idx * batch + k, bbox)).collect()
+                    });
+                let text = geo::location_push(&json_str(&geo::topic(tenant)), idx, walkers, due);
                 self.send_text(key, &text);
                 continue;
             }

@@ -120,8 +120,10 @@ fn print_geo(g: &serde_json::Value) {
         f["seconds"].as_f64().unwrap_or(0.0)
     );
     println!(
-        "updates: {} sent, {} replies ({} ok, {} out_of_order, {} errors, {} unanswered); {:.0} updates/s over {:.1} s",
+        "updates: {} sent in {} pushes of {}, {} answered ({} ok, {} out_of_order, {} errors, {} unanswered); {:.0} updates/s over {:.1} s",
         n("updates_sent"),
+        n("pushes_sent"),
+        n("batch"),
         n("replies"),
         n("replies_ok"),
         n("out_of_order"),

@@ -71,7 +71,8 @@ pub fn reply(payload: &str) -> Reply {
     }
 }
 
-fn cut(mut s: String) -> String {
+/// `s`, cut to at most [`MAX_REASON_BYTES`] at a character boundary.
+pub fn cut(mut s: String) -> String {
     if s.len() > MAX_REASON_BYTES {
         let mut at = MAX_REASON_BYTES;
         while !s.is_char_boundary(at) {

@@ -29,10 +29,13 @@ pub enum Scenario {
     Collab { publish_rate: f64, measure_s: u64, body_bytes: usize },
     /// Geofencing on `geo:<tenant>` (docs/geo.md): connections `0 .. movers` each move object
     /// `obj-<index>` along a random walk in `bbox` (`step_m` metres per update, reproducible from
-    /// `seed`), sending `location` at their share of `publish_rate`; the next `subscribers` connections
-    /// join with `{"fences": "*"}` and receive every `geofence_event`. The coordinator creates
-    /// `fences` fences in `bbox` before the connections open. Measures update → reply and update →
-    /// event (from the update's `ts`, its intended send time).
+    /// `seed`), sending `location` at their share of `publish_rate` (updates per second); the next
+    /// `subscribers` connections join with `{"fences": "*"}` and receive every `geofence_event`. With
+    /// `batch` > 1 each moving connection moves `batch` objects `obj-<index>-<k>` and sends one
+    /// `locations` push of an update of each, so pushes per second are `publish_rate / batch`. The
+    /// coordinator creates `fences` fences in `bbox` before the connections open. Measures update →
+    /// reply (one sample per push) and update → event (from the update's `ts`, its intended send
+    /// time).
     Geo {
         publish_rate: f64,
         measure_s: u64,
@@ -43,6 +46,7 @@ pub enum Scenario {
         step_m: f64,
         seed: u64,
         bbox: Bbox,
+        batch: u64,
     },
 }
 
@@ -60,7 +64,8 @@ impl Scenario {
         }
     }
 
-    /// The traffic phase, if the scenario has one: (messages per second, seconds, body bytes).
+    /// The traffic phase, if the scenario has one: (messages per second, seconds, body bytes). A geo
+    /// message is a push, which carries [`Scenario::batch`] updates.
     pub fn traffic(&self) -> Option<(f64, u64, usize)> {
         match *self {
             Scenario::Connect => None,
@@ -70,7 +75,17 @@ impl Scenario {
             | Scenario::Shootout { publish_rate, measure_s, body_bytes, .. } => {
                 Some((publish_rate, measure_s, body_bytes))
             }
-            Scenario::Geo { publish_rate, measure_s, .. } => Some((publish_rate, measure_s, 0)),
+            Scenario::Geo { publish_rate, measure_s, .. } => {
+                Some((publish_rate / self.batch() as f64, measure_s, 0))
+            }
+        }
+    }
+
+    /// Updates per push: a geo run's `batch`, 1 for everything else.
+    pub fn batch(&self) -> u64 {
+        match *self {
+            Scenario::Geo { batch, .. } => batch.max(1),
+            _ => 1,
         }
     }
 
@@ -198,6 +213,7 @@ mod tests {
                 step_m: 30.0,
                 seed: 1,
                 bbox: Bbox::DEFAULT,
+                batch: 1,
             },
             targets: Vec::new(),
             path: "/socket/websocket?vsn=2.0.0".into(),
@@ -225,7 +241,22 @@ mod tests {
         assert_eq!(p.join_params(10), r#"{"fences":"*"}"#);
         assert_eq!(p.scenario.name(), "geo");
         assert_eq!(p.scenario.traffic(), Some((100.0, 1, 0)));
+        assert_eq!(p.scenario.batch(), 1);
         assert_eq!(p.scenario.publish_text(Some("geo:x"), 1, ""), None, "geo pushes carry a walk");
+    }
+
+    #[test]
+    fn geo_batches_keep_the_update_rate_in_fewer_pushes() {
+        let mut p = geo_plan(10, 1);
+        if let Scenario::Geo { batch, .. } = &mut p.scenario {
+            *batch = 10;
+        }
+        assert_eq!(p.scenario.batch(), 10);
+        assert_eq!(p.scenario.traffic(), Some((10.0, 1, 0)), "100 updates/s in 10 pushes/s");
+        p.scenario.scale_rate(0.5);
+        assert_eq!(p.scenario.traffic(), Some((5.0, 1, 0)));
+        let chat = Scenario::Chat { publish_rate: 100.0, measure_s: 1, body_bytes: 32 };
+        assert_eq!(chat.batch(), 1);
     }
 
     #[test]

@@ -220,6 +220,7 @@ fn geo_updates_are_all_answered_and_fence_events_are_timed() {
         step_m: 30.0,
         seed: 7,
         bbox,
+        batch: 1,
     };
     // Two agents: the second holds the subscriber and a smaller share of the movers and the rate.
     let out =
@@ -231,6 +232,8 @@ fn geo_updates_are_all_answered_and_fence_events_are_timed() {
     assert_eq!(c.joined, 51);
     assert_eq!(g["fences"]["created"], 50, "{g}");
     assert!((1450..=1500).contains(&c.published), "500 updates/s for 3 s, sent {}", c.published);
+    assert_eq!(c.pushes, c.published, "one location push per update");
+    assert_eq!((g["batch"].as_u64(), g["pushes_sent"].as_u64()), (Some(1), Some(c.published)));
 
     assert_eq!(c.ack_errors, 0, "error replies: {:?}", c.reply_errors);
     assert_eq!(c.out_of_order, 0, "each object has one mover, whose ts only grows");
@@ -258,5 +261,49 @@ fn geo_updates_are_all_answered_and_fence_events_are_timed() {
         c.events
     );
     assert_eq!(g["events_received"], c.delivered);
+    srv.shutdown();
+}
+
+#[test]
+fn batched_geo_updates_are_each_answered_in_fewer_pushes() {
+    let srv = start_server();
+    let bbox = Bbox { min_lon: 2.30, min_lat: 48.83, max_lon: 2.35, max_lat: 48.88 };
+    // 20 connections × 10 objects: 1000 updates/s in 100 `locations` pushes/s of 10.
+    let scenario = Scenario::Geo {
+        publish_rate: 1000.0,
+        measure_s: 3,
+        tenant: "lgbatch".into(),
+        movers: 20,
+        subscribers: 1,
+        fences: 50,
+        step_m: 30.0,
+        seed: 7,
+        bbox,
+        batch: 10,
+    };
+    let out =
+        coordinator::run(spec(srv.addr, scenario, 21, 21, Agents::Local { count: 2, exe: loadgen_exe() }))
+            .expect("run completes");
+    let c = &out.counters;
+    let g = &out.summary["geo"];
+    assert_eq!(c.failed(), 0, "failures: {:?}", c.failures);
+    assert_eq!(c.joined, 21);
+    assert_eq!(g["fences"]["created"], 50, "{g}");
+    assert!((2900..=3000).contains(&c.published), "1000 updates/s for 3 s, sent {}", c.published);
+    assert_eq!(c.published, c.pushes * 10, "every push carries 10 updates");
+    assert!((290..=300).contains(&c.pushes), "100 pushes/s for 3 s, sent {}", c.pushes);
+    assert_eq!((g["batch"].as_u64(), g["pushes_sent"].as_u64()), (Some(10), Some(c.pushes)));
+
+    assert_eq!(c.ack_errors, 0, "error replies: {:?}", c.reply_errors);
+    assert_eq!(c.acked + c.out_of_order + c.ack_errors, c.published, "the replies cover every update");
+    assert_eq!(c.out_of_order, 0, "each object has one mover, whose ts only grows");
+    assert_eq!((g["replies"].as_u64(), g["unanswered"].as_u64()), (Some(c.published), Some(0)));
+    let hist = |name: &str| out.hists.iter().find(|(n, _)| n == name).map(|(_, h)| h.clone());
+    assert_eq!(hist("ack").expect("reply latencies").len(), c.pushes, "one reply latency per push");
+
+    assert!(c.delivered > 0, "the subscriber received fence events");
+    let event = hist("event").expect("event latencies");
+    assert_eq!(event.len(), c.delivered, "one latency sample per event received");
+    assert!(event.max() < 10_000_000, "event latency up to {} µs", event.max());
     srv.shutdown();
 }

@@ -1,5 +1,6 @@
 //! The geo scenario (docs/geo.md): moving objects on `geo:<tenant>`, each connection moving one
-//! object with `location` pushes, fences created once before the run, and subscribers receiving every
+//! object with `location` pushes (or, batched, several objects with one `locations` push carrying an
+//! update of each), fences created once before the run, and subscribers receiving every
 //! `geofence_event`.
 //!
 //! Latency is measured from the intended send time: each update's `ts` *is* that time (milliseconds
@@ -10,12 +11,13 @@ pub mod setup;
 pub mod walk;
 
 use std::borrow::Cow;
+use std::fmt::Write;
 
 use hdrhistogram::Histogram;
 use serde::Deserialize;
 
 use crate::counters::Snapshot;
-use crate::hist;
+use crate::{hist, phoenix};
 use setup::FenceSetup;
 use walk::Walker;
 
@@ -80,27 +82,94 @@ pub fn topic(tenant: &str) -> String {
     format!("geo:{tenant}")
 }
 
-/// The object connection `idx` moves.
-pub fn object_id(idx: u64) -> String {
-    format!("obj-{idx}")
-}
-
 /// Unix µs as the milliseconds `ts` of docs/geo.md, with the microseconds as a fraction:
 /// `1764320000123456` → `1764320000123.456`.
 pub fn ts_ms(unix_us: u64) -> String {
     format!("{}.{:03}", unix_us / 1000, unix_us % 1000)
 }
 
-/// The `location` push of object `idx` at its walker's position, intended for `due` (Unix µs), which
-/// is both its ref (`p<due>`, read back from the reply) and its `ts`.
-pub fn location_push(topic_json: &str, idx: u64, at: &Walker, due: u64) -> String {
-    format!(
-        r#"["1","p{due}",{topic_json},"location",{{"id":"{}","lat":{:.7},"lon":{:.7},"ts":{}}}]"#,
-        object_id(idx),
-        at.lat,
-        at.lon,
-        ts_ms(due)
-    )
+/// Most updates in one `locations` push (docs/geo.md).
+pub const MAX_BATCH: u64 = 1000;
+
+/// The push of connection `idx` carrying an update of each of its objects, at their walkers'
+/// positions, intended for `due` (Unix µs), which is both its ref (`p<due>`, read back from the reply)
+/// and every update's `ts`. One walker: a `location` push of object `obj-<idx>`; more: a `locations`
+/// push of objects `obj-<idx>-<k>`, in walker order.
+pub fn location_push(topic_json: &str, idx: u64, objects: &[Walker], due: u64) -> String {
+    let ts = ts_ms(due);
+    let mut text = String::with_capacity(64 + topic_json.len() + 80 * objects.len());
+    // Writing to a String cannot fail.
+    let update = |text: &mut String, k: Option<usize>, at: &Walker| {
+        let _ = write!(text, r#"{{"id":"obj-{idx}"#);
+        if let Some(k) = k {
+            let _ = write!(text, "-{k}");
+        }
+        let _ = write!(text, r#"","lat":{:.7},"lon":{:.7},"ts":{ts}}}"#, at.lat, at.lon);
+    };
+    let _ = write!(text, r#"["1","p{due}",{topic_json},"#);
+    if let [at] = objects {
+        text.push_str(r#""location","#);
+        update(&mut text, None, at);
+    } else {
+        text.push_str(r#""locations",{"updates":["#);
+        for (k, at) in objects.iter().enumerate() {
+            if k > 0 {
+                text.push(',');
+            }
+            update(&mut text, Some(k), at);
+        }
+        text.push_str("]}");
+    }
+    text.push(']');
+    text
+}
+
+/// What the `ok` reply to a `locations` push says of its updates.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub applied: u64,
+    /// Out of order: older than their object's last update.
+    pub ignored: u64,
+    /// The reason of each refused update.
+    pub errors: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct AppliedReply<'a> {
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+    #[serde(borrow)]
+    response: AppliedResponse<'a>,
+}
+
+#[derive(Deserialize)]
+struct AppliedResponse<'a> {
+    applied: u64,
+    ignored: u64,
+    #[serde(borrow, default)]
+    errors: Vec<Refused<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Refused<'a> {
+    #[serde(borrow)]
+    reason: Cow<'a, str>,
+}
+
+/// Read the `phx_reply` payload of a `locations` push: its counts, or the reason the whole push was
+/// refused (an `error` reply, or an `ok` one without `applied` and `ignored`).
+pub fn locations_reply(payload: &str) -> Result<Applied, String> {
+    match serde_json::from_str::<AppliedReply<'_>>(payload) {
+        Ok(r) if r.status == "ok" => Ok(Applied {
+            applied: r.response.applied,
+            ignored: r.response.ignored,
+            errors: r.response.errors.into_iter().map(|e| phoenix::cut(e.reason.into_owned())).collect(),
+        }),
+        _ => match phoenix::reply(payload) {
+            phoenix::Reply::Error(reason) => Err(reason),
+            _ => Err("malformed locations reply".into()),
+        },
+    }
 }
 
 #[derive(Deserialize)]
@@ -119,10 +188,12 @@ pub fn parse_event(payload: &str) -> Option<(EventKind, Option<u64>)> {
     Some((EventKind::of(&e.event), ts_us))
 }
 
-/// The `geo` section of summary.json: fence setup, updates and their replies, events, and the two
-/// latencies. `window_s` is the time from the first intended update to the last reply.
+/// The `geo` section of summary.json: fence setup, updates (`batch` per push) and their replies,
+/// events, and the two latencies. Replies and rates count updates; the reply latency has one sample per
+/// push answered `ok`. `window_s` is the time from the first intended update to the last reply.
 pub fn summary(
     setup: &FenceSetup,
+    batch: u64,
     c: &Snapshot,
     window_s: f64,
     reply: Option<&Histogram<u64>>,
@@ -136,7 +207,9 @@ pub fn summary(
     let percentiles = |h: Option<&Histogram<u64>>| h.filter(|h| !h.is_empty()).map(hist::percentiles);
     serde_json::json!({
         "fences": setup,
+        "batch": batch,
         "updates_sent": c.published,
+        "pushes_sent": c.pushes,
         "replies": replies,
         "replies_ok": c.acked,
         "out_of_order": c.out_of_order,
@@ -157,7 +230,6 @@ pub fn summary(
 mod tests {
     use super::walk::Bbox;
     use super::*;
-    use crate::phoenix;
 
     #[test]
     fn ts_keeps_the_microseconds_as_a_fraction() {
@@ -170,7 +242,12 @@ mod tests {
     #[test]
     fn location_pushes_follow_the_protocol() {
         let w = Walker::new(1, 42, &Bbox::DEFAULT);
-        let text = location_push(&phoenix::json_str("geo:bench"), 42, &w, 1_764_320_000_123_456);
+        let text = location_push(
+            &phoenix::json_str("geo:bench"),
+            42,
+            std::slice::from_ref(&w),
+            1_764_320_000_123_456,
+        );
         let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
         assert_eq!(v[0], "1");
         assert_eq!(v[1], "p1764320000123456");
@@ -189,6 +266,75 @@ mod tests {
         let event =
             format!(r#"{{"fence":"f-1","object":"obj-42","event":"enter","lat":1,"lon":2,"ts":{ts}}}"#);
         assert_eq!(parse_event(&event), Some((EventKind::Enter, Some(1_764_320_000_123_456))));
+    }
+
+    #[test]
+    fn batched_pushes_carry_an_update_of_each_object_with_one_ts() {
+        let a = Bbox::DEFAULT;
+        let objects: Vec<Walker> = (0..10).map(|k| Walker::new(1, 70 + k, &a)).collect();
+        let text = location_push(&phoenix::json_str("geo:a \"b\""), 7, &objects, 1_764_320_000_123_456);
+        let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(v.as_array().unwrap().len(), 5);
+        assert_eq!(
+            (&v[0], &v[1], &v[2], &v[3]),
+            (&"1".into(), &"p1764320000123456".into(), &"geo:a \"b\"".into(), &"locations".into())
+        );
+        let p = v[4].as_object().unwrap();
+        assert_eq!(p.keys().collect::<Vec<_>>(), ["updates"]);
+        let updates = p["updates"].as_array().unwrap();
+        assert_eq!(updates.len(), 10);
+        for (k, (u, w)) in updates.iter().zip(&objects).enumerate() {
+            let mut keys: Vec<&str> = u.as_object().unwrap().keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            assert_eq!(keys, ["id", "lat", "lon", "ts"]);
+            assert_eq!(u["id"], format!("obj-7-{k}"));
+            assert!((u["lat"].as_f64().unwrap() - w.lat).abs() < 1e-7);
+            assert!((u["lon"].as_f64().unwrap() - w.lon).abs() < 1e-7);
+            assert_eq!(u["ts"].as_f64(), Some(1_764_320_000_123.456));
+        }
+        assert_eq!(text.matches(r#""ts":1764320000123.456}"#).count(), 10, "{text}");
+
+        // The largest batch stays valid JSON, with distinct ids.
+        let objects: Vec<Walker> = (0..MAX_BATCH).map(|k| Walker::new(1, k, &a)).collect();
+        let text = location_push(&phoenix::json_str("geo:bench"), 999_999, &objects, 1);
+        let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        let mut ids: Vec<&str> =
+            v[4]["updates"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap()).collect();
+        assert_eq!(ids[999], "obj-999999-999");
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), MAX_BATCH as usize);
+        assert!(text.len() < 100 * MAX_BATCH as usize, "{} bytes", text.len());
+    }
+
+    #[test]
+    fn locations_replies_count_each_update() {
+        let ok = |r: &str| locations_reply(&format!(r#"{{"status":"ok","response":{r}}}"#));
+        assert_eq!(ok(r#"{"applied":10,"ignored":0}"#), Ok(Applied { applied: 10, ..Applied::default() }));
+        assert_eq!(
+            ok(
+                r#"{"ignored":2,"applied":5,"errors":[{"index":1,"reason":"lat out of range"},{"index":4,"reason":"ts is in the future"},{"index":8,"reason":"lat out of range"}]}"#
+            ),
+            Ok(Applied {
+                applied: 5,
+                ignored: 2,
+                errors: vec![
+                    "lat out of range".into(),
+                    "ts is in the future".into(),
+                    "lat out of range".into()
+                ],
+            })
+        );
+        assert_eq!(
+            locations_reply(r#"{"status":"error","response":{"reason":"too many updates"}}"#),
+            Err("too many updates".into())
+        );
+        assert_eq!(ok("{}"), Err("malformed locations reply".into()), "an ok reply says what it applied");
+        assert_eq!(ok(r#"{"ignored":"out_of_order"}"#), Err("malformed locations reply".into()));
+        assert_eq!(locations_reply("[]"), Err("malformed reply".into()));
+        let long =
+            format!(r#"{{"applied":0,"ignored":0,"errors":[{{"index":0,"reason":"{}"}}]}}"#, "x".repeat(500));
+        assert_eq!(ok(&long).unwrap().errors[0].len(), phoenix::MAX_REASON_BYTES);
     }
 
     #[test]
@@ -223,7 +369,11 @@ mod tests {
         let setup = FenceSetup { targets: 1, fences: 50, created: 50, ..FenceSetup::default() };
         let mut h = hist::new_hist();
         hist::record(&mut h, 1500);
-        let s = summary(&setup, &c, 2.0, Some(&h), None);
+        let s = summary(&setup, 10, &Snapshot { pushes: 100, ..c }, 2.0, Some(&h), None);
+        assert_eq!(
+            (s["batch"].as_u64(), s["updates_sent"].as_u64(), s["pushes_sent"].as_u64()),
+            (Some(10), Some(1000), Some(100))
+        );
         assert_eq!(s["replies"], 996);
         assert_eq!(s["unanswered"], 4);
         assert_eq!(s["updates_per_s"], 498.0);

@@ -373,6 +373,7 @@ mod tests {
                 step_m: 30.0,
                 seed: 3,
                 bbox: Bbox::DEFAULT,
+                batch: 1,
             },
             targets: vec![target],
             path: "/socket/websocket?vsn=2.0.0".into(),

@@ -1113,7 +1113,7 @@ mod tests {
     }
 
     #[test]
-    fn migration_from_schema_version_one_keeps_chat_and_adds_collab() {
+    fn migration_from_schema_version_one_keeps_chat_and_adds_collab_and_geo() {
         let dir = TempDir::new();
         let path = dir.0.join("chat.db");
         {
@@ -1129,7 +1129,7 @@ mod tests {
         }
         let mut store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
         assert_eq!(user_version(&store), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 2);
+        assert_eq!(SCHEMA_VERSION, 3);
         let (head, page) = store.room_head("room:a", 10).unwrap();
         assert_eq!(head, 1);
         assert_eq!(page.messages, [msg("room:a", 1, "old")]);
@@ -1155,6 +1155,15 @@ mod tests {
             )
             .unwrap();
         assert_eq!(tables, 2);
+        let geo: i64 = store
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name LIKE 'geo_%' AND sql LIKE '%STRICT%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(geo, 4, "geo_fences, geo_objects, geo_inside, geo_events");
     }
 
     #[test]

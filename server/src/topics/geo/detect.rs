@@ -431,15 +431,34 @@ pub fn step(
     cur: LatLon,
     want_cross: bool,
 ) -> &'static [Event] {
-    match (was, contains(shape, cur)) {
+    // For a circle, the distance to the centre also bounds the path: every point of it lies within
+    // its length of `cur`, so a path that cannot reach the circle needs no exact test.
+    let (now, may_cross) = match shape {
+        Shape::Circle { center, radius_m } => {
+            let d = haversine_m(*center, cur);
+            (d <= *radius_m, prev.is_some_and(|p| d - max_path_m(p, cur) <= *radius_m))
+        }
+        Shape::Area(_) => (contains(shape, cur), true),
+    };
+    match (was, now) {
         (false, true) => &[Event::Enter, Event::Inside],
         (true, true) => &[Event::Inside],
         (true, false) => &[Event::Exit, Event::Outside],
         (false, false) => match prev {
-            Some(p) if want_cross && path_crosses(shape, p, cur) => &[Event::Cross, Event::Outside],
+            Some(p) if want_cross && may_cross && path_crosses(shape, p, cur) => {
+                &[Event::Cross, Event::Outside]
+            }
             _ => &[Event::Outside],
         },
     }
+}
+
+/// An upper bound of the great-circle distance from `a` to `b` in metres, without trigonometry: going
+/// along a meridian and then a parallel is never shorter than the great circle.
+fn max_path_m(a: LatLon, b: LatLon) -> f64 {
+    let dlat = (a.lat - b.lat).abs();
+    let dlon = (a.lon - b.lon).abs();
+    (dlat + dlon.min(360.0 - dlon)).to_radians() * EARTH_RADIUS_M
 }
 
 /// When a dwell timer armed at `entered_at_ms` for `dwell_ms` fires, in the same clock.

@@ -306,7 +306,7 @@ impl Tenant {
         cand.clear();
         let cur = self.objects[ix as usize].fix.pos;
         match prev {
-            Some(p) => self.index.along_segment([p.lon, p.lat], [cur.lon, cur.lat], &mut cand),
+            Some(p) => self.index.near([p.lon, p.lat], [cur.lon, cur.lat], &mut cand),
             None => self.index.at_point(cur.lon, cur.lat, &mut cand),
         }
         for i in &self.objects[ix as usize].inside {
