@@ -123,7 +123,7 @@ pub(super) fn log(conn: &mut Connection, batch: &[GeoLog]) -> Result<(), StoreEr
                 "UPDATE geo_inside SET dwelled = 1 WHERE tenant = ?1 AND fence = ?2 AND object = ?3",
             )
             .map_err(db_err)?;
-        // The position an event reports is stored with it, so an object in the inside table always has
+        // The position an enter reports is stored with it, so an object in the inside table always has
         // a stored position, even when the positions written behind were lost.
         let mut position = tx
             .prepare_cached(
@@ -140,7 +140,7 @@ pub(super) fn log(conn: &mut Connection, batch: &[GeoLog]) -> Result<(), StoreEr
                 insert
                     .execute(params![tenant, fence, object, e.kind.as_str(), e.lat, e.lon, e.ts, at])
                     .map_err(db_err)?;
-                if e.kind != GeoLogKind::Dwell {
+                if e.kind == GeoLogKind::Enter {
                     position.execute(params![tenant, object, e.lat, e.lon, e.ts]).map_err(db_err)?;
                 }
                 match e.kind {
@@ -252,7 +252,7 @@ mod tests {
             props: None,
         };
         s.geo_positions("t", std::slice::from_ref(&newer)).unwrap();
-        s.geo_log(&[log(vec![event("f", "a", GeoLogKind::Exit, 200)])]).unwrap();
+        s.geo_log(&[log(vec![event("g", "a", GeoLogKind::Enter, 200)])]).unwrap();
         assert_eq!(s.geo_load("t").unwrap().objects, vec![newer]);
     }
 
