@@ -245,18 +245,7 @@ impl Geo {
                 }
                 let reply =
                     format!(r#"{{"fences":{},"objects":{}}}"#, ts.t.fence_count(), ts.t.object_count());
-                let reply = wire::encode_reply(Some(&join_ref), msg_ref.as_deref(), &name, "ok", &reply);
-                ctx.out.send(
-                    conn.worker(),
-                    Msg::Joined {
-                        conn,
-                        topic: name.clone(),
-                        join_ref,
-                        ok: true,
-                        presence: false,
-                        frames: vec![text_frame(&reply)],
-                    },
-                );
+                joined(ctx, &name, ReplyTo { conn, join_ref, msg_ref }, true, &reply);
             }
             GeoMsg::Leave { conn, join_ref, .. } => {
                 let ts = self.tenants.get_mut(&name).expect("checked");
@@ -834,23 +823,24 @@ fn recount(ctx: &mut OwnerCtx<'_>, ts: &mut TenantState) {
     ts.counted = now;
 }
 
+/// Tells the joiner's worker how its join ended, with the reply to send.
+fn joined(ctx: &mut OwnerCtx<'_>, name: &Arc<str>, to: ReplyTo, ok: bool, response: &str) {
+    let status = if ok { "ok" } else { "error" };
+    let reply = wire::encode_reply(Some(&to.join_ref), to.msg_ref.as_deref(), name, status, response);
+    let (conn, join_ref) = (to.conn, to.join_ref);
+    let frames = vec![text_frame(&reply)];
+    ctx.out.send(
+        conn.worker(),
+        Msg::Joined { conn, topic: name.clone(), join_ref, ok, presence: false, frames },
+    );
+}
+
 /// Answers a join or push that cannot be served.
 fn refuse(ctx: &mut OwnerCtx<'_>, name: &Arc<str>, msg: GeoMsg, reason: &str) {
     let response = serde_json::json!({ "reason": reason }).to_string();
     match msg {
         GeoMsg::Join { conn, join_ref, msg_ref, .. } => {
-            let reply = wire::encode_reply(Some(&join_ref), msg_ref.as_deref(), name, "error", &response);
-            ctx.out.send(
-                conn.worker(),
-                Msg::Joined {
-                    conn,
-                    topic: name.clone(),
-                    join_ref,
-                    ok: false,
-                    presence: false,
-                    frames: vec![text_frame(&reply)],
-                },
-            );
+            joined(ctx, name, ReplyTo { conn, join_ref, msg_ref }, false, &response)
         }
         GeoMsg::Push { conn, join_ref, msg_ref, .. } => {
             ReplyTo { conn, join_ref, msg_ref }.error(ctx, name, reason)
