@@ -241,7 +241,8 @@ impl Geo {
                     unsubscribe_all(ts, conn, &old);
                 }
                 if let Some(f) = fences {
-                    subscribe(ts, conn, f, true);
+                    // At most a thousand ids arrive with a join: within the bound.
+                    let _ = subscribe(ts, conn, f, true);
                 }
                 let reply =
                     format!(r#"{{"fences":{},"objects":{}}}"#, ts.t.fence_count(), ts.t.object_count());
@@ -438,10 +439,10 @@ impl Geo {
                 let _ = write!(out, r#"],"more":{more}}}"#);
                 to.ok(ctx, name, &out);
             }
-            Op::Subscribe { fences, on } => {
-                subscribe(ts, to.conn, fences, on);
-                to.ok(ctx, name, "{}");
-            }
+            Op::Subscribe { fences, on } => match subscribe(ts, to.conn, fences, on) {
+                Ok(()) => to.ok(ctx, name, "{}"),
+                Err(reason) => to.error(ctx, name, &reason),
+            },
             Op::Nearby { at, radius, limit } => {
                 let found = ts.t.nearby(at, radius, limit);
                 let mut out = String::from(r#"{"objects":["#);
@@ -770,8 +771,11 @@ fn deliver(ctx: &mut OwnerCtx<'_>, ts: &mut TenantState) {
     }
 }
 
-fn subscribe(ts: &mut TenantState, conn: ConnId, fences: Fences, on: bool) {
-    let Some(m) = ts.members.get_mut(&conn) else { return };
+/// Fence ids one member may subscribe to one by one; beyond, `"*"` is the way.
+const MAX_SUBSCRIBED: usize = 10_000;
+
+fn subscribe(ts: &mut TenantState, conn: ConnId, fences: Fences, on: bool) -> Result<(), String> {
+    let Some(m) = ts.members.get_mut(&conn) else { return Ok(()) };
     match (fences, on) {
         (Fences::All, true) => {
             ts.subs_all.insert(conn);
@@ -783,6 +787,11 @@ fn subscribe(ts: &mut TenantState, conn: ConnId, fences: Fences, on: bool) {
             }
         }
         (Fences::Ids(ids), true) => {
+            if m.fences.len() + ids.len() > MAX_SUBSCRIBED {
+                return Err(format!(
+                    "a member subscribes to at most {MAX_SUBSCRIBED} fences by id; subscribe to \"*\" instead"
+                ));
+            }
             for id in ids {
                 ts.subs.entry(id.clone()).or_default().insert(conn);
                 m.fences.insert(id);
@@ -796,6 +805,7 @@ fn subscribe(ts: &mut TenantState, conn: ConnId, fences: Fences, on: bool) {
             }
         }
     }
+    Ok(())
 }
 
 fn unsubscribe_all(ts: &mut TenantState, conn: ConnId, m: &Member) {

@@ -87,6 +87,9 @@ fn parse_fences(v: &Value) -> Result<Fences, String> {
     }
 }
 
+/// Fastest speed accepted, in metres per second (well above anything that reports a position).
+const MAX_SPEED: f64 = 1_000_000.0;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LocationIn<'a> {
@@ -215,8 +218,8 @@ fn location(json: &str) -> Result<Loc, String> {
         }
         Some(ts) => ts,
     };
-    if l.speed.is_some_and(|s| !(s >= 0.0 && s.is_finite())) {
-        return Err("speed must be metres per second, at least 0".into());
+    if l.speed.is_some_and(|s| !(0.0..=MAX_SPEED).contains(&s)) {
+        return Err(format!("speed must be metres per second, from 0 to {MAX_SPEED}"));
     }
     if l.heading.is_some_and(|h| !(0.0..360.0).contains(&h)) {
         return Err("heading must be degrees in [0, 360)".into());
@@ -229,7 +232,8 @@ fn location(json: &str) -> Result<Loc, String> {
         Some(raw) if raw.get().trim_start().starts_with('{') => Some(raw.get().into()),
         Some(_) => return Err("props must be a JSON object".into()),
     };
-    Ok(Loc { id: id.into(), fix: Fix { pos, ts, speed: l.speed, heading: l.heading }, props })
+    let fix = Fix { pos, ts, speed: l.speed.map(|s| s as f32), heading: l.heading.map(|h| h as f32) };
+    Ok(Loc { id: id.into(), fix, props })
 }
 
 /// Names the field of a location payload that has the wrong type, once the fast parse failed.
@@ -316,6 +320,7 @@ mod tests {
         assert!(err(r#"{"id":"a","lat":null,"lon":2}"#).contains("numeric lat and lon"));
         assert!(err(r#"{"id":"a","lat":1,"lon":2,"ts":9e15}"#).contains("ts is in the future"));
         assert!(err(r#"{"id":"a","lat":1,"lon":2,"speed":-1}"#).contains("speed"));
+        assert!(err(r#"{"id":"a","lat":1,"lon":2,"speed":1e300}"#).contains("speed"));
         assert!(err(r#"{"id":"a","lat":1,"lon":2,"heading":360}"#).contains("heading"));
         assert!(err(r#"{"id":"a","lat":1,"lon":2,"props":[1]}"#).contains("JSON object"));
         let big = format!(r#"{{"id":"a","lat":1,"lon":2,"props":{{"k":"{}"}}}}"#, "x".repeat(1100));
