@@ -448,6 +448,50 @@ serverTest("a locations batch applies each update in order and reports the ones 
   await refused(admin, "locations", { updates: {} }, /updates/);
 });
 
+serverTest("a live query reports objects entering, moving in and leaving it, and follows its own moves", open, async (t) => {
+  const tenant = "live-query";
+  const mover = await member(t, open, tenant);
+  const watcher = await member(t, open, tenant);
+  const seen = [];
+  for (const ev of ["key_entered", "key_moved", "key_exited"]) {
+    watcher.channel.on(ev, (p) => seen.push({ ev, ...p }));
+  }
+  const inside = await move(mover, "q1", offset(HOME, 50));
+  await move(mover, "q2", offset(HOME, 5000));
+  const r = await pushOk(watcher.channel, "query", { key: "near-home", lat: HOME.lat, lon: HOME.lon, radius: 300 });
+  assert.deepEqual(r.objects.map((o) => o.id), ["q1"], "the reply lists what is inside");
+  assert.equal(r.more, false);
+  assertClose(r.objects[0].dist, distance(HOME, inside), 1, "dist in the reply");
+
+  const q2in = await move(mover, "q2", offset(HOME, -100));
+  const q1moved = await move(mover, "q1", offset(HOME, 60));
+  const q1out = await move(mover, "q1", offset(HOME, 2000));
+  await until(() => seen.length >= 3, 5000, () => `three query events, got ${JSON.stringify(seen)}`);
+  assert.deepEqual(seen.map((e) => [e.ev, e.id]), [["key_entered", "q2"], ["key_moved", "q1"], ["key_exited", "q1"]]);
+  for (const [e, p] of [[seen[0], q2in], [seen[1], q1moved], [seen[2], q1out]]) {
+    assert.equal(e.query, "near-home");
+    assert.deepEqual([e.lat, e.lon, e.ts], [p.lat, p.lon, p.ts]);
+    assertClose(e.dist, distance(HOME, p), 1, `dist of ${e.ev}`);
+  }
+  // Moving the query onto q1 and away from q2 reports both changes.
+  seen.length = 0;
+  const moved = await pushOk(watcher.channel, "query", { key: "near-home", lat: q1out.lat, lon: q1out.lon, radius: 300 });
+  assert.deepEqual(moved.objects.map((o) => o.id), ["q1"]);
+  await until(() => seen.length >= 2, 5000, () => `two query events, got ${JSON.stringify(seen)}`);
+  assert.deepEqual(seen.map((e) => [e.ev, e.id]).sort(), [["key_entered", "q1"], ["key_exited", "q2"]]);
+  // Once cancelled, the query reports nothing more.
+  assert.deepEqual(await pushOk(watcher.channel, "query_cancel", { key: "near-home" }), {});
+  seen.length = 0;
+  await move(mover, "q1", offset(q1out, 10));
+  await pushOk(mover.channel, "object", { id: "q1" });
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assert.deepEqual(seen, [], "a cancelled query reports nothing");
+  await refused(watcher, "query_cancel", { key: "near-home" }, /no live query/);
+  await refused(watcher, "query", { key: "k", lat: 0, lon: 0, radius: 0 }, /radius/);
+  for (let i = 0; i < 10; i++) await pushOk(watcher.channel, "query", { key: `k${i}`, lat: 0, lon: 0, radius: 10 });
+  await refused(watcher, "query", { key: "k10", lat: 0, lon: 0, radius: 10 }, /at most 10 live queries/);
+});
+
 // ---------------------------------------------------------------------------------------------------
 // Queries
 

@@ -10,6 +10,7 @@ pub mod fence;
 pub mod index;
 mod owner;
 mod push;
+pub mod query;
 pub mod tenant;
 
 pub use owner::{Geo, GeoMsg};

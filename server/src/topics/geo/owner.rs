@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use super::detect::{LatLon, Shape};
 use super::fence::{FenceDef, Limits};
-use super::tenant::{Fired, Fix, Kind, Located, Props, Tenant};
-use super::{now_ms, Access, Fences};
+use super::tenant::{Fired, Fix, Ix, Kind, Located, Props, Tenant};
+use super::{now_ms, Access, Fences, MAX_LIMIT};
 use crate::mailbox::{ConnId, Frame, Msg};
 use crate::metrics::WorkerStats;
 use crate::phoenix::JoinRef;
@@ -85,6 +85,15 @@ pub enum Op {
         fences: Fences,
         on: bool,
     },
+    /// Create or move a live query.
+    Query {
+        key: Box<str>,
+        at: LatLon,
+        radius: f64,
+    },
+    QueryCancel {
+        key: Box<str>,
+    },
     Nearby {
         at: LatLon,
         radius: f64,
@@ -132,13 +141,24 @@ struct Member {
     access: Access,
     /// Fence ids subscribed one by one.
     fences: HashSet<Arc<str>>,
+    /// Live queries by the member's key.
+    queries: HashMap<Arc<str>, Ix>,
+}
+
+/// Who an event goes to.
+#[derive(Debug)]
+enum To {
+    /// The subscribers of a fence.
+    Fence(Arc<str>),
+    /// The connection that owns a live query.
+    Conn(ConnId),
 }
 
 /// Events of one step, in order; `waiting` for the log write that makes them durable.
 #[derive(Debug)]
 struct Outgoing {
     waiting: Option<u64>,
-    events: Vec<(Arc<str>, Frame)>,
+    events: Vec<(To, Frame)>,
 }
 
 /// A tenant on its owner.
@@ -150,6 +170,8 @@ struct TenantState {
     members: HashMap<ConnId, Member>,
     subs_all: HashSet<ConnId>,
     subs: HashMap<Arc<str>, HashSet<ConnId>>,
+    /// The member and key of each live query.
+    query_owner: HashMap<Ix, (ConnId, Arc<str>)>,
     outq: VecDeque<Outgoing>,
     /// Storage requests in flight.
     inflight: u32,
@@ -236,7 +258,7 @@ impl Geo {
         match msg {
             GeoMsg::Join { conn, join_ref, msg_ref, access, fences, .. } => {
                 let ts = self.tenants.get_mut(&name).expect("checked");
-                let member = Member { join_ref, access, fences: HashSet::new() };
+                let member = Member { join_ref, access, fences: HashSet::new(), queries: HashMap::new() };
                 if let Some(old) = ts.members.insert(conn, member) {
                     unsubscribe_all(ts, conn, &old);
                 }
@@ -276,6 +298,7 @@ impl Geo {
             members: HashMap::new(),
             subs_all: HashSet::new(),
             subs: HashMap::new(),
+            query_owner: HashMap::new(),
             outq: VecDeque::new(),
             inflight: 0,
             changing: HashSet::new(),
@@ -443,6 +466,47 @@ impl Geo {
                 Ok(()) => to.ok(ctx, name, "{}"),
                 Err(reason) => to.error(ctx, name, &reason),
             },
+            Op::Query { key, at, radius } => {
+                let Some(m) = ts.members.get(&to.conn) else { return };
+                let existing = m.queries.get(&*key).copied();
+                if existing.is_none() && m.queries.len() >= MAX_QUERIES {
+                    return to.error(ctx, name, &format!("a member has at most {MAX_QUERIES} live queries"));
+                }
+                let (q, inside) = ts.t.put_query(existing, at, radius);
+                let key: Arc<str> = key.into();
+                ts.query_owner.insert(q, (to.conn, key.clone()));
+                ts.members.get_mut(&to.conn).expect("checked").queries.insert(key, q);
+                let mut out = String::from(r#"{"objects":["#);
+                for (i, (o, dist)) in inside.iter().take(MAX_LIMIT).enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let o = ts.t.object(*o);
+                    let _ = write!(
+                        out,
+                        r#"{{"id":{},"lat":{},"lon":{},"ts":{},"dist":{}}}"#,
+                        json_str(&o.name),
+                        o.fix.pos.lat,
+                        o.fix.pos.lon,
+                        o.fix.ts,
+                        round_m(*dist)
+                    );
+                }
+                let _ = write!(out, r#"],"more":{}}}"#, inside.len() > MAX_LIMIT);
+                to.ok(ctx, name, &out);
+                self.emit(ctx, name, &[], now);
+            }
+            Op::QueryCancel { key } => {
+                let Some(m) = ts.members.get_mut(&to.conn) else { return };
+                match m.queries.remove(&*key) {
+                    Some(q) => {
+                        ts.t.drop_query(q);
+                        ts.query_owner.remove(&q);
+                        to.ok(ctx, name, "{}");
+                    }
+                    None => to.error(ctx, name, &format!("no live query {:?}", &*key)),
+                }
+            }
             Op::Nearby { at, radius, limit } => {
                 let found = ts.t.nearby(at, radius, limit);
                 let mut out = String::from(r#"{"objects":["#);
@@ -523,11 +587,11 @@ impl Geo {
 
     /// Turns fired events into frames, logs the ones that are logged, and queues them for delivery.
     fn emit(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, fired: &[Fired], now: u64) {
-        if fired.is_empty() {
+        let Some(ts) = self.tenants.get_mut(name) else { return };
+        if fired.is_empty() && ts.t.query_events.is_empty() {
             return;
         }
-        let Some(ts) = self.tenants.get_mut(name) else { return };
-        let mut events = Vec::with_capacity(fired.len());
+        let mut events = query_frames(ts, name);
         let mut log = Vec::new();
         for e in fired {
             let fence = ts.t.fence(e.fence).id.clone();
@@ -569,7 +633,7 @@ impl Geo {
                     at_ms: now,
                 });
             }
-            events.push((fence, frame));
+            events.push((To::Fence(fence), frame));
         }
         let mut waiting = None;
         if !log.is_empty() {
@@ -751,7 +815,14 @@ fn deliver(ctx: &mut OwnerCtx<'_>, ts: &mut TenantState) {
     let workers = ctx.out.workers();
     while ts.outq.front().is_some_and(|o| o.waiting.is_none()) {
         let out = ts.outq.pop_front().expect("checked");
-        for (fence, frame) in out.events {
+        for (to, frame) in out.events {
+            let fence = match to {
+                To::Conn(conn) => {
+                    ctx.out.send(conn.worker(), Msg::ToConn { conn, frame });
+                    continue;
+                }
+                To::Fence(fence) => fence,
+            };
             WorkerStats::add(&ctx.stats.geo_events, 1);
             let mut per_worker: Vec<Vec<ConnId>> = vec![Vec::new(); workers];
             for &c in &ts.subs_all {
@@ -770,6 +841,9 @@ fn deliver(ctx: &mut OwnerCtx<'_>, ts: &mut TenantState) {
         }
     }
 }
+
+/// Live queries one member may hold.
+const MAX_QUERIES: usize = 10;
 
 /// Fence ids one member may subscribe to one by one; beyond, `"*"` is the way.
 const MAX_SUBSCRIBED: usize = 10_000;
@@ -808,11 +882,36 @@ fn subscribe(ts: &mut TenantState, conn: ConnId, fences: Fences, on: bool) -> Re
     Ok(())
 }
 
+/// Forgets what a member that left had asked for: subscriptions and live queries.
 fn unsubscribe_all(ts: &mut TenantState, conn: ConnId, m: &Member) {
     ts.subs_all.remove(&conn);
     for id in &m.fences {
         drop_sub(&mut ts.subs, id, conn);
     }
+    for &q in m.queries.values() {
+        ts.t.drop_query(q);
+        ts.query_owner.remove(&q);
+    }
+}
+
+/// Frames for what the live queries saw, each to the query's connection.
+fn query_frames(ts: &mut TenantState, name: &str) -> Vec<(To, Frame)> {
+    let mut out = Vec::new();
+    for e in std::mem::take(&mut ts.t.query_events) {
+        let Some((conn, key)) = ts.query_owner.get(&e.query) else { continue };
+        let o = ts.t.object(e.object);
+        let payload = format!(
+            r#"{{"query":{},"id":{},"lat":{},"lon":{},"ts":{},"dist":{}}}"#,
+            json_str(key),
+            json_str(&o.name),
+            o.fix.pos.lat,
+            o.fix.pos.lon,
+            o.fix.ts,
+            round_m(e.dist)
+        );
+        out.push((To::Conn(*conn), text_frame(&wire::encode(None, None, name, e.kind.event(), &payload))));
+    }
+    out
 }
 
 fn drop_sub(subs: &mut HashMap<Arc<str>, HashSet<ConnId>>, id: &str, conn: ConnId) {

@@ -137,13 +137,18 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: &Push<'_>) {
             let fences = parse_fences(v.get("fences").unwrap_or(&Value::Null))?;
             Ok(Op::Subscribe { fences, on: push.event == "subscribe" })
         }),
+        "query" => value(p.get()).and_then(|v| {
+            only(&v, &["key", "lat", "lon", "radius"])?;
+            let key = id_of(&v, "key")?;
+            Ok(Op::Query { key, at: position(&v)?, radius: radius(&v)? })
+        }),
+        "query_cancel" => value(p.get()).and_then(|v| {
+            only(&v, &["key"])?;
+            Ok(Op::QueryCancel { key: id_of(&v, "key")? })
+        }),
         "nearby" => value(p.get()).and_then(|v| {
             only(&v, &["lat", "lon", "radius", "limit"])?;
-            let at = position(&v)?;
-            let radius = v.get("radius").and_then(Value::as_f64).filter(|r| *r > 0.0 && *r <= MAX_RADIUS_M);
-            let radius =
-                radius.ok_or(format!("radius must be metres, more than 0 and at most {MAX_RADIUS_M}"))?;
-            Ok(Op::Nearby { at, radius, limit: limit(&v)? })
+            Ok(Op::Nearby { at: position(&v)?, radius: radius(&v)?, limit: limit(&v)? })
         }),
         "within" => value(p.get()).and_then(|v| {
             only(&v, &["geometry", "limit"])?;
@@ -161,7 +166,7 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: &Push<'_>) {
         }),
         other => Err(format!(
             "unknown event {other:?} (known: location, locations, fence_create, fence_update, fence_delete, fence_list, \
-             subscribe, unsubscribe, nearby, within, object, history)"
+             subscribe, unsubscribe, query, query_cancel, nearby, within, object, history)"
         )),
     };
     match op {
@@ -287,6 +292,13 @@ fn limit(v: &Value) -> Result<usize, String> {
             _ => Err(format!("limit must be an integer from 1 to {MAX_LIMIT}")),
         },
     }
+}
+
+fn radius(v: &Value) -> Result<f64, String> {
+    v.get("radius")
+        .and_then(Value::as_f64)
+        .filter(|r| *r > 0.0 && *r <= MAX_RADIUS_M)
+        .ok_or(format!("radius must be metres, more than 0 and at most {MAX_RADIUS_M}"))
 }
 
 fn position(v: &Value) -> Result<LatLon, String> {

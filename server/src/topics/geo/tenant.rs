@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use super::detect::{self, Event, LatLon, Shape};
 use super::fence::{kinds, Area, FenceDef};
 use super::index::{FastSet, FenceIndex, ObjectGrid};
+use super::query::{Queries, QueryEvent};
 use crate::store::{GeoInside, GeoPosition, GeoState};
 
 /// Index of an object or a fence in its tenant.
@@ -163,6 +164,9 @@ pub struct Tenant {
     history: usize,
     scratch: Vec<u32>,
     near: Vec<(u32, f64)>,
+    queries: Queries,
+    /// What live queries saw in the last operation; the caller takes them.
+    pub query_events: Vec<QueryEvent>,
 }
 
 impl Tenant {
@@ -186,6 +190,8 @@ impl Tenant {
             history,
             scratch: Vec::new(),
             near: Vec::new(),
+            queries: Queries::new(CELL_DEG),
+            query_events: Vec::new(),
         }
     }
 
@@ -285,6 +291,7 @@ impl Tenant {
         self.detect_fixed(ix, prev, now_ms, out);
         self.detect_roaming(ix, now_ms, out);
         self.move_centre(ix, now_ms, out);
+        self.queries.moved(ix, fix.pos, &mut self.query_events);
         Located::Applied
     }
 
@@ -710,6 +717,17 @@ impl Tenant {
     }
 
     // ---- queries ----
+
+    /// Creates a live query (`q: None`) or moves and resizes one; objects that entered or left a moved
+    /// query go to [`Tenant::query_events`]. Returns the query and the objects inside it, nearest first.
+    pub fn put_query(&mut self, q: Option<Ix>, center: LatLon, radius_m: f64) -> (Ix, Vec<(Ix, f64)>) {
+        self.queries.put(q, center, radius_m, &self.grid, &mut self.query_events)
+    }
+
+    /// Ends a live query.
+    pub fn drop_query(&mut self, q: Ix) {
+        self.queries.remove(q);
+    }
 
     /// Objects within `radius_m` of `at`, nearest first, at most `limit`, with their distances.
     pub fn nearby(&mut self, at: LatLon, radius_m: f64, limit: usize) -> Vec<(Ix, f64)> {
