@@ -64,6 +64,10 @@ pub fn run(coordinator: SocketAddr, name: String, sources: Vec<IpAddr>, capacity
                     engine.command(Cmd::Connect);
                     waiting = Some((Event::ConnectDone, "connect", 0));
                 }
+                Ok(ToAgent::Phase { phase: Phase::Place }) => {
+                    engine.command(Cmd::Place);
+                    waiting = Some((Event::PlaceDone, "place", 0));
+                }
                 Ok(ToAgent::Phase { phase: Phase::Measure { start_unix_us } }) => {
                     engine.command(Cmd::Measure { start_unix_us });
                     waiting = Some((Event::MeasureDone, "measure", 0));

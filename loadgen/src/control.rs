@@ -18,6 +18,8 @@ const MAX_LINE: usize = 64 << 20;
 pub enum Phase {
     /// Open every connection at the planned rate.
     Connect,
+    /// Geo: put every object at the start of its walk, and wait for the replies.
+    Place,
     /// Run the scenario's traffic from this shared Unix time (µs).
     Measure { start_unix_us: u64 },
     /// Close everything and report.
@@ -92,6 +94,10 @@ mod tests {
         let m = ToAgent::Phase { phase: Phase::Measure { start_unix_us: 42 } };
         let text = serde_json::to_string(&m).unwrap();
         assert_eq!(text, r#"{"type":"phase","phase":{"phase":"measure","start_unix_us":42}}"#);
+        assert_eq!(serde_json::from_str::<ToAgent>(&text).unwrap(), m);
+        let m = ToAgent::Phase { phase: Phase::Place };
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(text, r#"{"type":"phase","phase":{"phase":"place"}}"#);
         assert_eq!(serde_json::from_str::<ToAgent>(&text).unwrap(), m);
         let h = ToCoordinator::Hello { name: "a".into(), pid: 1, capacity: 5, sources: vec![] };
         let back: ToCoordinator = serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();

@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 
 use crate::control::{read_msg, write_msg, Phase, ToAgent, ToCoordinator};
 use crate::counters::Snapshot;
-use crate::engine::unix_us;
+use crate::engine::{unix_us, PLACE_WAIT};
 use crate::geo::setup::{self as fence_setup, FenceSetup};
 use crate::hist;
 use crate::plan::{Plan, Scenario};
@@ -66,8 +66,8 @@ pub struct Outcome {
     pub summary: serde_json::Value,
 }
 
-/// How long a geo run waits, after the last reply, for events still on their way: until none arrived
-/// for `EVENTS_QUIET`, at most `EVENTS_WAIT`.
+/// How long a geo run waits, after the placement and after the measure's last reply, for events still
+/// on their way: until none arrived for `EVENTS_QUIET`, at most `EVENTS_WAIT`.
 const EVENTS_QUIET: Duration = Duration::from_secs(2);
 const EVENTS_WAIT: Duration = Duration::from_secs(10);
 
@@ -159,6 +159,37 @@ pub fn run(spec: RunSpec) -> anyhow::Result<Outcome> {
     wait_phase(&mut agents, &rx, "connect", connect_deadline, &mut progress, &open_gauge);
     let connect_seconds = connect_started.elapsed().as_secs_f64();
 
+    // Geo: every agent puts its objects at the start of their walks, so the measure sees them move
+    // rather than arrive (an object's first update enters every fence it starts in). Then the events
+    // this caused are let through before anything is measured.
+    let mut placement_seconds = 0.0;
+    if let Scenario::Geo { subscribers, .. } = &spec.plan.scenario {
+        let started = Instant::now();
+        broadcast(&mut agents, &ToAgent::Phase { phase: Phase::Place });
+        let until = deadline.min(Instant::now() + PLACE_WAIT + Duration::from_secs(10));
+        wait_phase(&mut agents, &rx, "place", until, &mut progress, &open_gauge);
+        placement_seconds = started.elapsed().as_secs_f64();
+        let placed = match placement(&agents) {
+            Ok(placed) => placed,
+            Err(why) => {
+                // As when the fence setup fails: the run stops, and leaves no result folder.
+                progress.finish();
+                drop(sampler.map(Sampler::stop));
+                if let Some(dir) = &run_dir {
+                    let _ = std::fs::remove_dir_all(&dir.path);
+                }
+                bail!(
+                    "placing the objects at the start of their walks (after {placement_seconds:.1} s): {why}"
+                );
+            }
+        };
+        eprintln!("{placed} objects placed in {placement_seconds:.1} s");
+        if *subscribers > 0 {
+            let until = deadline.min(Instant::now() + EVENTS_WAIT);
+            wait_quiet(&mut agents, &rx, until, &mut progress, &open_gauge, |c| c.placement_events);
+        }
+    }
+
     let hold_until = deadline.min(Instant::now() + Duration::from_secs(spec.hold_s));
     while Instant::now() < hold_until {
         pump(&mut agents, &rx, hold_until, &mut progress, &open_gauge);
@@ -175,7 +206,7 @@ pub fn run(spec: RunSpec) -> anyhow::Result<Outcome> {
     }
     if fences.is_some() {
         let until = deadline.min(Instant::now() + EVENTS_WAIT);
-        wait_quiet(&mut agents, &rx, until, &mut progress, &open_gauge);
+        wait_quiet(&mut agents, &rx, until, &mut progress, &open_gauge, |c| c.delivered);
     }
 
     broadcast(&mut agents, &ToAgent::Phase { phase: Phase::Teardown });
@@ -236,8 +267,15 @@ pub fn run(spec: RunSpec) -> anyhow::Result<Outcome> {
     if let Some(setup) = &fences {
         let find = |name: &str| merged.iter().find(|(n, _)| n == name).map(|(_, h)| h);
         let batch = spec.plan.scenario.batch();
-        summary["geo"] =
-            crate::geo::summary(setup, batch, &counters, measure_seconds, find("ack"), find("event"));
+        summary["geo"] = crate::geo::summary(
+            setup,
+            batch,
+            &counters,
+            placement_seconds,
+            measure_seconds,
+            find("ack"),
+            find("event"),
+        );
     }
     if let Some(dir) = &run_dir {
         write_results(dir, &spec, &agents, &summary, &merged, fences.as_ref())?;
@@ -435,19 +473,44 @@ fn wait_phase(
     }
 }
 
-/// Pump until no delivery was counted for [`EVENTS_QUIET`], or `until`.
+/// The objects the agents placed, or why the placement failed: an agent that did not finish it in
+/// time, or updates refused or unanswered. Lost agents are left out (they are reported as lost).
+fn placement(agents: &[AgentConn]) -> Result<u64, String> {
+    let mut total = Snapshot::default();
+    for a in agents.iter().filter(|a| !a.lost) {
+        total.add(&a.last);
+    }
+    let late: Vec<&str> = agents
+        .iter()
+        .filter(|a| !a.lost && a.done.as_deref() != Some("place"))
+        .map(|a| a.name.as_str())
+        .collect();
+    let outcome = crate::geo::placement_outcome(&total);
+    if !late.is_empty() {
+        let counts = outcome.err().map(|e| format!(": {e}")).unwrap_or_default();
+        return Err(format!(
+            "agent(s) {} did not have every reply within {} s{counts}",
+            late.join(", "),
+            PLACE_WAIT.as_secs()
+        ));
+    }
+    outcome.map(|()| total.placed)
+}
+
+/// Pump until the counter `count` did not move for [`EVENTS_QUIET`], or `until`.
 fn wait_quiet(
     agents: &mut [AgentConn],
     rx: &Inbox,
     until: Instant,
     progress: &mut Progress,
     open: &AtomicU64,
+    count: fn(&Snapshot) -> u64,
 ) {
-    let delivered = |agents: &[AgentConn]| agents.iter().map(|a| a.last.delivered).sum::<u64>();
-    let (mut last, mut since) = (delivered(agents), Instant::now());
+    let total = |agents: &[AgentConn]| agents.iter().map(|a| count(&a.last)).sum::<u64>();
+    let (mut last, mut since) = (total(agents), Instant::now());
     while Instant::now() < until && since.elapsed() < EVENTS_QUIET {
         pump(agents, rx, until, progress, open);
-        let now = delivered(agents);
+        let now = total(agents);
         if now != last {
             (last, since) = (now, Instant::now());
         }
@@ -670,6 +733,16 @@ fn write_results(
                 bbox.max_lon,
                 bbox.min_lat,
                 bbox.max_lat
+            ),
+        ));
+        let g = &summary["geo"];
+        extra.push((
+            "geo placement".to_string(),
+            format!(
+                "before the measure, each connection sent its objects once at the start of their walks (ts = the time sent) and waited for the replies: {} placed in {:.1} s; the {} events this caused (ts before the measure's start) are left out of the figures",
+                g["objects_placed"],
+                g["placement_seconds"].as_f64().unwrap_or(0.0),
+                g["placement_events"]
             ),
         ));
         extra.push((

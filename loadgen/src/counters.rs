@@ -40,6 +40,15 @@ pub struct Counters {
     pub delivered: AtomicU64,
     /// Geo events received, by [`EventKind::index`].
     pub events: [AtomicU64; EventKind::ALL.len()],
+    /// Geo placement (before the measure): updates sent to put each object at its start.
+    pub placing: AtomicU64,
+    /// Placement updates answered `ok` (applied, or ignored as out of order).
+    pub placed: AtomicU64,
+    /// Placement updates refused, by reason.
+    pub place_errors: Mutex<Vec<(String, u64)>>,
+    /// Geo events from before the measure (their `ts` is earlier than its start): caused by the
+    /// placement, left out of `delivered`, `events` and the event latency.
+    pub placement_events: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
 }
@@ -61,6 +70,11 @@ impl Counters {
     pub fn reply_error(&self, reason: &str, n: u64) {
         Counters::add(&self.ack_errors, n);
         let Ok(mut reasons) = self.reply_errors.lock() else { return };
+        count_reason(&mut reasons, reason, n);
+    }
+    /// Count `n` placement updates refused for one reason.
+    pub fn place_error(&self, reason: &str, n: u64) {
+        let Ok(mut reasons) = self.place_errors.lock() else { return };
         count_reason(&mut reasons, reason, n);
     }
 
@@ -90,6 +104,10 @@ impl Counters {
                 .map(|k| (k.name().to_string(), l(&self.events[k.index()])))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
+            placing: l(&self.placing),
+            placed: l(&self.placed),
+            place_errors: self.place_errors.lock().map(|r| r.clone()).unwrap_or_default(),
+            placement_events: l(&self.placement_events),
             bytes_in: l(&self.bytes_in),
             bytes_out: l(&self.bytes_out),
         }
@@ -119,6 +137,15 @@ pub struct Snapshot {
     /// Geo events by kind (`enter`, `exit`, ...).
     #[serde(default)]
     pub events: Vec<(String, u64)>,
+    /// Geo placement: updates sent, answered `ok`, refused by reason; events it caused.
+    #[serde(default)]
+    pub placing: u64,
+    #[serde(default)]
+    pub placed: u64,
+    #[serde(default)]
+    pub place_errors: Vec<(String, u64)>,
+    #[serde(default)]
+    pub placement_events: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
@@ -166,6 +193,13 @@ impl Snapshot {
             }
         }
         self.events.sort_by_key(|(k, _)| EventKind::of(k).index());
+        self.placing += o.placing;
+        self.placed += o.placed;
+        self.placement_events += o.placement_events;
+        for (reason, n) in &o.place_errors {
+            count_reason(&mut self.place_errors, reason, *n);
+        }
+        self.place_errors.sort();
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
         for (f, n) in &o.failures {
@@ -223,6 +257,23 @@ mod tests {
             vec![("forbidden".into(), 12), ("overloaded".into(), 4), ("ts is in the future".into(), 2)]
         );
         assert_eq!(a.events, vec![("enter".into(), 3), ("exit".into(), 1), ("cross".into(), 5)]);
+    }
+
+    #[test]
+    fn placement_is_counted_apart_from_the_measure() {
+        let c = Counters::default();
+        Counters::add(&c.placing, 30);
+        Counters::add(&c.placed, 27);
+        c.place_error("lat out of range", 2);
+        c.place_error("forbidden", 1);
+        Counters::add(&c.placement_events, 40);
+        let mut a = c.snapshot();
+        assert_eq!((a.placing, a.placed, a.placement_events), (30, 27, 40));
+        assert_eq!((a.published, a.acked, a.ack_errors, a.delivered), (0, 0, 0, 0));
+        assert!(a.reply_errors.is_empty());
+        a.add(&c.snapshot());
+        assert_eq!((a.placing, a.placed, a.placement_events), (60, 54, 80));
+        assert_eq!(a.place_errors, vec![("forbidden".into(), 2), ("lat out of range".into(), 4)]);
     }
 
     #[test]

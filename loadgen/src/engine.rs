@@ -3,7 +3,7 @@
 //!
 //! Memory per idle connection is a few dozen bytes: no read or write buffer is held between events.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -31,12 +31,16 @@ const OPEN_BATCH: usize = 512;
 const MAX_FRAME: usize = 1 << 20;
 /// How long a measure phase waits for outstanding acks after its last publish.
 const DRAIN: Duration = Duration::from_secs(10);
+/// How long a geo placement waits for its replies.
+pub const PLACE_WAIT: Duration = Duration::from_secs(60);
 
 /// Phase commands from the agent.
 #[derive(Debug, Clone, Copy)]
 pub enum Cmd {
     /// Open this thread's connections.
     Connect,
+    /// Geo: put each object of this thread's moving connections at the start of its walk.
+    Place,
     /// Run the scenario's traffic starting at this Unix time (µs), shared by every agent.
     Measure { start_unix_us: u64 },
     /// Close everything and stop.
@@ -48,6 +52,8 @@ pub enum Cmd {
 pub enum Event {
     /// Every connection of the thread is joined or failed.
     ConnectDone,
+    /// Every placement push of the thread is answered (or its connection failed, or the wait ran out).
+    PlaceDone,
     /// The traffic phase ended and its acks are in (or the drain time passed).
     MeasureDone,
 }
@@ -253,6 +259,13 @@ struct Measure {
     body_pad: String,
 }
 
+/// A geo placement under way.
+struct Place {
+    /// Connections (by slab key) whose placement push is not answered yet.
+    waiting: HashSet<usize>,
+    until: Instant,
+}
+
 struct Thread {
     id: usize,
     plan: Arc<Plan>,
@@ -286,6 +299,10 @@ struct Thread {
     hb_last: Instant,
     hb_ref: u64,
     measure: Option<Measure>,
+    place: Option<Place>,
+    /// Geo: the measure's start (Unix µs), once known; events with an earlier `ts` come from the
+    /// placement.
+    measure_from: Option<u64>,
     mask: u32,
     stop: bool,
 }
@@ -329,6 +346,8 @@ impl Thread {
             hb_last: Instant::now(),
             hb_ref: 0,
             measure: None,
+            place: None,
+            measure_from: None,
             mask: 0x9e37_79b9 ^ id as u32,
             stop: false,
         }
@@ -418,7 +437,9 @@ impl Thread {
                 self.connect_start = Some(Instant::now());
                 self.connect_reported = false;
             }
+            Cmd::Place => self.place(),
             Cmd::Measure { start_unix_us } => {
+                self.measure_from = Some(start_unix_us);
                 let Some((publish_rate, measure_s, body_bytes)) = self.plan.scenario.traffic() else {
                     let _ = self.events.send(Event::MeasureDone);
                     return;
@@ -475,6 +496,39 @@ impl Thread {
                 }
                 self.stop = true;
             }
+        }
+    }
+
+    /// Geo: send each open moving connection's placement push (its objects at the start of their
+    /// walks, `ts` now) and wait for the replies. Other scenarios have nothing to place.
+    fn place(&mut self) {
+        let plan = self.plan.clone();
+        let Scenario::Geo { tenant, seed, bbox, .. } = &plan.scenario else {
+            let _ = self.events.send(Event::PlaceDone);
+            return;
+        };
+        let batch = plan.scenario.batch();
+        let topic = json_str(&geo::topic(tenant));
+        let movers: Vec<(usize, u64)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.st == St::Open && plan.sends(c.idx))
+            .map(|(key, c)| (key, c.idx))
+            .collect();
+        self.place =
+            Some(Place { waiting: HashSet::with_capacity(movers.len()), until: Instant::now() + PLACE_WAIT });
+        for (key, idx) in movers {
+            // A connection that failed on an earlier send of this loop is gone.
+            if !self.conns.contains(key) {
+                continue;
+            }
+            let walkers = self.walkers.entry(key).or_insert_with(|| geo::walkers(*seed, idx, batch, bbox));
+            let text = geo::placement_push(&topic, idx, walkers, unix_us());
+            Counters::add(&self.counters.placing, batch);
+            if let Some(p) = self.place.as_mut() {
+                p.waiting.insert(key);
+            }
+            self.send_text(key, &text);
         }
     }
 
@@ -789,6 +843,13 @@ impl Thread {
                     self.fail(key, Failure::JoinRefused);
                 }
             }
+            ("phx_reply", Some(geo::PLACE_REF)) => {
+                // A reply after the placement gave up waiting is not counted.
+                let awaited = self.place.as_mut().is_some_and(|p| p.waiting.remove(&key));
+                if awaited {
+                    self.on_placement_reply(body.get());
+                }
+            }
             ("phx_reply", Some(r)) if r.starts_with('p') => {
                 if let (Ok(sent), Some(m)) = (r[1..].parse::<u64>(), self.measure.as_mut()) {
                     m.answered += 1;
@@ -814,6 +875,12 @@ impl Thread {
                 let Some((kind, ts)) = geo::parse_event(body.get()) else {
                     return self.fail(key, Failure::Protocol);
                 };
+                // From before the measure's start (or before it is known): caused by the placement,
+                // counted apart. An event without a time counts as measured once the measure began.
+                if self.measure_from.is_none_or(|from| ts.is_some_and(|ts| ts < from)) {
+                    Counters::inc(&self.counters.placement_events);
+                    return;
+                }
                 Counters::inc(&self.counters.delivered);
                 Counters::inc(&self.counters.events[kind.index()]);
                 if let Some(ts) = ts {
@@ -850,6 +917,28 @@ impl Thread {
                 hist::record(&mut self.interval.ack, latency);
             }
             Err(reason) => self.counters.reply_error(&reason, batch),
+        }
+    }
+
+    /// The reply to a geo placement push: its updates counted as placed (applied or ignored) or
+    /// refused, apart from the measure's.
+    fn on_placement_reply(&mut self, payload: &str) {
+        let batch = self.plan.scenario.batch();
+        if batch > 1 {
+            match geo::locations_reply(payload) {
+                Ok(r) => {
+                    Counters::add(&self.counters.placed, r.applied + r.ignored);
+                    for reason in &r.errors {
+                        self.counters.place_error(reason, 1);
+                    }
+                }
+                Err(reason) => self.counters.place_error(&reason, batch),
+            }
+            return;
+        }
+        match phoenix::reply(payload) {
+            Reply::Ok | Reply::OutOfOrder => Counters::inc(&self.counters.placed),
+            Reply::Error(reason) => self.counters.place_error(&reason, 1),
         }
     }
 
@@ -972,15 +1061,13 @@ impl Thread {
                 Counters::add(&self.counters.published, batch);
                 Counters::inc(&self.counters.pushes);
                 let idx = self.conns[key].idx;
-                // An object's first update is where its walk starts; each later one is a step on.
-                // Object k of connection idx walks as object idx × batch + k of the seed.
+                // The placement put the objects at the start of their walks: each update is a step on.
+                // (Without a placement, the first update is where the walk starts.)
                 let walkers = self
                     .walkers
                     .entry(key)
                     .and_modify(|ws| ws.iter_mut().for_each(|w| w.step(*step_m, bbox)))
-                    .or_insert_with(|| {
-                        (0..batch).map(|k| Walker::new(*seed, idx * batch + k, bbox)).collect()
-                    });
+                    .or_insert_with(|| geo::walkers(*seed, idx, batch, bbox));
                 let text = geo::location_push(&json_str(&geo::topic(tenant)), idx, walkers, due);
                 self.send_text(key, &text);
                 continue;
@@ -1050,6 +1137,10 @@ impl Thread {
             self.connect_reported = true;
             let _ = self.events.send(Event::ConnectDone);
         }
+        if self.place.as_ref().is_some_and(|p| p.waiting.is_empty() || Instant::now() >= p.until) {
+            self.place = None;
+            let _ = self.events.send(Event::PlaceDone);
+        }
         if let Some(m) = &self.measure {
             let done = match m.expect {
                 // A broadcast listener is done when every copy arrived, or a while after the
@@ -1087,6 +1178,9 @@ impl Thread {
     fn drop_conn(&mut self, key: usize) {
         self.editors.remove(&key);
         self.walkers.remove(&key);
+        if let Some(p) = self.place.as_mut() {
+            p.waiting.remove(&key);
+        }
         let mut c = self.conns.remove(key);
         if c.st == St::Open {
             self.counters.open.fetch_sub(1, Ordering::Relaxed);

@@ -120,6 +120,12 @@ fn print_geo(g: &serde_json::Value) {
         f["seconds"].as_f64().unwrap_or(0.0)
     );
     println!(
+        "placement: {} objects placed at the start of their walks in {:.1} s; {} events it caused, not counted below",
+        n("objects_placed"),
+        g["placement_seconds"].as_f64().unwrap_or(0.0),
+        n("placement_events")
+    );
+    println!(
         "updates: {} sent in {} pushes of {}, {} answered ({} ok, {} out_of_order, {} errors, {} unanswered); {:.0} updates/s over {:.1} s",
         n("updates_sent"),
         n("pushes_sent"),

@@ -33,9 +33,10 @@ pub enum Scenario {
     /// `subscribers` connections join with `{"fences": "*"}` and receive every `geofence_event`. With
     /// `batch` > 1 each moving connection moves `batch` objects `obj-<index>-<k>` and sends one
     /// `locations` push of an update of each, so pushes per second are `publish_rate / batch`. The
-    /// coordinator creates `fences` fences in `bbox` before the connections open. Measures update →
-    /// reply (one sample per push) and update → event (from the update's `ts`, its intended send
-    /// time).
+    /// coordinator creates `fences` fences in `bbox` before the connections open; once they are open,
+    /// each moving connection places its objects at the start of their walks, and the events this
+    /// causes (`ts` before the measure's start) are counted apart. Measures update → reply (one sample
+    /// per push) and update → event (from the update's `ts`, its intended send time).
     Geo {
         publish_rate: f64,
         measure_s: u64,

@@ -1,8 +1,11 @@
 //! Whole runs against a real Rusher server started in this process: the chat, broadcast, collab and
 //! geo scenarios with local agent processes, and a fleet of three agents merged by one coordinator.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command};
+use std::time::Duration;
 
 use rusher_loadgen::coordinator::{self, Agents, RunSpec};
 use rusher_loadgen::geo::walk::Bbox;
@@ -25,13 +28,47 @@ fn start_server() -> server::Running {
     server::start(args.resolve().unwrap()).expect("server starts")
 }
 
-fn spec(
-    target: std::net::SocketAddr,
-    scenario: Scenario,
-    connections: u64,
-    per_topic: u64,
-    agents: Agents,
-) -> RunSpec {
+/// A counter of the server's `/metrics`.
+fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
+/// What a geo run must show of its placement: every one of `objects` placed once, apart from the
+/// measured updates, which the server applied on top; every event the server delivered counted
+/// either as measured (one latency sample each) or as caused by the placement.
+fn assert_placed(srv: SocketAddr, out: &coordinator::Outcome, objects: u64) {
+    let c = &out.counters;
+    let g = &out.summary["geo"];
+    assert_eq!((c.placing, c.placed), (objects, objects), "placement errors: {:?}", c.place_errors);
+    assert!(c.place_errors.is_empty(), "{:?}", c.place_errors);
+    assert_eq!(g["objects_placed"], objects, "{g}");
+    assert!(g["placement_seconds"].as_f64().is_some_and(|s| s > 0.0), "{g}");
+    assert_eq!(g["placement_events"], c.placement_events);
+    assert!(c.placement_events > 0, "objects start inside fences, and enter them when placed");
+    assert_eq!(metric(srv, "rusher_geo_updates_total"), c.acked + objects, "measured updates + placement");
+    assert_eq!(
+        metric(srv, "rusher_geo_events_total"),
+        c.delivered + c.placement_events,
+        "one subscriber: each event the server sent was received and counted once"
+    );
+    let event = out.hists.iter().find(|(n, _)| n == "event").map_or(0, |(_, h)| h.len());
+    assert_eq!(event, c.delivered, "only measured events have latency samples");
+    let kind = |k: &str| c.events.iter().find(|(n, _)| n == k).map_or(0, |(_, n)| *n);
+    assert!(
+        kind("exit") <= kind("enter") + c.placement_events,
+        "an object leaves only fences it entered, when placed or since: {:?}",
+        c.events
+    );
+}
+
+fn spec(target: SocketAddr, scenario: Scenario, connections: u64, per_topic: u64, agents: Agents) -> RunSpec {
     RunSpec {
         plan: Plan {
             scenario,
@@ -206,7 +243,7 @@ fn collab_editors_see_every_update_of_their_document() {
 }
 
 #[test]
-fn geo_updates_are_all_answered_and_fence_events_are_timed() {
+fn geo_objects_are_placed_then_updates_are_all_answered_and_fence_events_are_timed() {
     let srv = start_server();
     // About 3.7 km × 5.6 km: the 50 fences cover much of it, so the objects meet them.
     let bbox = Bbox { min_lon: 2.30, min_lat: 48.83, max_lon: 2.35, max_lat: 48.88 };
@@ -253,7 +290,6 @@ fn geo_updates_are_all_answered_and_fence_events_are_timed() {
     let kind = |k: &str| c.events.iter().find(|(n, _)| n == k).map_or(0, |(_, n)| *n);
     assert_eq!(c.events.iter().map(|(_, n)| n).sum::<u64>(), c.delivered);
     assert!(kind("enter") > 0, "events: {:?}", c.events);
-    assert!(kind("exit") <= kind("enter"), "an object leaves only fences it entered: {:?}", c.events);
     assert_eq!(
         kind("enter") + kind("exit") + kind("cross"),
         c.delivered,
@@ -261,11 +297,12 @@ fn geo_updates_are_all_answered_and_fence_events_are_timed() {
         c.events
     );
     assert_eq!(g["events_received"], c.delivered);
+    assert_placed(srv.addr, &out, 50);
     srv.shutdown();
 }
 
 #[test]
-fn batched_geo_updates_are_each_answered_in_fewer_pushes() {
+fn batched_geo_objects_are_placed_then_updates_are_each_answered_in_fewer_pushes() {
     let srv = start_server();
     let bbox = Bbox { min_lon: 2.30, min_lat: 48.83, max_lon: 2.35, max_lat: 48.88 };
     // 20 connections × 10 objects: 1000 updates/s in 100 `locations` pushes/s of 10.
@@ -305,5 +342,43 @@ fn batched_geo_updates_are_each_answered_in_fewer_pushes() {
     let event = hist("event").expect("event latencies");
     assert_eq!(event.len(), c.delivered, "one latency sample per event received");
     assert!(event.max() < 10_000_000, "event latency up to {} µs", event.max());
+    assert_placed(srv.addr, &out, 200);
+    srv.shutdown();
+}
+
+#[test]
+fn a_refused_placement_stops_a_geo_run_and_leaves_no_result_folder() {
+    let args = ServeArgs {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        store: Some("sqlite://:memory:".into()),
+        workers: Some(2),
+        geo_max_objects: Some(15),
+        ..Default::default()
+    };
+    let srv = server::start(args.resolve().unwrap()).expect("server starts");
+    let scenario = Scenario::Geo {
+        publish_rate: 100.0,
+        measure_s: 1,
+        tenant: "lgfull".into(),
+        movers: 20,
+        subscribers: 0,
+        fences: 5,
+        step_m: 30.0,
+        seed: 7,
+        bbox: Bbox::DEFAULT,
+        batch: 1,
+    };
+    let results = std::env::temp_dir().join(format!("rusher-lg-place-{}", std::process::id()));
+    let mut s = spec(srv.addr, scenario, 20, 20, Agents::Local { count: 1, exe: loadgen_exe() });
+    s.results = Some(results.clone());
+    let err = coordinator::run(s).expect_err("5 of the 20 objects are over the server's limit");
+    let err = err.to_string();
+    assert!(err.starts_with("placing the objects at the start of their walks"), "{err}");
+    assert!(err.contains("15 of 20 objects placed, 5 refused (5 × "), "{err}");
+    assert!(err.contains("its limit"), "the server's reason: {err}");
+    assert_eq!(metric(srv.addr, "rusher_geo_updates_total"), 15, "nothing measured after the failure");
+    let left = std::fs::read_dir(&results).map_or(0, |d| d.count());
+    let _ = std::fs::remove_dir_all(&results);
+    assert_eq!(left, 0, "no result folder for a run that stopped in its setup");
     srv.shutdown();
 }

@@ -3,6 +3,11 @@
 //! update of each), fences created once before the run, and subscribers receiving every
 //! `geofence_event`.
 //!
+//! Before the measure, every object is placed at the start of its walk (one push per connection,
+//! `ts` = the time it is sent), so the measure sees objects moving, not arriving: an object's first
+//! update fires `enter` for every fence it starts in. Events whose `ts` is earlier than the measure's
+//! start come from that placement and are counted apart (`placement_events`).
+//!
 //! Latency is measured from the intended send time: each update's `ts` *is* that time (milliseconds
 //! with a microsecond fraction), so the reply latency and the event latency (receive time − `ts`)
 //! both count the time an update waited behind a stall.
@@ -19,7 +24,7 @@ use serde::Deserialize;
 use crate::counters::Snapshot;
 use crate::{hist, phoenix};
 use setup::FenceSetup;
-use walk::Walker;
+use walk::{Bbox, Walker};
 
 /// Kinds of `geofence_event`, as counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,12 +96,32 @@ pub fn ts_ms(unix_us: u64) -> String {
 /// Most updates in one `locations` push (docs/geo.md).
 pub const MAX_BATCH: u64 = 1000;
 
+/// The objects of connection `idx`, `batch` of them, at the start of their walks: object `k` walks as
+/// object `idx × batch + k` of the seed.
+pub fn walkers(seed: u64, idx: u64, batch: u64, area: &Bbox) -> Vec<Walker> {
+    (0..batch).map(|k| Walker::new(seed, idx * batch + k, area)).collect()
+}
+
 /// The push of connection `idx` carrying an update of each of its objects, at their walkers'
 /// positions, intended for `due` (Unix µs), which is both its ref (`p<due>`, read back from the reply)
 /// and every update's `ts`. One walker: a `location` push of object `obj-<idx>`; more: a `locations`
 /// push of objects `obj-<idx>-<k>`, in walker order.
 pub fn location_push(topic_json: &str, idx: u64, objects: &[Walker], due: u64) -> String {
-    let ts = ts_ms(due);
+    push(topic_json, &format!("p{due}"), idx, objects, due)
+}
+
+/// The ref of placement pushes, which are told apart from the measured ones by it.
+pub const PLACE_REF: &str = "place";
+
+/// The placement push of connection `idx`: its objects at their walkers' positions (the start of
+/// their walks), with `ts` = `now` (Unix µs) and the ref [`PLACE_REF`]; otherwise as
+/// [`location_push`].
+pub fn placement_push(topic_json: &str, idx: u64, objects: &[Walker], now: u64) -> String {
+    push(topic_json, PLACE_REF, idx, objects, now)
+}
+
+fn push(topic_json: &str, reference: &str, idx: u64, objects: &[Walker], ts_us: u64) -> String {
+    let ts = ts_ms(ts_us);
     let mut text = String::with_capacity(64 + topic_json.len() + 80 * objects.len());
     // Writing to a String cannot fail.
     let update = |text: &mut String, k: Option<usize>, at: &Walker| {
@@ -106,7 +131,7 @@ pub fn location_push(topic_json: &str, idx: u64, objects: &[Walker], due: u64) -
         }
         let _ = write!(text, r#"","lat":{:.7},"lon":{:.7},"ts":{ts}}}"#, at.lat, at.lon);
     };
-    let _ = write!(text, r#"["1","p{due}",{topic_json},"#);
+    let _ = write!(text, r#"["1","{reference}",{topic_json},"#);
     if let [at] = objects {
         text.push_str(r#""location","#);
         update(&mut text, None, at);
@@ -122,6 +147,28 @@ pub fn location_push(topic_json: &str, idx: u64, objects: &[Walker], due: u64) -
     }
     text.push(']');
     text
+}
+
+/// Reasons listed when the placement fails.
+const REASONS_SHOWN: usize = 5;
+
+/// Whether the placement put every object it sent: `Err` says how many were refused (and why) or
+/// got no reply.
+pub fn placement_outcome(c: &Snapshot) -> Result<(), String> {
+    let refused: u64 = c.place_errors.iter().map(|(_, n)| n).sum();
+    let unanswered = c.placing.saturating_sub(c.placed + refused);
+    if refused == 0 && unanswered == 0 {
+        return Ok(());
+    }
+    let mut reasons = c.place_errors.clone();
+    reasons.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    let shown: Vec<String> =
+        reasons.iter().take(REASONS_SHOWN).map(|(r, n)| format!("{n} × {r:?}")).collect();
+    let why = if shown.is_empty() { String::new() } else { format!(" ({})", shown.join(", ")) };
+    Err(format!(
+        "{} of {} objects placed, {refused} refused{why}, {unanswered} unanswered",
+        c.placed, c.placing
+    ))
 }
 
 /// What the `ok` reply to a `locations` push says of its updates.
@@ -188,13 +235,15 @@ pub fn parse_event(payload: &str) -> Option<(EventKind, Option<u64>)> {
     Some((EventKind::of(&e.event), ts_us))
 }
 
-/// The `geo` section of summary.json: fence setup, updates (`batch` per push) and their replies,
-/// events, and the two latencies. Replies and rates count updates; the reply latency has one sample per
-/// push answered `ok`. `window_s` is the time from the first intended update to the last reply.
+/// The `geo` section of summary.json: fence setup, the placement (`placement_s` from its first push to
+/// its last reply) and the events it caused, updates (`batch` per push) and their replies, events,
+/// and the two latencies. Replies and rates count updates; the reply latency has one sample per push
+/// answered `ok`. `window_s` is the time from the first intended update to the last reply.
 pub fn summary(
     setup: &FenceSetup,
     batch: u64,
     c: &Snapshot,
+    placement_s: f64,
     window_s: f64,
     reply: Option<&Histogram<u64>>,
     event: Option<&Histogram<u64>>,
@@ -207,6 +256,9 @@ pub fn summary(
     let percentiles = |h: Option<&Histogram<u64>>| h.filter(|h| !h.is_empty()).map(hist::percentiles);
     serde_json::json!({
         "fences": setup,
+        "objects_placed": c.placed,
+        "placement_seconds": placement_s,
+        "placement_events": c.placement_events,
         "batch": batch,
         "updates_sent": c.published,
         "pushes_sent": c.pushes,
@@ -228,7 +280,6 @@ pub fn summary(
 
 #[cfg(test)]
 mod tests {
-    use super::walk::Bbox;
     use super::*;
 
     #[test]
@@ -308,6 +359,53 @@ mod tests {
     }
 
     #[test]
+    fn placement_pushes_put_objects_at_the_start_of_their_walks() {
+        let a = Bbox::DEFAULT;
+        let topic = phoenix::json_str("geo:bench");
+        let one = [Walker::new(1, 42, &a)];
+        let text = placement_push(&topic, 42, &one, 1_764_320_000_123_456);
+        let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!((&v[1], &v[3]), (&PLACE_REF.into(), &"location".into()));
+        assert_eq!(v[4]["id"], "obj-42");
+        assert!(text.contains(r#""ts":1764320000123.456}"#), "{text}");
+        // The same update as the measured push of the same time, but for its ref.
+        let measured = location_push(&topic, 42, &one, 1_764_320_000_123_456);
+        assert_eq!(text.replacen(PLACE_REF, "p1764320000123456", 1), measured);
+
+        let objects: Vec<Walker> = (0..3).map(|k| Walker::new(1, 30 + k, &a)).collect();
+        let v: serde_json::Value =
+            serde_json::from_str(&placement_push(&topic, 10, &objects, 5_000)).expect("valid JSON");
+        assert_eq!((&v[1], &v[3]), (&PLACE_REF.into(), &"locations".into()));
+        let updates = v[4]["updates"].as_array().unwrap();
+        let ids: Vec<&str> = updates.iter().map(|u| u["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["obj-10-0", "obj-10-1", "obj-10-2"]);
+        for (u, w) in updates.iter().zip(&objects) {
+            assert!((u["lat"].as_f64().unwrap() - w.lat).abs() < 1e-7);
+            assert_eq!(u["ts"].as_f64(), Some(5.0));
+        }
+    }
+
+    #[test]
+    fn a_placement_short_of_any_object_says_why() {
+        let c = Snapshot { placing: 100, placed: 100, ..Snapshot::default() };
+        assert_eq!(placement_outcome(&c), Ok(()));
+        assert_eq!(placement_outcome(&Snapshot::default()), Ok(()), "nothing to place");
+        let c = Snapshot { placing: 100, placed: 90, ..Snapshot::default() };
+        assert_eq!(placement_outcome(&c), Err("90 of 100 objects placed, 0 refused, 10 unanswered".into()));
+        let c = Snapshot {
+            placing: 100,
+            placed: 93,
+            place_errors: vec![("forbidden".into(), 2), ("lat out of range".into(), 4)],
+            ..Snapshot::default()
+        };
+        assert_eq!(
+            placement_outcome(&c),
+            Err(r#"93 of 100 objects placed, 6 refused (4 × "lat out of range", 2 × "forbidden"), 1 unanswered"#
+                .into())
+        );
+    }
+
+    #[test]
     fn locations_replies_count_each_update() {
         let ok = |r: &str| locations_reply(&format!(r#"{{"status":"ok","response":{r}}}"#));
         assert_eq!(ok(r#"{"applied":10,"ignored":0}"#), Ok(Applied { applied: 10, ..Applied::default() }));
@@ -364,12 +462,15 @@ mod tests {
             reply_errors: vec![("ts is in the future".into(), 2)],
             delivered: 300,
             events: vec![("enter".into(), 200), ("exit".into(), 100)],
+            placing: 100,
+            placed: 100,
+            placement_events: 450,
             ..Snapshot::default()
         };
         let setup = FenceSetup { targets: 1, fences: 50, created: 50, ..FenceSetup::default() };
         let mut h = hist::new_hist();
         hist::record(&mut h, 1500);
-        let s = summary(&setup, 10, &Snapshot { pushes: 100, ..c }, 2.0, Some(&h), None);
+        let s = summary(&setup, 10, &Snapshot { pushes: 100, ..c }, 0.5, 2.0, Some(&h), None);
         assert_eq!(
             (s["batch"].as_u64(), s["updates_sent"].as_u64(), s["pushes_sent"].as_u64()),
             (Some(10), Some(1000), Some(100))
@@ -378,6 +479,11 @@ mod tests {
         assert_eq!(s["unanswered"], 4);
         assert_eq!(s["updates_per_s"], 498.0);
         assert_eq!(s["events_per_s"], 150.0);
+        assert_eq!(s["events_received"], 300, "placement events are not among them");
+        assert_eq!(
+            (s["objects_placed"].as_u64(), s["placement_seconds"].as_f64(), s["placement_events"].as_u64()),
+            (Some(100), Some(0.5), Some(450))
+        );
         assert_eq!(s["errors_by_reason"]["ts is in the future"], 2);
         assert_eq!(s["events_by_kind"]["exit"], 100);
         assert_eq!(s["fences"]["created"], 50);
