@@ -158,7 +158,8 @@ pub struct Tenant {
     roam_by_center: HashMap<Arc<str>, Vec<Ix>>,
     max_roam_m: f64,
     dwell: BinaryHeap<Reverse<Timer>>,
-    /// Pairs inside a dwell fence whose dwell has not fired: the timers that matter.
+    /// Pairs inside a dwell fence whose dwell has not fired: the timers that matter. An estimate after
+    /// fences change their dwell settings (it only decides when to rebuild the heap, which recounts it).
     dwell_live: usize,
     dirty: Vec<Ix>,
     history: usize,
@@ -450,7 +451,7 @@ impl Tenant {
                         let gone = o.inside.swap_remove(p);
                         if !gone.dwelled && slot.def.dwell_ms.is_some() && slot.def.detect & kinds::DWELL != 0
                         {
-                            self.dwell_live -= 1;
+                            self.dwell_live = self.dwell_live.saturating_sub(1);
                         }
                     }
                     slot.insiders.remove(&ix);
@@ -482,7 +483,7 @@ impl Tenant {
                 continue;
             };
             i.dwelled = true;
-            self.dwell_live -= 1;
+            self.dwell_live = self.dwell_live.saturating_sub(1);
             let near = match &slot.def.area {
                 Area::Roam { center, .. } => self.by_name.get(center).map(|&c| {
                     (
@@ -618,7 +619,7 @@ impl Tenant {
             let inside = &mut self.objects[o as usize].inside;
             if let Some(p) = inside.iter().position(|i| i.fence == f) {
                 if dwelling && !inside[p].dwelled {
-                    self.dwell_live -= 1;
+                    self.dwell_live = self.dwell_live.saturating_sub(1);
                 }
                 inside.swap_remove(p);
             }
