@@ -144,6 +144,10 @@ pub struct ServeArgs {
     /// Geofencing: positions kept per object for `history` queries. [default: 10]
     #[arg(long, env = "RUSHER_GEO_HISTORY")]
     pub geo_history: Option<usize>,
+    /// Serve the files of this directory over HTTP (the web app): read once at start, at most 64 MiB.
+    /// [default: clients/web/dist when it exists]
+    #[arg(long, env = "RUSHER_STATIC_DIR")]
+    pub static_dir: Option<PathBuf>,
     /// Enable the /shootout endpoint (the websocket-shootout echo and broadcast protocol) for
     /// benchmarks against other servers. Any client may broadcast to all shootout clients.
     #[arg(long, env = "RUSHER_SHOOTOUT", num_args = 0..=1, default_missing_value = "true")]
@@ -195,6 +199,8 @@ pub struct Config {
     pub geo_max_vertices: usize,
     pub geo_max_objects: usize,
     pub geo_history: usize,
+    /// The web app's files, when a static directory is served.
+    pub static_files: Option<std::sync::Arc<crate::statics::StaticFiles>>,
     pub log: String,
 }
 
@@ -260,11 +266,31 @@ impl ServeArgs {
             geo_max_vertices: a.geo_max_vertices.or(f.geo_max_vertices).unwrap_or(10_000),
             geo_max_objects: a.geo_max_objects.or(f.geo_max_objects).unwrap_or(1_000_000),
             geo_history: a.geo_history.or(f.geo_history).unwrap_or(10),
+            static_files: static_files(a.static_dir.or(f.static_dir))?,
             log: a.log.or(f.log).unwrap_or_else(|| "info".into()),
         };
         cfg.validate()?;
         Ok(cfg)
     }
+}
+
+/// Default directory of the web app, served when it exists.
+pub const DEFAULT_STATIC_DIR: &str = "clients/web/dist";
+
+/// The static files to serve: the directory given (which must load), else the default one if present.
+fn static_files(
+    dir: Option<PathBuf>,
+) -> Result<Option<std::sync::Arc<crate::statics::StaticFiles>>, ConfigError> {
+    let (dir, required) = match dir {
+        Some(d) => (d, true),
+        None => (PathBuf::from(DEFAULT_STATIC_DIR), false),
+    };
+    if !required && !dir.is_dir() {
+        return Ok(None);
+    }
+    crate::statics::StaticFiles::load(&dir)
+        .map(|s| Some(std::sync::Arc::new(s)))
+        .map_err(|e| ConfigError::Invalid(format!("--static-dir: {e}")))
 }
 
 /// The token key from a secret given inline or in a file, if either is configured.

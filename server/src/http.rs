@@ -58,9 +58,27 @@ pub fn route(req: &Request, cfg: &Config, registry: &Registry, anon: impl FnOnce
         },
         path => match path.strip_prefix("/collab/") {
             Some(rest) => collab(req, cfg, rest, anon),
-            None => plain(404, "not found"),
+            None => static_file(req, cfg),
         },
     }
+}
+
+/// A file of the served directory, or 404.
+fn static_file(req: &Request, cfg: &Config) -> Route {
+    let Some((url, file)) = cfg.static_files.as_deref().and_then(|s| s.get(&req.path)) else {
+        return plain(404, "not found");
+    };
+    if req.method != "GET" && req.method != "HEAD" {
+        return plain(405, "method not allowed");
+    }
+    // Built assets carry a content hash in their name and never change; the rest is revalidated.
+    let cache = if url.starts_with("/assets/") { "public, max-age=31536000, immutable" } else { "no-cache" };
+    let mut response = handshake::response(200, file.content_type, &[("Cache-Control", cache)], &file.bytes);
+    if req.method == "HEAD" {
+        // The head a GET would send, Content-Length included, without the body.
+        response.truncate(response.len() - file.bytes.len());
+    }
+    Route::Respond(response)
 }
 
 fn collab(req: &Request, cfg: &Config, rest: &str, anon: impl FnOnce() -> String) -> Route {

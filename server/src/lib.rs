@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod phoenix;
 pub mod runtime;
 pub mod server;
+pub mod statics;
 pub mod store;
 pub mod sys;
 pub mod topics;

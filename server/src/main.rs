@@ -36,6 +36,9 @@ fn main() -> anyhow::Result<()> {
         Ok(n) => tracing::info!(open_files = n, "file descriptor limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
     }
+    if let Some(s) = &cfg.static_files {
+        tracing::info!(dir = %s.root().display(), files = s.len(), bytes = s.bytes(), "serving static files at /");
+    }
     if cfg.token_key.is_none() {
         tracing::warn!(
             "no secret configured: open development mode, any client may connect and choose its name"

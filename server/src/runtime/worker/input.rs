@@ -119,7 +119,9 @@ impl Worker {
     pub(super) fn respond_and_close(&mut self, key: usize, bytes: Vec<u8>) {
         self.conns[key].phase = Phase::Other(Stage::Closing);
         self.conns[key].since = self.now;
-        if self.send_owned(key, bytes) && !self.conns[key].backpressured() {
+        // A response is written once, whole: a static file may exceed the bound on queued frames.
+        let limit = self.cfg.max_outbound_bytes.max(bytes.len());
+        if self.send_owned_limit(key, bytes, limit) && !self.conns[key].backpressured() {
             self.remove(key);
         }
     }
