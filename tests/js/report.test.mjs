@@ -1,0 +1,131 @@
+// End-to-end test of the results report: renders a fixed results folder with rusher-report, opens
+// the page from file:// in Debian's Chromium and checks that it loads nothing from anywhere else,
+// logs no error, and draws every chart with the expected series.
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, existsSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { chromium } from "playwright-core";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const REPORT_BIN = process.env.REPORT_BIN
+  ? path.resolve(process.env.REPORT_BIN)
+  : path.resolve(here, "../../target/debug/rusher-report");
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const FIXTURE = path.join(here, "fixtures/results");
+const RUNS = ["2026-11-28-geo", "2026-11-28-geo-2"];
+
+// Every chart the fixture must produce, with the series each must draw.
+const EXPECTED_CHARTS = {
+  "bytes-per-connection": ["server RSS", "kernel slab growth"],
+  "compare-geo-ack": RUNS,
+  "compare-geo-event": RUNS,
+  ...Object.fromEntries(
+    RUNS.flatMap((run) => [
+      [`latency-${run}`, ["update → reply", "update → geofence event"]],
+      [`connections-${run}`, ["connections open"]],
+      [`memory-${run}`, ["server RSS (all server processes)", "kernel slab (whole machine)"]],
+    ]),
+  ),
+};
+
+test("the report renders offline in Chromium with every chart", { timeout: 60_000 }, async (t) => {
+  assert.ok(existsSync(REPORT_BIN), `${REPORT_BIN} missing: build it with cargo build -p rusher-report`);
+  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} missing: apt-get install chromium`);
+  const dir = mkdtempSync(path.join(tmpdir(), "rusher-report-"));
+  const page_path = path.join(dir, "index.html");
+  execFileSync(REPORT_BIN, [FIXTURE, "--output", page_path], { stdio: "pipe", timeout: 30_000 });
+
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
+    timeout: 30_000,
+  });
+  t.after(() => browser.close());
+  const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  const problems = [];
+  page.on("console", (msg) => {
+    if (msg.type() === "error") problems.push(`console error: ${msg.text()}`);
+  });
+  page.on("pageerror", (err) => problems.push(`page error: ${err.message}`));
+  page.on("request", (req) => {
+    const url = req.url();
+    if (!url.startsWith("file:") && !url.startsWith("data:")) problems.push(`request to ${url}`);
+  });
+
+  await page.goto(pathToFileURL(page_path).href, { waitUntil: "load", timeout: 30_000 });
+  assert.equal(await page.title(), "Rusher load-test results");
+
+  const charts = await page.$$eval("svg.chart", (svgs) =>
+    svgs.map((svg) => {
+      const box = svg.getBoundingClientRect();
+      return {
+        id: svg.dataset.chart,
+        width: box.width,
+        height: box.height,
+        title: svg.querySelector("title")?.textContent ?? "",
+        axisLabels: [...svg.querySelectorAll(".axis-label")].map((e) => e.textContent),
+        legend: [...svg.querySelectorAll(".legend-item")].map((e) => e.textContent),
+        series: [...svg.querySelectorAll(".series")].map((s) => {
+          const b = s.getBBox();
+          return {
+            name: s.dataset.series,
+            title: s.querySelector("title")?.textContent ?? "",
+            // A flat line has no height, so one dimension is enough.
+            drawn: b.width > 0 || b.height > 0,
+            path: s.tagName === "path" ? s.getAttribute("d") : null,
+          };
+        }),
+      };
+    }),
+  );
+  assert.deepEqual(charts.map((c) => c.id).sort(), Object.keys(EXPECTED_CHARTS).sort());
+  for (const chart of charts) {
+    const expected = EXPECTED_CHARTS[chart.id];
+    assert.ok(chart.width > 300 && chart.height > 150, `${chart.id} is laid out (${chart.width}×${chart.height})`);
+    assert.ok(chart.title.length > 0, `${chart.id} has a title`);
+    assert.ok(chart.axisLabels.every((l) => l.length > 0) && chart.axisLabels.length >= 1, `${chart.id} axis labels`);
+    assert.deepEqual(chart.series.map((s) => s.name), expected, `${chart.id} series`);
+    assert.deepEqual(chart.legend, expected, `${chart.id} legend`);
+    for (const s of chart.series) {
+      assert.equal(s.title, s.name, `${chart.id}: series ${s.name} has a <title>`);
+      assert.ok(s.drawn, `${chart.id}: series ${s.name} is drawn`);
+      if (s.path !== null) assert.match(s.path, /^M[\d.]+,[\d.]+(L[\d.]+,[\d.]+)+$/, `${chart.id}: ${s.name} path`);
+    }
+  }
+
+  // The percentile axis of a latency chart is labelled the HdrHistogram way.
+  const ticks = await page.$$eval('svg[data-chart="compare-geo-event"] .tick', (ts) => ts.map((e) => e.textContent));
+  for (const tick of ["50%", "90%", "99%", "99.9%", "99.99%"]) assert.ok(ticks.includes(tick), `tick ${tick}`);
+
+  // Comparisons without data say so in words instead of drawing a chart.
+  const empty = await page.$$eval("#comparisons p.empty", (ps) => ps.map((p) => p.textContent));
+  for (const what of ["database comparison", "Firebase comparison", "peer comparison"]) {
+    assert.ok(empty.some((p) => p.includes(`No ${what}`)), `empty state for the ${what}`);
+  }
+
+  // Each run shows its setup, errors and how to reproduce it.
+  for (const run of RUNS) {
+    const section = page.locator(`section.run[data-run="${run}"]`);
+    await assert.doesNotReject(section.locator("pre.reproduce", { hasText: "scripts/bench-geo" }).waitFor({ timeout: 5_000 }));
+    assert.match(await section.locator(".errors").innerText(), /None/);
+    assert.match(await section.locator(".setup").innerText(), /6\.18\.44-fc-v782/);
+  }
+
+  const shot = path.join(dir, "report.png");
+  await page.screenshot({ path: shot, fullPage: true });
+  assert.ok(statSync(shot).size > 10_000, "screenshot written");
+  t.diagnostic(`screenshot: ${shot}`);
+  assert.deepEqual(problems, []);
+});
