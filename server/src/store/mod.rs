@@ -4,6 +4,8 @@
 //! commits all appends of a group in one transaction (group commit), runs reads after the writes that
 //! were queued before them, and sends each result back to the requesting worker's inbox.
 
+#[cfg(test)]
+mod conformance;
 mod sqlite;
 mod thread;
 
