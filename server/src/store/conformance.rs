@@ -22,10 +22,10 @@ pub trait Inspect: Backend {
 pub type Store = Box<dyn Inspect>;
 
 /// Expands into one `#[test]` per behaviour of the suite. `$new` is an expression evaluating to a
-/// constructor (`Fn() -> Store`) of a fresh, empty backend, called once per test; attributes before it
+/// constructor (`Fn() -> Store`) of a fresh, empty backend, called once per test; attributes after it
 /// (e.g. `#[ignore = "..."]`) are put on every test.
 macro_rules! conformance_suite {
-    ($(#[$attr:meta])* $new:expr) => {
+    ($new:expr $(, #[$attr:meta])* $(,)?) => {
         $crate::store::conformance::conformance_suite!(@tests [$(#[$attr])*] $new;
             empty_room_has_head_zero_and_no_messages,
             append_then_read_back_exact_messages,

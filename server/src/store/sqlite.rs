@@ -13,8 +13,8 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBeha
 mod geo;
 
 use super::{
-    Backend, ChatMessage, CollabState, CollabUpdate, GeoFenceChange, GeoLog, GeoPosition, GeoState, Page,
-    StoreError, Synchronous,
+    from_i64, seq_to_i64, to_i64, Backend, ChatMessage, CollabState, CollabUpdate, GeoFenceChange, GeoLog,
+    GeoPosition, GeoState, Page, StoreError, Synchronous,
 };
 
 /// How long a statement waits for a lock held by another connection (a backup tool, the `sqlite3` shell)
@@ -426,30 +426,6 @@ fn decode_row(row: &rusqlite::Row<'_>, room: &Arc<str>) -> Result<ChatMessage, S
         body: body.into_boxed_str(),
         ts_ms,
     })
-}
-
-/// Converts a `u64` field of `m` for storage, refusing values SQLite cannot hold.
-fn to_i64(value: u64, field: &str, m: &ChatMessage) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| {
-        StoreError::Db(format!(
-            "message {}#{}: {field} {value} exceeds the storable maximum {}",
-            m.room,
-            m.seq,
-            i64::MAX
-        ))
-    })
-}
-
-/// Converts the seq of a collab document for storage, refusing values SQLite cannot hold.
-fn seq_to_i64(seq: u64, doc: &str) -> Result<i64, StoreError> {
-    i64::try_from(seq).map_err(|_| {
-        StoreError::Db(format!("collab doc {doc}: seq {seq} exceeds the storable maximum {}", i64::MAX))
-    })
-}
-
-/// Converts a stored integer back; a negative one was not written by this code.
-fn from_i64(value: i64, field: &str, room: &str) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("room {room}: negative {field} {value}")))
 }
 
 /// Classifies a SQLite error: conditions an operator can fix or that pass by themselves (locks, a full
