@@ -45,6 +45,10 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// no call pays for the check; after a pause, one call pays at most [`LIVENESS_WAIT`].
 const IDLE_CHECK_AFTER: Duration = Duration::from_millis(100);
 
+/// After a failed attempt to connect, calls fail at once for this long instead of each trying (and, with
+/// an unreachable host, each waiting out the connect timeout) again.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
+
 /// How long the check lets the connection's event loop look for a message the server sent meanwhile.
 const LIVENESS_WAIT: Duration = Duration::from_millis(1);
 
@@ -233,6 +237,8 @@ pub struct PostgresStore {
     label: String,
     /// `None` once the connection was found broken: the next call connects again.
     conn: Option<Conn>,
+    /// The last failed attempt to connect: when, and why.
+    failed_connect: Option<(Instant, String)>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -333,7 +339,7 @@ impl PostgresStore {
             config.application_name("rusher");
         }
         let label = label(&config);
-        let mut store = PostgresStore { config, synchronous_commit, label, conn: None };
+        let mut store = PostgresStore { config, synchronous_commit, label, conn: None, failed_connect: None };
         let mut client = store.connect()?;
         let (from, to) = migrate(&mut client)?;
         let st = Statements::prepare(&mut client).map_err(pg_err)?;
@@ -370,8 +376,9 @@ impl PostgresStore {
         Ok(client)
     }
 
-    /// Runs `op` on the connection, connecting first if there is none (one attempt). A connection that
-    /// turns out broken is dropped, so the next call connects afresh.
+    /// Runs `op` on the connection, connecting first if there is none (one attempt, unless the last one
+    /// failed less than [`RECONNECT_BACKOFF`] ago). A connection that turns out broken is dropped, so the
+    /// next call connects afresh.
     fn with<T>(
         &mut self,
         op: impl FnOnce(&mut Client, &Statements) -> Result<T, StoreError>,
@@ -391,10 +398,26 @@ impl PostgresStore {
             }
         }
         if self.conn.is_none() {
-            let mut client = self.connect()?;
-            let st = Statements::prepare(&mut client).map_err(pg_err)?;
-            tracing::info!(db = %self.label, "postgres connection re-established");
-            self.conn = Some(Conn { client, st, last_used: Instant::now() });
+            if let Some((at, why)) = &self.failed_connect {
+                if at.elapsed() < RECONNECT_BACKOFF {
+                    return Err(StoreError::Unavailable(why.clone()));
+                }
+            }
+            let connected = self.connect().and_then(|mut client| {
+                let st = Statements::prepare(&mut client).map_err(pg_err)?;
+                Ok(Conn { client, st, last_used: Instant::now() })
+            });
+            match connected {
+                Ok(conn) => {
+                    tracing::info!(db = %self.label, "postgres connection re-established");
+                    self.failed_connect = None;
+                    self.conn = Some(conn);
+                }
+                Err(e) => {
+                    self.failed_connect = Some((Instant::now(), e.to_string()));
+                    return Err(e);
+                }
+            }
         }
         let conn = self.conn.as_mut().expect("connected above");
         let result = op(&mut conn.client, &conn.st);
