@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
 use crate::auth::TokenKey;
-use crate::store::Synchronous;
+use crate::store::{Durability, Synchronous, SynchronousCommit};
 
 /// Rusher: a WebSocket server for real-time apps, speaking Phoenix Channels V2.
 ///
@@ -69,13 +69,18 @@ pub struct ServeArgs {
     /// Worker threads, one event loop each. [default: available cores]
     #[arg(long, env = "RUSHER_WORKERS")]
     pub workers: Option<usize>,
-    /// Storage URL. [default: sqlite://rusher.db]
+    /// Storage URL: sqlite://PATH (an embedded database file) or postgres://USER[:PASSWORD]@HOST[:PORT]/DB
+    /// (also postgresql://; libpq's URL form, e.g. ?connect_timeout=10). [default: sqlite://rusher.db]
     #[arg(long, env = "RUSHER_STORE")]
     pub store: Option<String>,
     /// SQLite synchronous mode: full (fsync every commit; survives power loss), normal (survives a
     /// crash of the process, may lose the last commits on power loss) or off. [default: full]
     #[arg(long, env = "RUSHER_SQLITE_SYNCHRONOUS")]
     pub sqlite_synchronous: Option<String>,
+    /// PostgreSQL synchronous_commit, set on every session: on (a commit returns once its WAL is on
+    /// disk) or off (may lose the last commits if the database server crashes). [default: on]
+    #[arg(long, env = "RUSHER_POSTGRES_SYNCHRONOUS_COMMIT")]
+    pub postgres_synchronous_commit: Option<String>,
     /// HMAC secret for client tokens (prefer RUSHER_SECRET or --secret-file to the command line).
     /// Without one the server runs in open development mode.
     #[arg(long, env = "RUSHER_SECRET", hide_env_values = true)]
@@ -175,6 +180,7 @@ pub struct Config {
     pub workers: usize,
     pub store_url: String,
     pub sqlite_synchronous: Synchronous,
+    pub postgres_synchronous_commit: SynchronousCommit,
     /// `None`: open development mode.
     pub token_key: Option<TokenKey>,
     pub heartbeat_timeout: Duration,
@@ -234,12 +240,27 @@ impl ServeArgs {
                 )))
             }
         };
+        let synchronous_commit = match a
+            .postgres_synchronous_commit
+            .or(f.postgres_synchronous_commit)
+            .as_deref()
+            .unwrap_or("on")
+        {
+            "on" => SynchronousCommit::On,
+            "off" => SynchronousCommit::Off,
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "--postgres-synchronous-commit must be on or off, not {other:?}"
+                )))
+            }
+        };
         let history_on_join = a.history_on_join.or(f.history_on_join).unwrap_or(50);
         let cfg = Config {
             listen: a.listen.or(f.listen).unwrap_or_else(|| "127.0.0.1:4000".parse().expect("valid default")),
             workers,
             store_url: a.store.or(f.store).unwrap_or_else(|| "sqlite://rusher.db".into()),
             sqlite_synchronous: sync,
+            postgres_synchronous_commit: synchronous_commit,
             token_key,
             heartbeat_timeout: Duration::from_secs(a.heartbeat_timeout.or(f.heartbeat_timeout).unwrap_or(60)),
             handshake_timeout: Duration::from_secs(a.handshake_timeout.or(f.handshake_timeout).unwrap_or(10)),
@@ -318,6 +339,11 @@ pub fn load_secret(
 }
 
 impl Config {
+    /// The durability settings handed to the storage backend.
+    pub fn durability(&self) -> Durability {
+        Durability { sqlite: self.sqlite_synchronous, postgres: self.postgres_synchronous_commit }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.workers == 0 || self.workers > crate::mailbox::ConnId::MAX_WORKERS {
@@ -384,6 +410,7 @@ mod tests {
         assert_eq!(cfg.listen.port(), 4000);
         assert!(cfg.token_key.is_none());
         assert_eq!(cfg.sqlite_synchronous, Synchronous::Full);
+        assert_eq!(cfg.postgres_synchronous_commit, SynchronousCommit::On);
         assert_eq!(cfg.heartbeat_timeout, Duration::from_secs(60));
     }
 
@@ -407,6 +434,10 @@ mod tests {
         assert!(args.resolve().unwrap_err().to_string().contains("--workers"));
         let args = ServeArgs { sqlite_synchronous: Some("sometimes".into()), ..Default::default() };
         assert!(args.resolve().unwrap_err().to_string().contains("synchronous"));
+        let args = ServeArgs { postgres_synchronous_commit: Some("local".into()), ..Default::default() };
+        assert!(args.resolve().unwrap_err().to_string().contains("--postgres-synchronous-commit"));
+        let args = ServeArgs { postgres_synchronous_commit: Some("off".into()), ..Default::default() };
+        assert_eq!(args.resolve().unwrap().postgres_synchronous_commit, SynchronousCommit::Off);
         let args = ServeArgs { secret: Some("short".into()), ..Default::default() };
         assert!(args.resolve().unwrap_err().to_string().contains("16 bytes"));
     }

@@ -47,7 +47,7 @@ fn main() -> anyhow::Result<()> {
     if cfg.autobahn_echo {
         tracing::warn!("the /autobahn echo endpoint is enabled: for conformance tests only");
     }
-    tracing::info!(workers = cfg.workers, store = %cfg.store_url, synchronous = ?cfg.sqlite_synchronous, "starting");
+    tracing::info!(workers = cfg.workers, store = %rusher_server::store::redact_url(&cfg.store_url), "starting");
 
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
     let running = server::start(cfg).context("cannot start")?;

@@ -37,7 +37,7 @@ pub enum StartError {
 /// Open storage, bind every worker's listener and start the threads.
 pub fn start(cfg: Config) -> Result<Running, StartError> {
     let cfg = Arc::new(cfg);
-    let backend = store::open(&cfg.store_url, cfg.sqlite_synchronous)?;
+    let backend = store::open(&cfg.store_url, cfg.durability())?;
 
     let mut polls = Vec::with_capacity(cfg.workers);
     let mut wakers = Vec::with_capacity(cfg.workers);

@@ -4,11 +4,16 @@
 //! commits all appends of a group in one transaction (group commit), runs reads after the writes that
 //! were queued before them, and sends each result back to the requesting worker's inbox.
 
+#[cfg(test)]
+mod conformance;
+mod postgres;
 mod sqlite;
 mod thread;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
+pub use self::postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use thread::{spawn, StoreHandle, StoreStats, SubmitError, COMMIT_BUCKETS};
 
@@ -156,6 +161,32 @@ pub enum Synchronous {
     Full,
 }
 
+/// PostgreSQL `synchronous_commit` setting. `On`: a commit returns once its WAL is flushed to disk, so
+/// it survives a crash of the database server or the machine. `Off`: a commit returns before the flush;
+/// a crash of the database server may lose the last commits (never half of one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SynchronousCommit {
+    On,
+    Off,
+}
+
+impl SynchronousCommit {
+    /// The setting's value as PostgreSQL spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SynchronousCommit::On => "on",
+            SynchronousCommit::Off => "off",
+        }
+    }
+}
+
+/// The durability settings of every backend; the one matching the store URL applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Durability {
+    pub sqlite: Synchronous,
+    pub postgres: SynchronousCommit,
+}
+
 /// A storage backend. Called only from the storage thread, never from a worker.
 pub trait Backend: Send {
     /// Short name for logs and metrics ("sqlite").
@@ -243,13 +274,92 @@ pub enum StoreResult {
     GeoDone { tenant: Arc<str>, tag: u64, result: Result<(), Arc<StoreError>> },
 }
 
-/// Open the backend named by a store URL. Only `sqlite://PATH` exists so far; `sqlite://:memory:` is
-/// an in-memory database (lost at exit; for tests).
-pub fn open(url: &str, sync: Synchronous) -> Result<Box<dyn Backend>, StoreError> {
+/// Open the backend named by a store URL: `sqlite://PATH` (`sqlite://:memory:` is an in-memory database,
+/// lost at exit; for tests) or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?PARAM=VALUE...]` (also
+/// `postgresql://`).
+pub fn open(url: &str, durability: Durability) -> Result<Box<dyn Backend>, StoreError> {
     match url.split_once("://") {
         Some(("sqlite", path)) if !path.is_empty() => {
-            Ok(Box::new(SqliteStore::open(std::path::Path::new(path), sync)?))
+            Ok(Box::new(SqliteStore::open(std::path::Path::new(path), durability.sqlite)?))
         }
-        _ => Err(StoreError::Unavailable(format!("unsupported store URL {url:?}: expected sqlite://PATH"))),
+        Some(("postgres" | "postgresql", _)) => Ok(Box::new(PostgresStore::open(url, durability.postgres)?)),
+        _ => Err(StoreError::Unavailable(format!(
+            "unsupported store URL {:?}: expected sqlite://PATH or postgres://USER@HOST:PORT/DB",
+            redact_url(url)
+        ))),
+    }
+}
+
+/// The store URL with any password (in the user info or a `password` parameter) replaced by `***`, for
+/// logs and error messages.
+pub fn redact_url(url: &str) -> Cow<'_, str> {
+    let Some((scheme, rest)) = url.split_once("://") else { return Cow::Borrowed(url) };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    // The last '@' ends the user info: a password may itself hold an '@' that was not percent-encoded.
+    let authority = match authority.rfind('@').and_then(|at| Some((authority[..at].split_once(':')?.0, at))) {
+        Some((user, at)) => Cow::Owned(format!("{user}:***{}", &authority[at..])),
+        None => Cow::Borrowed(authority),
+    };
+    let is_password = |kv: &&str| kv.starts_with("password=");
+    let tail = match tail.split_once('?') {
+        Some((path, query)) if query.split('&').any(|kv| is_password(&kv)) => {
+            let query: Vec<&str> =
+                query.split('&').map(|kv| if is_password(&kv) { "password=***" } else { kv }).collect();
+            Cow::Owned(format!("{path}?{}", query.join("&")))
+        }
+        _ => Cow::Borrowed(tail),
+    };
+    match (authority, tail) {
+        (Cow::Borrowed(_), Cow::Borrowed(_)) => Cow::Borrowed(url),
+        (authority, tail) => Cow::Owned(format!("{scheme}://{authority}{tail}")),
+    }
+}
+
+/// Converts a `u64` field of `m` for storage, refusing values a signed 64-bit column cannot hold.
+fn to_i64(value: u64, field: &str, m: &ChatMessage) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| {
+        StoreError::Db(format!(
+            "message {}#{}: {field} {value} exceeds the storable maximum {}",
+            m.room,
+            m.seq,
+            i64::MAX
+        ))
+    })
+}
+
+/// Converts the seq of a collab document for storage, refusing values a signed 64-bit column cannot
+/// hold.
+fn seq_to_i64(seq: u64, doc: &str) -> Result<i64, StoreError> {
+    i64::try_from(seq).map_err(|_| {
+        StoreError::Db(format!("collab doc {doc}: seq {seq} exceeds the storable maximum {}", i64::MAX))
+    })
+}
+
+/// Converts a stored integer back; a negative one was not written by this code.
+fn from_i64(value: i64, field: &str, room: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("room {room}: negative {field} {value}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("postgresql://u:p@ss@h/db?x=1"), "postgresql://u:***@h/db?x=1");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("postgres://h/db?a=1&password=x:y@z"), "postgres://h/db?a=1&password=***");
+        assert_eq!(redact_url("sqlite://rusher.db"), "sqlite://rusher.db");
+        assert_eq!(redact_url("nonsense"), "nonsense");
+    }
+
+    #[test]
+    fn unknown_schemes_are_refused() {
+        let durability = Durability { sqlite: Synchronous::Off, postgres: SynchronousCommit::On };
+        let err = open("redis://u:pw@h", durability).err().unwrap();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(!err.to_string().contains("pw"), "{err}");
+        assert!(open("sqlite://", durability).is_err());
     }
 }

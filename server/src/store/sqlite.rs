@@ -13,8 +13,8 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBeha
 mod geo;
 
 use super::{
-    Backend, ChatMessage, CollabState, CollabUpdate, GeoFenceChange, GeoLog, GeoPosition, GeoState, Page,
-    StoreError, Synchronous,
+    from_i64, seq_to_i64, to_i64, Backend, ChatMessage, CollabState, CollabUpdate, GeoFenceChange, GeoLog,
+    GeoPosition, GeoState, Page, StoreError, Synchronous,
 };
 
 /// How long a statement waits for a lock held by another connection (a backup tool, the `sqlite3` shell)
@@ -428,30 +428,6 @@ fn decode_row(row: &rusqlite::Row<'_>, room: &Arc<str>) -> Result<ChatMessage, S
     })
 }
 
-/// Converts a `u64` field of `m` for storage, refusing values SQLite cannot hold.
-fn to_i64(value: u64, field: &str, m: &ChatMessage) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| {
-        StoreError::Db(format!(
-            "message {}#{}: {field} {value} exceeds the storable maximum {}",
-            m.room,
-            m.seq,
-            i64::MAX
-        ))
-    })
-}
-
-/// Converts the seq of a collab document for storage, refusing values SQLite cannot hold.
-fn seq_to_i64(seq: u64, doc: &str) -> Result<i64, StoreError> {
-    i64::try_from(seq).map_err(|_| {
-        StoreError::Db(format!("collab doc {doc}: seq {seq} exceeds the storable maximum {}", i64::MAX))
-    })
-}
-
-/// Converts a stored integer back; a negative one was not written by this code.
-fn from_i64(value: i64, field: &str, room: &str) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("room {room}: negative {field} {value}")))
-}
-
 /// Classifies a SQLite error: conditions an operator can fix or that pass by themselves (locks, a full
 /// disk, I/O) are `Unavailable`, a damaged file is `Corrupt`, the rest is `Db`.
 fn db_err(e: rusqlite::Error) -> StoreError {
@@ -476,6 +452,7 @@ fn db_err(e: rusqlite::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::conformance::{conformance_suite, Inspect, Store};
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -494,14 +471,13 @@ mod tests {
         page.messages.iter().map(|m| m.seq).collect()
     }
 
-    /// A store with messages 1..=10 in "room:a" and 1..=3 in "room:b".
-    fn filled() -> SqliteStore {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        let mut batch: Vec<_> = (1..=10).map(|s| msg("room:a", s, &format!("a{s}"))).collect();
-        batch.extend((1..=3).map(|s| msg("room:b", s, &format!("b{s}"))));
-        store.append(&batch).unwrap();
-        store
+    impl Inspect for SqliteStore {
+        fn count(&mut self, sql: &str) -> i64 {
+            self.conn.query_row(sql, [], |r| r.get(0)).unwrap()
+        }
     }
+
+    conformance_suite!(|| -> Store { Box::new(SqliteStore::open_in_memory().unwrap()) });
 
     /// A fresh directory under the system temp dir, removed with everything in it on drop.
     struct TempDir(PathBuf);
@@ -537,218 +513,6 @@ mod tests {
     }
 
     #[test]
-    fn empty_room_has_head_zero_and_no_messages() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        assert_eq!(store.room_head("room:x", 50).unwrap(), (0, Page::default()));
-        assert_eq!(store.room_head("room:x", 0).unwrap(), (0, Page::default()));
-        assert_eq!(store.history("room:x", Some(10), Some(1), 5).unwrap(), Page::default());
-    }
-
-    #[test]
-    fn append_then_read_back_exact_messages() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        let batch = vec![msg("room:a", 1, "hello"), msg("room:a", 2, "world")];
-        store.append(&batch).unwrap();
-        let (head, page) = store.room_head("room:a", 10).unwrap();
-        assert_eq!(head, 2);
-        assert_eq!(page.messages, batch);
-        assert!(!page.more);
-    }
-
-    #[test]
-    fn empty_batch_is_a_no_op() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        store.append(&[]).unwrap();
-        assert_eq!(store.room_head("room:a", 10).unwrap().0, 0);
-    }
-
-    #[test]
-    fn room_head_returns_latest_and_flags_older() {
-        let mut store = filled();
-        let (head, page) = store.room_head("room:a", 3).unwrap();
-        assert_eq!(head, 10);
-        assert_eq!(seqs(&page), [8, 9, 10]);
-        assert!(page.more);
-
-        let (head, page) = store.room_head("room:a", 10).unwrap();
-        assert_eq!(head, 10);
-        assert_eq!(seqs(&page), (1..=10).collect::<Vec<_>>());
-        assert!(!page.more);
-
-        let (head, page) = store.room_head("room:b", 100).unwrap();
-        assert_eq!(head, 3);
-        assert_eq!(seqs(&page), [1, 2, 3]);
-        assert!(!page.more);
-    }
-
-    #[test]
-    fn room_head_with_zero_recent_still_reports_head() {
-        let mut store = filled();
-        let (head, page) = store.room_head("room:a", 0).unwrap();
-        assert_eq!(head, 10);
-        assert!(page.messages.is_empty());
-        assert!(page.more);
-    }
-
-    #[test]
-    fn history_without_bounds() {
-        let mut store = filled();
-        let page = store.history("room:a", None, None, 4).unwrap();
-        assert_eq!(seqs(&page), [7, 8, 9, 10]);
-        assert!(page.more);
-        let page = store.history("room:a", None, None, 10).unwrap();
-        assert_eq!(seqs(&page), (1..=10).collect::<Vec<_>>());
-        assert!(!page.more);
-        let page = store.history("room:a", None, None, 0).unwrap();
-        assert!(page.messages.is_empty());
-        assert!(page.more);
-    }
-
-    #[test]
-    fn history_before_only() {
-        let mut store = filled();
-        let page = store.history("room:a", Some(6), None, 2).unwrap();
-        assert_eq!(seqs(&page), [4, 5]);
-        assert!(page.more);
-        let page = store.history("room:a", Some(6), None, 5).unwrap();
-        assert_eq!(seqs(&page), [1, 2, 3, 4, 5]);
-        assert!(!page.more);
-        let page = store.history("room:a", Some(1), None, 5).unwrap();
-        assert!(page.messages.is_empty());
-        assert!(!page.more);
-        let page = store.history("room:a", Some(0), None, 5).unwrap();
-        assert_eq!(page, Page::default());
-        let page = store.history("room:a", Some(u64::MAX), None, 3).unwrap();
-        assert_eq!(seqs(&page), [8, 9, 10]);
-        assert!(page.more);
-    }
-
-    #[test]
-    fn history_after_only() {
-        let mut store = filled();
-        let page = store.history("room:a", None, Some(5), 2).unwrap();
-        assert_eq!(seqs(&page), [9, 10]);
-        assert!(page.more);
-        let page = store.history("room:a", None, Some(5), 5).unwrap();
-        assert_eq!(seqs(&page), [6, 7, 8, 9, 10]);
-        assert!(!page.more);
-        let page = store.history("room:a", None, Some(10), 5).unwrap();
-        assert_eq!(page, Page::default());
-        let page = store.history("room:a", None, Some(u64::MAX), 5).unwrap();
-        assert_eq!(page, Page::default());
-        let page = store.history("room:a", None, Some(0), 100).unwrap();
-        assert_eq!(seqs(&page), (1..=10).collect::<Vec<_>>());
-        assert!(!page.more);
-    }
-
-    #[test]
-    fn history_between_bounds() {
-        let mut store = filled();
-        let page = store.history("room:a", Some(8), Some(2), 3).unwrap();
-        assert_eq!(seqs(&page), [5, 6, 7]);
-        assert!(page.more);
-        let page = store.history("room:a", Some(8), Some(2), 5).unwrap();
-        assert_eq!(seqs(&page), [3, 4, 5, 6, 7]);
-        assert!(!page.more);
-        let page = store.history("room:a", Some(8), Some(2), 50).unwrap();
-        assert_eq!(seqs(&page), [3, 4, 5, 6, 7]);
-        assert!(!page.more);
-        let page = store.history("room:a", Some(4), Some(3), 5).unwrap();
-        assert_eq!(page, Page::default());
-        let page = store.history("room:a", Some(3), Some(7), 5).unwrap();
-        assert_eq!(page, Page::default());
-    }
-
-    #[test]
-    fn paging_backwards_visits_every_message_once() {
-        let mut store = filled();
-        let mut seen = Vec::new();
-        let mut before = None;
-        loop {
-            let page = store.history("room:a", before, None, 3).unwrap();
-            before = page.messages.first().map(|m| m.seq);
-            seen.splice(0..0, seqs(&page));
-            if !page.more {
-                break;
-            }
-        }
-        assert_eq!(seen, (1..=10).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn rooms_are_isolated_including_prefixes() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        store.append(&[msg("room:1", 1, "one"), msg("room:10", 1, "ten")]).unwrap();
-        let (head, page) = store.room_head("room:1", 10).unwrap();
-        assert_eq!(head, 1);
-        assert_eq!(page.messages.len(), 1);
-        assert_eq!(&*page.messages[0].body, "one");
-        assert_eq!(&*page.messages[0].room, "room:1");
-    }
-
-    #[test]
-    fn out_of_order_batch_reads_back_ascending() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        store.append(&[msg("r", 3, "c"), msg("r", 1, "a"), msg("r", 2, "b")]).unwrap();
-        store.append(&[msg("r", 5, "e"), msg("r", 4, "d")]).unwrap();
-        let (head, page) = store.room_head("r", 10).unwrap();
-        assert_eq!(head, 5);
-        let bodies: Vec<&str> = page.messages.iter().map(|m| &*m.body).collect();
-        assert_eq!(bodies, ["a", "b", "c", "d", "e"]);
-    }
-
-    #[test]
-    fn seq_order_is_numeric_not_textual() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        store.append(&[msg("r", 9, "9"), msg("r", 10, "10"), msg("r", 100, "100")]).unwrap();
-        assert_eq!(seqs(&store.history("r", None, None, 10).unwrap()), [9, 10, 100]);
-    }
-
-    #[test]
-    fn duplicate_against_stored_row_rolls_back_whole_batch() {
-        let mut store = filled();
-        let batch = [msg("room:b", 4, "new"), msg("room:a", 5, "dup"), msg("room:c", 1, "new")];
-        let err = store.append(&batch).unwrap_err();
-        assert!(matches!(err, StoreError::Db(_)), "{err:?}");
-        assert_eq!(store.room_head("room:b", 10).unwrap().0, 3);
-        assert_eq!(store.room_head("room:c", 10).unwrap(), (0, Page::default()));
-        let page = store.history("room:a", Some(6), Some(4), 10).unwrap();
-        assert_eq!(&*page.messages[0].body, "a5");
-    }
-
-    #[test]
-    fn duplicate_within_batch_stores_nothing() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        let err = store.append(&[msg("r", 1, "first"), msg("r", 2, "x"), msg("r", 1, "again")]).unwrap_err();
-        assert!(matches!(err, StoreError::Db(_)), "{err:?}");
-        assert_eq!(store.room_head("r", 10).unwrap(), (0, Page::default()));
-        // The store stays usable after a rollback.
-        store.append(&[msg("r", 1, "first")]).unwrap();
-        assert_eq!(store.room_head("r", 10).unwrap().0, 1);
-    }
-
-    #[test]
-    fn values_past_i64_max_are_refused_not_wrapped() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        let mut big_id = msg("r", 2, "x");
-        big_id.id = u64::MAX;
-        let err = store.append(&[msg("r", 1, "ok"), big_id]).unwrap_err();
-        assert!(matches!(err, StoreError::Db(_)), "{err:?}");
-        let mut big_seq = msg("r", 1, "x");
-        big_seq.seq = i64::MAX as u64 + 1;
-        assert!(store.append(&[big_seq]).is_err());
-        assert_eq!(store.room_head("r", 10).unwrap(), (0, Page::default()));
-
-        let mut max = msg("r", i64::MAX as u64, "edge");
-        max.id = i64::MAX as u64;
-        max.ts_ms = i64::MAX as u64;
-        store.append(&[max.clone()]).unwrap();
-        let (head, page) = store.room_head("r", 1).unwrap();
-        assert_eq!(head, i64::MAX as u64);
-        assert_eq!(page.messages, [max]);
-    }
-
-    #[test]
     fn negative_stored_value_reads_as_corrupt() {
         let mut store = SqliteStore::open_in_memory().unwrap();
         store.conn.execute("INSERT INTO chat_messages VALUES ('r', 1, 7, 'u', 'b', 0)", []).unwrap();
@@ -759,39 +523,6 @@ mod tests {
             .unwrap();
         let err = store.history("r", None, None, 10).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
-    }
-
-    #[test]
-    fn unicode_bodies_and_users_round_trip() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        let bodies =
-            ["héllo wörld", "日本語のメッセージ", "emoji 🦀🚀 and ZWJ 👩‍👩‍👧", "rtl עברית", "nul\0inside", ""];
-        let batch: Vec<_> = bodies
-            .iter()
-            .enumerate()
-            .map(|(i, b)| ChatMessage {
-                user: Arc::from("ユーザー🙂"), ..msg("room:ü", i as u64 + 1, b)
-            })
-            .collect();
-        store.append(&batch).unwrap();
-        let (_, page) = store.room_head("room:ü", 100).unwrap();
-        assert_eq!(page.messages, batch);
-    }
-
-    #[test]
-    fn ten_thousand_messages_in_one_batch() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        let batch: Vec<_> = (1..=10_000).map(|s| msg("room:big", s, "payload")).collect();
-        store.append(&batch).unwrap();
-        let (head, page) = store.room_head("room:big", 50).unwrap();
-        assert_eq!(head, 10_000);
-        assert_eq!(seqs(&page), (9_951..=10_000).collect::<Vec<_>>());
-        assert!(page.more);
-        let page = store.history("room:big", Some(5_001), Some(4_999), 10).unwrap();
-        assert_eq!(seqs(&page), [5_000]);
-        let all = store.history("room:big", None, None, 20_000).unwrap();
-        assert_eq!(all.messages, batch);
-        assert!(!all.more);
     }
 
     #[test]
@@ -879,159 +610,6 @@ mod tests {
     }
 
     #[test]
-    fn collab_unknown_doc_loads_empty() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        assert_eq!(store.collab_load("doc:x").unwrap(), CollabState::default());
-        assert_eq!(store.collab_bytes().unwrap(), 0);
-        store.collab_append(&[]).unwrap();
-        assert_eq!(store.collab_load("doc:x").unwrap(), CollabState::default());
-    }
-
-    #[test]
-    fn collab_append_then_load_in_seq_order() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        store.collab_append(&[upd("d", 3, b"c"), upd("d", 1, b"a"), upd("other", 1, b"o")]).unwrap();
-        store.collab_append(&[upd("d", 2, b"b"), upd("d", 10, b"j"), upd("d", 9, b"i")]).unwrap();
-        let state = store.collab_load("d").unwrap();
-        assert_eq!(state.snapshot, None);
-        assert_eq!(
-            state.updates,
-            [entry(1, b"a"), entry(2, b"b"), entry(3, b"c"), entry(9, b"i"), entry(10, b"j")]
-        );
-        assert_eq!(store.collab_load("other").unwrap().updates, [entry(1, b"o")]);
-    }
-
-    #[test]
-    fn collab_docs_are_isolated_including_prefixes() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        store.collab_append(&[upd("doc:1", 1, b"one"), upd("doc:10", 1, b"ten")]).unwrap();
-        store.collab_compact("doc:10", 1, b"snap ten").unwrap();
-        assert_eq!(
-            store.collab_load("doc:1").unwrap(),
-            CollabState { snapshot: None, updates: vec![entry(1, b"one")] }
-        );
-        assert_eq!(
-            store.collab_load("doc:10").unwrap(),
-            CollabState { snapshot: Some(entry(1, b"snap ten")), updates: vec![] }
-        );
-    }
-
-    #[test]
-    fn collab_duplicate_against_stored_row_rolls_back_whole_batch() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        store.collab_append(&[upd("d", 1, b"a"), upd("d", 2, b"b")]).unwrap();
-        let err =
-            store.collab_append(&[upd("d", 3, b"c"), upd("e", 1, b"x"), upd("d", 2, b"dup")]).unwrap_err();
-        assert!(matches!(err, StoreError::Db(_)), "{err:?}");
-        assert_eq!(store.collab_load("d").unwrap().updates, [entry(1, b"a"), entry(2, b"b")]);
-        assert_eq!(store.collab_load("e").unwrap(), CollabState::default());
-        // The store stays usable after a rollback.
-        store.collab_append(&[upd("d", 3, b"c")]).unwrap();
-        assert_eq!(update_seqs(&store.collab_load("d").unwrap()), [1, 2, 3]);
-    }
-
-    #[test]
-    fn collab_duplicate_within_batch_stores_nothing() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        let err =
-            store.collab_append(&[upd("d", 1, b"a"), upd("d", 2, b"b"), upd("d", 1, b"a")]).unwrap_err();
-        assert!(matches!(err, StoreError::Db(_)), "{err:?}");
-        assert_eq!(store.collab_load("d").unwrap(), CollabState::default());
-        assert_eq!(store.collab_bytes().unwrap(), 0);
-    }
-
-    #[test]
-    fn collab_compact_replaces_snapshot_and_keeps_later_updates() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        let batch: Vec<_> = (1..=6).map(|s| upd("d", s, &[s as u8])).collect();
-        store.collab_append(&batch).unwrap();
-        store.collab_compact("d", 2, b"state@2").unwrap();
-        let state = store.collab_load("d").unwrap();
-        assert_eq!(state.snapshot, Some(entry(2, b"state@2")));
-        assert_eq!(update_seqs(&state), [3, 4, 5, 6]);
-
-        store.collab_compact("d", 4, b"state@4").unwrap();
-        let state = store.collab_load("d").unwrap();
-        assert_eq!(state.snapshot, Some(entry(4, b"state@4")));
-        assert_eq!(state.updates, [entry(5, &[5]), entry(6, &[6])]);
-        // The covered rows are gone from the table, not just hidden by the load.
-        let rows: i64 = store
-            .conn
-            .query_row("SELECT COUNT(*) FROM collab_updates WHERE doc = 'd'", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(rows, 2);
-
-        // Compacting everything leaves only the snapshot; the same seq again replaces it.
-        store.collab_compact("d", 6, b"state@6").unwrap();
-        store.collab_compact("d", 6, b"state@6 smaller").unwrap();
-        assert_eq!(
-            store.collab_load("d").unwrap(),
-            CollabState { snapshot: Some(entry(6, b"state@6 smaller")), updates: vec![] }
-        );
-        store.collab_append(&[upd("d", 7, b"after")]).unwrap();
-        assert_eq!(store.collab_load("d").unwrap().updates, [entry(7, b"after")]);
-    }
-
-    #[test]
-    fn collab_compact_of_a_doc_without_updates_stores_the_snapshot() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        store.collab_compact("d", 0, b"initial").unwrap();
-        assert_eq!(store.collab_load("d").unwrap().snapshot, Some(entry(0, b"initial")));
-        store.collab_append(&[upd("d", 1, b"a")]).unwrap();
-        assert_eq!(update_seqs(&store.collab_load("d").unwrap()), [1]);
-    }
-
-    #[test]
-    fn collab_older_compact_is_ignored() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        let batch: Vec<_> = (1..=5).map(|s| upd("d", s, b"u")).collect();
-        store.collab_append(&batch).unwrap();
-        store.collab_compact("d", 3, b"state@3").unwrap();
-        store.collab_compact("d", 2, b"stale state@2").unwrap();
-        let state = store.collab_load("d").unwrap();
-        assert_eq!(state.snapshot, Some(entry(3, b"state@3")));
-        assert_eq!(update_seqs(&state), [4, 5]);
-        store.collab_compact("d", 0, b"stale state@0").unwrap();
-        assert_eq!(store.collab_load("d").unwrap(), state);
-    }
-
-    #[test]
-    fn collab_seq_covered_by_snapshot_is_a_duplicate() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        store.collab_append(&[upd("d", 1, b"a"), upd("d", 2, b"b"), upd("d", 3, b"c")]).unwrap();
-        store.collab_compact("d", 2, b"state@2").unwrap();
-        let err = store.collab_append(&[upd("d", 4, b"d"), upd("d", 2, b"again")]).unwrap_err();
-        assert!(matches!(err, StoreError::Db(_)), "{err:?}");
-        let state = store.collab_load("d").unwrap();
-        assert_eq!(state.snapshot, Some(entry(2, b"state@2")));
-        assert_eq!(state.updates, [entry(3, b"c")]);
-        let rows: i64 =
-            store.conn.query_row("SELECT COUNT(*) FROM collab_updates", [], |r| r.get(0)).unwrap();
-        assert_eq!(rows, 1);
-    }
-
-    #[test]
-    fn collab_seqs_past_i64_max_are_refused_not_wrapped() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        let too_big = i64::MAX as u64 + 1;
-        let err = store.collab_append(&[upd("d", 1, b"ok"), upd("d", too_big, b"x")]).unwrap_err();
-        assert!(matches!(err, StoreError::Db(_)), "{err:?}");
-        assert_eq!(store.collab_load("d").unwrap(), CollabState::default());
-        let err = store.collab_compact("d", u64::MAX, b"snap").unwrap_err();
-        assert!(matches!(err, StoreError::Db(_)), "{err:?}");
-        assert_eq!(store.collab_load("d").unwrap(), CollabState::default());
-
-        let edge = i64::MAX as u64;
-        store.collab_append(&[upd("d", edge, b"edge")]).unwrap();
-        assert_eq!(store.collab_load("d").unwrap().updates, [entry(edge, b"edge")]);
-        store.collab_compact("d", edge, b"snap").unwrap();
-        assert_eq!(
-            store.collab_load("d").unwrap(),
-            CollabState { snapshot: Some(entry(edge, b"snap")), updates: vec![] }
-        );
-    }
-
-    #[test]
     fn collab_negative_stored_seq_reads_as_corrupt() {
         let mut store = SqliteStore::open_in_memory().unwrap();
         store.collab_append(&[upd("d", 2, b"b")]).unwrap();
@@ -1042,58 +620,6 @@ mod tests {
             .unwrap();
         let err = store.collab_load("d").unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
-    }
-
-    #[test]
-    fn collab_empty_and_binary_blobs_round_trip() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        let all_bytes: Vec<u8> = (0..=255).collect();
-        store.collab_append(&[upd("d", 1, b""), upd("d", 2, &all_bytes), upd("d", 3, b"\0\0")]).unwrap();
-        store.collab_compact("e", 1, b"").unwrap();
-        assert_eq!(
-            store.collab_load("d").unwrap().updates,
-            [entry(1, b""), entry(2, &all_bytes), entry(3, b"\0\0")]
-        );
-        assert_eq!(store.collab_load("e").unwrap().snapshot, Some(entry(1, b"")));
-        assert_eq!(store.collab_bytes().unwrap(), 258);
-    }
-
-    #[test]
-    fn collab_large_blobs_round_trip() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        const MIB: usize = 1 << 20;
-        let big: Vec<u8> = (0..MIB).map(|i| (i * 7 + i / 251) as u8).collect();
-        let mut snapshot = big.clone();
-        snapshot.reverse();
-        store
-            .collab_append(&[upd("d", 1, &big), upd("d", 2, &big[..MIB - 1]), upd("d", 3, b"tail")])
-            .unwrap();
-        assert_eq!(store.collab_bytes().unwrap(), (2 * MIB - 1 + 4) as u64);
-        let state = store.collab_load("d").unwrap();
-        assert_eq!(state.updates, [entry(1, &big), entry(2, &big[..MIB - 1]), entry(3, b"tail")]);
-
-        store.collab_compact("d", 2, &snapshot).unwrap();
-        let state = store.collab_load("d").unwrap();
-        assert_eq!(state.snapshot, Some(entry(2, &snapshot)));
-        assert_eq!(state.updates, [entry(3, b"tail")]);
-        assert_eq!(store.collab_bytes().unwrap(), (MIB + 4) as u64);
-    }
-
-    #[test]
-    fn collab_bytes_counts_snapshots_and_updates() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
-        store.append(&[msg("r", 1, "chat is not counted")]).unwrap();
-        assert_eq!(store.collab_bytes().unwrap(), 0);
-        store.collab_append(&[upd("a", 1, &[0; 10]), upd("a", 2, &[0; 20]), upd("b", 1, &[0; 5])]).unwrap();
-        assert_eq!(store.collab_bytes().unwrap(), 35);
-        store.collab_compact("a", 1, &[0; 100]).unwrap();
-        assert_eq!(store.collab_bytes().unwrap(), 125);
-        store.collab_compact("a", 0, &[0; 1000]).unwrap();
-        assert_eq!(store.collab_bytes().unwrap(), 125);
-        store.collab_compact("a", 2, &[0; 50]).unwrap();
-        assert_eq!(store.collab_bytes().unwrap(), 55);
-        assert!(store.collab_append(&[upd("b", 2, &[0; 7]), upd("b", 1, &[0; 9])]).is_err());
-        assert_eq!(store.collab_bytes().unwrap(), 55);
     }
 
     #[test]

@@ -243,7 +243,9 @@ fn commit(
 }
 
 /// Write a batch as one group. If the group fails, each item is retried alone so one bad item (say,
-/// a duplicate seq) does not fail its neighbours.
+/// a duplicate seq) does not fail its neighbours — unless the storage is unavailable, which no item
+/// causes: then every item fails with that error at once, instead of each waiting for the database
+/// again.
 fn commit_batch<T>(
     batch: &mut Batch<T>,
     append: &mut dyn FnMut(&[T]) -> Result<(), StoreError>,
@@ -254,14 +256,24 @@ fn commit_batch<T>(
         return;
     }
     let started = Instant::now();
-    let group_ok = append(&batch.items).is_ok();
+    let group = append(&batch.items);
+    let group_ok = group.is_ok();
     if group_ok {
         stats.observe_commit(started.elapsed().as_secs_f64());
         stats.appended.fetch_add(batch.items.len() as u64, Ordering::Relaxed);
     }
+    let unavailable = match group {
+        Err(e @ StoreError::Unavailable(_)) => {
+            stats.errors.fetch_add(batch.items.len() as u64 - 1, Ordering::Relaxed);
+            Some(failed(stats, e))
+        }
+        _ => None,
+    };
     for (item, (worker, tag)) in batch.items.drain(..).zip(batch.routes.drain(..)) {
         let result = if group_ok {
             Ok(())
+        } else if let Some(e) = &unavailable {
+            Err(Arc::clone(e))
         } else {
             let one = Instant::now();
             match append(std::slice::from_ref(&item)) {
@@ -274,5 +286,107 @@ fn commit_batch<T>(
             }
         };
         done(worker, tag, item, result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::store::{CollabState, GeoPosition, GeoState, Page};
+
+    /// A backend whose chat appends fail with a fixed error, counting the calls.
+    struct Failing {
+        error: fn() -> StoreError,
+        calls: Arc<AtomicU64>,
+    }
+
+    impl Backend for Failing {
+        fn name(&self) -> &'static str {
+            "failing"
+        }
+        fn append(&mut self, _: &[ChatMessage]) -> Result<(), StoreError> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            Err((self.error)())
+        }
+        fn room_head(&mut self, _: &str, _: usize) -> Result<(u64, Page), StoreError> {
+            Ok((0, Page::default()))
+        }
+        fn history(&mut self, _: &str, _: Option<u64>, _: Option<u64>, _: usize) -> Result<Page, StoreError> {
+            Ok(Page::default())
+        }
+        fn collab_append(&mut self, _: &[CollabUpdate]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn collab_load(&mut self, _: &str) -> Result<CollabState, StoreError> {
+            Ok(CollabState::default())
+        }
+        fn collab_compact(&mut self, _: &str, _: u64, _: &[u8]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn collab_bytes(&mut self) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        fn geo_load(&mut self, _: &str) -> Result<GeoState, StoreError> {
+            Ok(GeoState::default())
+        }
+        fn geo_fences(&mut self, _: &[GeoFenceChange]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn geo_log(&mut self, _: &[GeoLog]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn geo_positions(&mut self, _: &str, _: &[GeoPosition]) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    /// Queues `n` appends before the storage thread starts taking them, so they form one group; returns
+    /// the backend's append calls and the errors delivered.
+    fn run_group(n: u64, error: fn() -> StoreError) -> (u64, Vec<Arc<StoreError>>) {
+        let calls = Arc::new(AtomicU64::new(0));
+        let backend = Box::new(Failing { error, calls: calls.clone() });
+        let (tx, rx) = crossbeam_channel::bounded(64);
+        for tag in 0..n {
+            let msg = ChatMessage {
+                room: "r".into(),
+                seq: tag + 1,
+                id: tag,
+                user: "u".into(),
+                body: "b".into(),
+                ts_ms: 0,
+            };
+            tx.send((0, StoreRequest::Append { msg, tag })).unwrap();
+        }
+        drop(tx);
+        let (results, out) = mpsc::channel();
+        let stats = StoreStats::default();
+        let mut backend: Box<dyn Backend> = backend;
+        run(&mut *backend, &rx, &stats, &move |_, r| results.send(r).unwrap());
+        let errors = out
+            .try_iter()
+            .map(|r| match r {
+                StoreResult::Appended { result, .. } => result.unwrap_err(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(stats.errors.load(Ordering::Relaxed), n);
+        (calls.load(Ordering::Relaxed), errors)
+    }
+
+    #[test]
+    fn an_unavailable_store_fails_the_whole_group_with_one_call() {
+        let (calls, errors) = run_group(5, || StoreError::Unavailable("down".into()));
+        assert_eq!(calls, 1);
+        assert_eq!(errors.len(), 5);
+        assert!(errors.iter().all(|e| matches!(**e, StoreError::Unavailable(_))));
+    }
+
+    #[test]
+    fn other_group_errors_retry_each_item_alone() {
+        let (calls, errors) = run_group(5, || StoreError::Db("duplicate".into()));
+        assert_eq!(calls, 1 + 5);
+        assert_eq!(errors.len(), 5);
     }
 }
