@@ -4,45 +4,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
-use common::Ws;
-
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{spawn_listening, Proc, Ws};
 
 /// Start the binary on `store` and wait for its "listening" line.
 fn spawn(store: &str) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rusher"))
-        .args(["--listen", "127.0.0.1:0", "--workers", "2", "--log", "warn", "--store", store])
-        .args(["--postgres-synchronous-commit", "on"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn rusher");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(Duration::from_secs(20)).expect("server printed its address");
-    let addr = line.trim().rsplit("http://").next().unwrap().parse().expect("address in the first line");
-    Proc { child, addr }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rusher"));
+    cmd.args(["--listen", "127.0.0.1:0", "--workers", "2", "--log", "warn", "--store", store])
+        .args(["--postgres-synchronous-commit", "on"]);
+    spawn_listening(cmd)
 }
 
 fn join(ws: &mut Ws, topic: &str) -> serde_json::Value {

@@ -3,26 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{http_exchange, status_of, Ws};
-
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{http_exchange, spawn_listening, status_of, Proc, Ws};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rusher-{name}-{}", std::process::id()));
@@ -36,7 +22,7 @@ fn temp_dir(name: &str) -> PathBuf {
 fn spawn(db: &Path, listen: &str, shell_prefix: Option<&str>) -> Proc {
     let bin = env!("CARGO_BIN_EXE_rusher");
     let args = format!("--listen {listen} --workers 2 --store sqlite://{} --log warn", db.display());
-    let mut cmd = match shell_prefix {
+    let cmd = match shell_prefix {
         Some(prefix) => {
             let mut c = Command::new("sh");
             c.arg("-c").arg(format!("{prefix} && exec {bin} {args}"));
@@ -48,17 +34,7 @@ fn spawn(db: &Path, listen: &str, shell_prefix: Option<&str>) -> Proc {
             c
         }
     };
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn rusher");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(Duration::from_secs(20)).expect("server printed its address");
-    let addr = line.trim().rsplit("http://").next().unwrap().parse().expect("address in the first line");
-    Proc { child, addr }
+    spawn_listening(cmd)
 }
 
 fn join(ws: &mut Ws, topic: &str, params: &str) -> serde_json::Value {

@@ -80,7 +80,8 @@ macro_rules! conformance_suite {
 }
 pub(crate) use conformance_suite;
 
-fn msg(room: &str, seq: u64, body: &str) -> ChatMessage {
+/// A message of "alice" with ids and times derived from `seq`.
+pub(crate) fn msg(room: &str, seq: u64, body: &str) -> ChatMessage {
     ChatMessage {
         room: Arc::from(room),
         seq,
@@ -91,7 +92,8 @@ fn msg(room: &str, seq: u64, body: &str) -> ChatMessage {
     }
 }
 
-fn seqs(page: &Page) -> Vec<u64> {
+/// The seqs of a page, in order.
+pub(crate) fn seqs(page: &Page) -> Vec<u64> {
     page.messages.iter().map(|m| m.seq).collect()
 }
 

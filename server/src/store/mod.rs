@@ -8,6 +8,8 @@
 mod conformance;
 mod postgres;
 mod sqlite;
+#[cfg(test)]
+pub(crate) mod testing;
 mod thread;
 
 use std::borrow::Cow;
@@ -136,6 +138,21 @@ pub struct GeoState {
     pub fences: Vec<(Arc<str>, Box<str>)>,
     pub objects: Vec<GeoPosition>,
     pub inside: Vec<GeoInside>,
+}
+
+/// The stored seqs a history query covers, as an exclusive lower and an inclusive upper bound in `i64`
+/// (stored seqs are never negative, so -1 means "no lower bound"); `None` when the range is empty.
+pub(crate) fn seq_range(before_seq: Option<u64>, after_seq: Option<u64>) -> Option<(i64, i64)> {
+    let upper = match before_seq {
+        Some(0) => return None,
+        Some(before) => i64::try_from(before - 1).unwrap_or(i64::MAX),
+        None => i64::MAX,
+    };
+    let lower = match after_seq {
+        Some(after) => i64::try_from(after).ok()?,
+        None => -1,
+    };
+    Some((lower, upper))
 }
 
 /// Why a storage operation failed.

@@ -531,19 +531,8 @@ impl Backend for PostgresStore {
         after_seq: Option<u64>,
         limit: usize,
     ) -> Result<Page, StoreError> {
-        // Both bounds are exclusive. They become an inclusive upper bound and an exclusive lower bound in
-        // i64 space; stored seqs are never negative, so -1 means "no lower bound".
-        let upper = match before_seq {
-            Some(0) => return Ok(Page::default()),
-            Some(before) => i64::try_from(before - 1).unwrap_or(i64::MAX),
-            None => i64::MAX,
-        };
-        let lower = match after_seq {
-            Some(after) => match i64::try_from(after) {
-                Ok(after) => after,
-                Err(_) => return Ok(Page::default()),
-            },
-            None => -1,
+        let Some((lower, upper)) = super::seq_range(before_seq, after_seq) else {
+            return Ok(Page::default());
         };
         // One row past the limit tells whether older messages remain, without a COUNT.
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);

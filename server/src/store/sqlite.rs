@@ -246,19 +246,8 @@ impl Backend for SqliteStore {
         after_seq: Option<u64>,
         limit: usize,
     ) -> Result<Page, StoreError> {
-        // Both bounds are exclusive. They become an inclusive upper bound and an exclusive lower bound in
-        // i64 space; stored seqs are never negative, so -1 means "no lower bound".
-        let upper = match before_seq {
-            Some(0) => return Ok(Page::default()),
-            Some(before) => i64::try_from(before - 1).unwrap_or(i64::MAX),
-            None => i64::MAX,
-        };
-        let lower = match after_seq {
-            Some(after) => match i64::try_from(after) {
-                Ok(after) => after,
-                Err(_) => return Ok(Page::default()),
-            },
-            None => -1,
+        let Some((lower, upper)) = super::seq_range(before_seq, after_seq) else {
+            return Ok(Page::default());
         };
         // One row past the limit tells whether older messages remain, without a COUNT.
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
@@ -452,24 +441,9 @@ fn db_err(e: rusqlite::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::conformance::{conformance_suite, Inspect, Store};
+    use crate::store::conformance::{conformance_suite, msg, seqs, Inspect, Store};
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicU32, Ordering};
-
-    fn msg(room: &str, seq: u64, body: &str) -> ChatMessage {
-        ChatMessage {
-            room: Arc::from(room),
-            seq,
-            id: 1_000_000 + seq,
-            user: Arc::from("alice"),
-            body: body.into(),
-            ts_ms: 1_700_000_000_000 + seq,
-        }
-    }
-
-    fn seqs(page: &Page) -> Vec<u64> {
-        page.messages.iter().map(|m| m.seq).collect()
-    }
 
     impl Inspect for SqliteStore {
         fn count(&mut self, sql: &str) -> i64 {

@@ -294,59 +294,20 @@ mod tests {
     use std::sync::mpsc;
 
     use super::*;
-    use crate::store::{CollabState, GeoPosition, GeoState, Page};
-
-    /// A backend whose chat appends fail with a fixed error, counting the calls.
-    struct Failing {
-        error: fn() -> StoreError,
-        calls: Arc<AtomicU64>,
-    }
-
-    impl Backend for Failing {
-        fn name(&self) -> &'static str {
-            "failing"
-        }
-        fn append(&mut self, _: &[ChatMessage]) -> Result<(), StoreError> {
-            self.calls.fetch_add(1, Ordering::Relaxed);
-            Err((self.error)())
-        }
-        fn room_head(&mut self, _: &str, _: usize) -> Result<(u64, Page), StoreError> {
-            Ok((0, Page::default()))
-        }
-        fn history(&mut self, _: &str, _: Option<u64>, _: Option<u64>, _: usize) -> Result<Page, StoreError> {
-            Ok(Page::default())
-        }
-        fn collab_append(&mut self, _: &[CollabUpdate]) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn collab_load(&mut self, _: &str) -> Result<CollabState, StoreError> {
-            Ok(CollabState::default())
-        }
-        fn collab_compact(&mut self, _: &str, _: u64, _: &[u8]) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn collab_bytes(&mut self) -> Result<u64, StoreError> {
-            Ok(0)
-        }
-        fn geo_load(&mut self, _: &str) -> Result<GeoState, StoreError> {
-            Ok(GeoState::default())
-        }
-        fn geo_fences(&mut self, _: &[GeoFenceChange]) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn geo_log(&mut self, _: &[GeoLog]) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn geo_positions(&mut self, _: &str, _: &[GeoPosition]) -> Result<(), StoreError> {
-            Ok(())
-        }
-    }
+    use crate::store::testing::Scripted;
 
     /// Queues `n` appends before the storage thread starts taking them, so they form one group; returns
     /// the backend's append calls and the errors delivered.
     fn run_group(n: u64, error: fn() -> StoreError) -> (u64, Vec<Arc<StoreError>>) {
         let calls = Arc::new(AtomicU64::new(0));
-        let backend = Box::new(Failing { error, calls: calls.clone() });
+        let counted = calls.clone();
+        let backend = Box::new(Scripted {
+            append: Box::new(move |_| {
+                counted.fetch_add(1, Ordering::Relaxed);
+                Err(error())
+            }),
+            ..Scripted::default()
+        });
         let (tx, rx) = crossbeam_channel::bounded(64);
         for tag in 0..n {
             let msg = ChatMessage {

@@ -738,52 +738,8 @@ mod tests {
     use crate::config::ServeArgs;
     use crate::mailbox::{Mailbox, Outbox};
     use crate::metrics::WorkerStats;
-    use crate::store::{
-        self, Backend, CollabState, CollabUpdate, GeoFenceChange, GeoLog, GeoPosition, GeoState, StoreError,
-    };
-
-    /// A backend whose first read waits until the test lets it go: the room stays loading.
-    struct Stalled(mpsc::Receiver<()>);
-
-    impl Backend for Stalled {
-        fn name(&self) -> &'static str {
-            "stalled"
-        }
-        fn append(&mut self, _: &[ChatMessage]) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn room_head(&mut self, _: &str, _: usize) -> Result<(u64, Page), StoreError> {
-            let _ = self.0.recv();
-            Ok((0, Page::default()))
-        }
-        fn history(&mut self, _: &str, _: Option<u64>, _: Option<u64>, _: usize) -> Result<Page, StoreError> {
-            Ok(Page::default())
-        }
-        fn collab_append(&mut self, _: &[CollabUpdate]) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn collab_load(&mut self, _: &str) -> Result<CollabState, StoreError> {
-            Ok(CollabState::default())
-        }
-        fn collab_compact(&mut self, _: &str, _: u64, _: &[u8]) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn collab_bytes(&mut self) -> Result<u64, StoreError> {
-            Ok(0)
-        }
-        fn geo_load(&mut self, _: &str) -> Result<GeoState, StoreError> {
-            Ok(GeoState::default())
-        }
-        fn geo_fences(&mut self, _: &[GeoFenceChange]) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn geo_log(&mut self, _: &[GeoLog]) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn geo_positions(&mut self, _: &str, _: &[GeoPosition]) -> Result<(), StoreError> {
-            Ok(())
-        }
-    }
+    use crate::store::testing::Scripted;
+    use crate::store::{self, Page};
 
     #[test]
     fn a_loading_room_queues_a_bounded_number_of_joins_and_refuses_the_rest() {
@@ -791,7 +747,15 @@ mod tests {
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
         let (mailbox, inboxes) = Mailbox::new(vec![waker], 1 << 16);
         let (release, stalled) = mpsc::channel();
-        let (handle, join) = store::spawn(Box::new(Stalled(stalled)), 64, Box::new(|_, _| {}));
+        // The room's first read waits until the test lets it go: the room stays loading.
+        let backend = Scripted {
+            room_head: Box::new(move || {
+                let _ = stalled.recv();
+                Ok((0, Page::default()))
+            }),
+            ..Scripted::default()
+        };
+        let (handle, join) = store::spawn(Box::new(backend), 64, Box::new(|_, _| {}));
         let cfg = ServeArgs::default().resolve().unwrap();
         let stats = WorkerStats::default();
         let mut out = Outbox { me: 0, mailbox, local: Default::default(), dropped: 0 };

@@ -39,6 +39,40 @@ impl Drop for TestServer {
     }
 }
 
+/// A `rusher` process, killed on drop.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run `cmd` (the binary, perhaps under a shell) and wait for its first stdout line, which names the
+/// address it listens on.
+pub fn spawn_listening(mut cmd: std::process::Command) -> Proc {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn rusher");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(20)).expect("server printed its address");
+    let addr = line.trim().rsplit("http://").next().unwrap().parse().expect("address in the first line");
+    Proc { child, addr }
+}
+
 /// A raw TCP connection with a read timeout as the watchdog.
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect");

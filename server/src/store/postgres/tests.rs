@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::store::conformance::{conformance_suite, Inspect, Store};
+use crate::store::conformance::{conformance_suite, msg, seqs, Inspect, Store};
 
 const NEEDS_DB: &str = "needs PostgreSQL: scripts/test starts one";
 
@@ -126,21 +126,6 @@ conformance_suite!(
     || -> Store { Box::new(Scratch::new(SynchronousCommit::On)) },
     #[ignore = "needs PostgreSQL: scripts/test starts one"]
 );
-
-fn msg(room: &str, seq: u64, body: &str) -> ChatMessage {
-    ChatMessage {
-        room: Arc::from(room),
-        seq,
-        id: 1_000_000 + seq,
-        user: Arc::from("alice"),
-        body: body.into(),
-        ts_ms: 1_700_000_000_000 + seq,
-    }
-}
-
-fn seqs(page: &Page) -> Vec<u64> {
-    page.messages.iter().map(|m| m.seq).collect()
-}
 
 /// Polls `done` every 10 ms for at most 10 s.
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {

@@ -476,23 +476,9 @@ impl Geo {
                 let key: Arc<str> = key.into();
                 ts.query_owner.insert(q, (to.conn, key.clone()));
                 ts.members.get_mut(&to.conn).expect("checked").queries.insert(key, q);
-                let mut out = String::from(r#"{"objects":["#);
-                for (i, (o, dist)) in inside.iter().take(MAX_LIMIT).enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    let o = ts.t.object(*o);
-                    let _ = write!(
-                        out,
-                        r#"{{"id":{},"lat":{},"lon":{},"ts":{},"dist":{}}}"#,
-                        json_str(&o.name),
-                        o.fix.pos.lat,
-                        o.fix.pos.lon,
-                        o.fix.ts,
-                        round_m(*dist)
-                    );
-                }
-                let _ = write!(out, r#"],"more":{}}}"#, inside.len() > MAX_LIMIT);
+                let mut out = objects_json(&ts.t, &inside[..inside.len().min(MAX_LIMIT)]);
+                out.pop();
+                let _ = write!(out, r#","more":{}}}"#, inside.len() > MAX_LIMIT);
                 to.ok(ctx, name, &out);
                 self.emit(ctx, name, &[], now);
             }
@@ -509,23 +495,7 @@ impl Geo {
             }
             Op::Nearby { at, radius, limit } => {
                 let found = ts.t.nearby(at, radius, limit);
-                let mut out = String::from(r#"{"objects":["#);
-                for (i, (o, dist)) in found.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    let o = ts.t.object(*o);
-                    let _ = write!(
-                        out,
-                        r#"{{"id":{},"lat":{},"lon":{},"ts":{},"dist":{}}}"#,
-                        json_str(&o.name),
-                        o.fix.pos.lat,
-                        o.fix.pos.lon,
-                        o.fix.ts,
-                        round_m(*dist)
-                    );
-                }
-                out.push_str("]}");
+                let out = objects_json(&ts.t, &found);
                 to.ok(ctx, name, &out);
             }
             Op::Within { shape, limit } => {
@@ -967,6 +937,21 @@ fn overloaded(e: &SubmitError) -> &'static str {
 
 fn json_str(s: &str) -> String {
     serde_json::to_string(s).expect("strings serialise")
+}
+
+/// `{"objects":[{id, lat, lon, ts, dist}, ...]}` for objects with their distances.
+fn objects_json(t: &Tenant, objects: &[(Ix, f64)]) -> String {
+    let mut out = String::from(r#"{"objects":["#);
+    for (i, (o, dist)) in objects.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let o = t.object(*o);
+        let (lat, lon, ts, id) = (o.fix.pos.lat, o.fix.pos.lon, o.fix.ts, json_str(&o.name));
+        let _ = write!(out, r#"{{"id":{id},"lat":{lat},"lon":{lon},"ts":{ts},"dist":{}}}"#, round_m(*dist));
+    }
+    out.push_str("]}");
+    out
 }
 
 /// Distances to the centimetre.
