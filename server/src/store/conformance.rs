@@ -104,15 +104,18 @@ fn fill(store: &mut dyn Inspect) {
     store.append(&batch).unwrap();
 }
 
-fn upd(doc: &str, seq: u64, data: &[u8]) -> CollabUpdate {
+/// A collab update of `doc`.
+pub(crate) fn upd(doc: &str, seq: u64, data: &[u8]) -> CollabUpdate {
     CollabUpdate { doc: Arc::from(doc), seq, update: data.into() }
 }
 
-fn entry(seq: u64, data: &[u8]) -> (u64, Box<[u8]>) {
+/// A stored (seq, bytes) pair.
+pub(crate) fn entry(seq: u64, data: &[u8]) -> (u64, Box<[u8]>) {
     (seq, data.into())
 }
 
-fn update_seqs(state: &CollabState) -> Vec<u64> {
+/// The seqs of a loaded document's updates.
+pub(crate) fn update_seqs(state: &CollabState) -> Vec<u64> {
     state.updates.iter().map(|(seq, _)| *seq).collect()
 }
 

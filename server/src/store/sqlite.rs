@@ -441,7 +441,7 @@ fn db_err(e: rusqlite::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::conformance::{conformance_suite, msg, seqs, Inspect, Store};
+    use crate::store::conformance::{conformance_suite, entry, msg, seqs, upd, update_seqs, Inspect, Store};
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -569,18 +569,6 @@ mod tests {
         let path = dir.0.join("missing-dir").join("chat.db");
         let err = SqliteStore::open(&path, Synchronous::Full).unwrap_err();
         assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
-    }
-
-    fn upd(doc: &str, seq: u64, data: &[u8]) -> CollabUpdate {
-        CollabUpdate { doc: Arc::from(doc), seq, update: data.into() }
-    }
-
-    fn entry(seq: u64, data: &[u8]) -> (u64, Box<[u8]>) {
-        (seq, data.into())
-    }
-
-    fn update_seqs(state: &CollabState) -> Vec<u64> {
-        state.updates.iter().map(|(seq, _)| *seq).collect()
     }
 
     #[test]
