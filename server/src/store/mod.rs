@@ -155,6 +155,24 @@ pub(crate) fn seq_range(before_seq: Option<u64>, after_seq: Option<u64>) -> Opti
     Some((lower, upper))
 }
 
+/// A room's head (highest seq) from its latest page: an unbounded page ends at the newest message, so its
+/// last seq is the head and an empty, complete page means an empty room; only a page that asked for no
+/// messages at all needs `max_seq`, the backend's own `MAX(seq)` query.
+pub(crate) fn head_of(
+    page: &Page,
+    room: &str,
+    max_seq: impl FnOnce() -> Result<Option<i64>, StoreError>,
+) -> Result<u64, StoreError> {
+    match page.messages.last() {
+        Some(last) => Ok(last.seq),
+        None if !page.more => Ok(0),
+        None => match max_seq()? {
+            Some(seq) => from_i64(seq, "seq", room),
+            None => Ok(0),
+        },
+    }
+}
+
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -506,21 +506,11 @@ impl Backend for PostgresStore {
 
     fn room_head(&mut self, room: &str, recent: usize) -> Result<(u64, Page), StoreError> {
         let page = self.history(room, None, None, recent)?;
-        // An unbounded page ends at the newest message, so its last seq is the head; only when the caller
-        // asked for no messages at all does the head need its own query.
-        let head = match page.messages.last() {
-            Some(last) => last.seq,
-            None if !page.more => 0,
-            None => {
-                let max: Option<i64> = self.with(|client, st| {
-                    client.query_one(&st.max_seq, &[&room]).map_err(pg_err)?.try_get(0).map_err(corrupt(room))
-                })?;
-                match max {
-                    Some(seq) => from_i64(seq, "seq", room)?,
-                    None => 0,
-                }
-            }
-        };
+        let head = super::head_of(&page, room, || {
+            self.with(|client, st| {
+                client.query_one(&st.max_seq, &[&room]).map_err(pg_err)?.try_get(0).map_err(corrupt(room))
+            })
+        })?;
         Ok((head, page))
     }
 

@@ -218,24 +218,14 @@ impl Backend for SqliteStore {
 
     fn room_head(&mut self, room: &str, recent: usize) -> Result<(u64, Page), StoreError> {
         let page = self.history(room, None, None, recent)?;
-        // An unbounded page ends at the newest message, so its last seq is the head; only when the caller
-        // asked for no messages at all does the head need its own query.
-        let head = match page.messages.last() {
-            Some(last) => last.seq,
-            None if !page.more => 0,
-            None => {
-                let max: Option<i64> = self
-                    .conn
-                    .prepare_cached("SELECT MAX(seq) FROM chat_messages WHERE room = ?1")
-                    .and_then(|mut stmt| stmt.query_row([room], |row| row.get(0)).optional())
-                    .map_err(db_err)?
-                    .flatten();
-                match max {
-                    Some(seq) => from_i64(seq, "seq", room)?,
-                    None => 0,
-                }
-            }
-        };
+        let head = super::head_of(&page, room, || {
+            Ok(self
+                .conn
+                .prepare_cached("SELECT MAX(seq) FROM chat_messages WHERE room = ?1")
+                .and_then(|mut stmt| stmt.query_row([room], |row| row.get(0)).optional())
+                .map_err(db_err)?
+                .flatten())
+        })?;
         Ok((head, page))
     }
 
