@@ -21,6 +21,18 @@ fn join(ws: &mut Ws, topic: &str) -> serde_json::Value {
     ws.recv_text_until(|v| v[1] == "1" && v[3] == "phx_reply")
 }
 
+/// The bodies of a room's latest ten messages, oldest first.
+fn history_bodies(ws: &mut Ws, topic: &str) -> Vec<String> {
+    ws.send_text(&format!(r#"["1","h","{topic}","history",{{"limit":10}}]"#));
+    let page = ws.recv_text_until(|v| v[1] == "h");
+    page[4]["response"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// A schema of its own in the test database, dropped at the end.
 struct Schema {
     base: String,
@@ -83,14 +95,7 @@ fn chat_message_survives_a_restart_on_postgres() {
     ws.send_text(r#"["1","m2","room:pg","new_msg",{"body":"second"}]"#);
     let ack = ws.recv_text_until(|v| v[1] == "m2");
     assert_eq!(ack[4]["response"]["seq"].as_u64(), Some(seq + 1), "{ack}");
-    ws.send_text(r#"["1","h","room:pg","history",{"limit":10}]"#);
-    let page = ws.recv_text_until(|v| v[1] == "h");
-    let bodies: Vec<&str> = page[4]["response"]["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["body"].as_str().unwrap())
-        .collect();
+    let bodies = history_bodies(&mut ws, "room:pg");
     assert_eq!(bodies, ["kept in postgres ✓", "second"]);
 }
 
@@ -183,13 +188,6 @@ fn while_postgres_is_gone_pushes_fail_the_socket_stays_and_service_resumes() {
         std::thread::sleep(std::time::Duration::from_millis(300));
     };
     assert!(acked[4]["response"]["seq"].as_u64().unwrap() > 1);
-    ws.send_text(r#"["1","h","room:outage","history",{"limit":10}]"#);
-    let page = ws.recv_text_until(|v| v[1] == "h");
-    let bodies: Vec<&str> = page[4]["response"]["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["body"].as_str().unwrap())
-        .collect();
+    let bodies = history_bodies(&mut ws, "room:outage");
     assert_eq!(bodies, ["before", "after"], "the refused message was not stored, the later one was");
 }

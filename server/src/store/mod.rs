@@ -140,9 +140,14 @@ pub struct GeoState {
     pub inside: Vec<GeoInside>,
 }
 
-/// The stored seqs a history query covers, as an exclusive lower and an inclusive upper bound in `i64`
-/// (stored seqs are never negative, so -1 means "no lower bound"); `None` when the range is empty.
-pub(crate) fn seq_range(before_seq: Option<u64>, after_seq: Option<u64>) -> Option<(i64, i64)> {
+/// The bounds of a history query in `i64`: an exclusive lower and an inclusive upper seq (stored seqs
+/// are never negative, so -1 means "no lower bound"), and the rows to fetch — one past `limit`, which
+/// tells whether older messages remain without a COUNT. `None` when the range is empty.
+pub(crate) fn history_bounds(
+    before_seq: Option<u64>,
+    after_seq: Option<u64>,
+    limit: usize,
+) -> Option<(i64, i64, i64)> {
     let upper = match before_seq {
         Some(0) => return None,
         Some(before) => i64::try_from(before - 1).unwrap_or(i64::MAX),
@@ -152,7 +157,7 @@ pub(crate) fn seq_range(before_seq: Option<u64>, after_seq: Option<u64>) -> Opti
         Some(after) => i64::try_from(after).ok()?,
         None => -1,
     };
-    Some((lower, upper))
+    Some((lower, upper, i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)))
 }
 
 /// A room's head (highest seq) from its latest page: an unbounded page ends at the newest message, so its

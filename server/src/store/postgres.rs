@@ -521,11 +521,9 @@ impl Backend for PostgresStore {
         after_seq: Option<u64>,
         limit: usize,
     ) -> Result<Page, StoreError> {
-        let Some((lower, upper)) = super::seq_range(before_seq, after_seq) else {
+        let Some((lower, upper, fetch)) = super::history_bounds(before_seq, after_seq, limit) else {
             return Ok(Page::default());
         };
-        // One row past the limit tells whether older messages remain, without a COUNT.
-        let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
         let rows = self
             .with(|client, st| client.query(&st.history, &[&room, &lower, &upper, &fetch]).map_err(pg_err))?;
         let room_arc: Arc<str> = Arc::from(room);

@@ -236,11 +236,9 @@ impl Backend for SqliteStore {
         after_seq: Option<u64>,
         limit: usize,
     ) -> Result<Page, StoreError> {
-        let Some((lower, upper)) = super::seq_range(before_seq, after_seq) else {
+        let Some((lower, upper, fetch)) = super::history_bounds(before_seq, after_seq, limit) else {
             return Ok(Page::default());
         };
-        // One row past the limit tells whether older messages remain, without a COUNT.
-        let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
         let mut stmt = self
             .conn
             .prepare_cached(

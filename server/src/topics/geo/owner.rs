@@ -352,6 +352,11 @@ impl Geo {
     fn push(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, to: ReplyTo, access: &Access, op: Op) {
         let now = now_ms();
         let ts = self.tenants.get_mut(name).expect("caller checked");
+        if matches!(op, Op::Location(_) | Op::Locations(_)) && ts.outq.len() >= MAX_WAITING_STEPS {
+            // Events wait in order behind a log write storage has not finished: take no more updates
+            // until it catches up, rather than holding their events without bound.
+            return to.error(ctx, name, "overloaded: geofence events are waiting for storage");
+        }
         match op {
             Op::Location(loc) => {
                 let mut fired = std::mem::take(&mut self.fired);
@@ -812,6 +817,10 @@ fn deliver(ctx: &mut OwnerCtx<'_>, ts: &mut TenantState) {
     }
 }
 
+/// Updates whose events a tenant holds for in-order delivery behind log writes not yet durable; past
+/// this, location updates are refused as overloaded.
+const MAX_WAITING_STEPS: usize = 65_536;
+
 /// Live queries one member may hold.
 const MAX_QUERIES: usize = 10;
 
@@ -967,5 +976,74 @@ fn fix_json(out: &mut String, f: &Fix) {
     }
     if let Some(h) = f.heading {
         let _ = write!(out, r#","heading":{h}"#);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServeArgs;
+    use crate::mailbox::{Mailbox, Outbox};
+    use crate::store::{self, testing::Scripted};
+    use crate::topics::geo::detect::LatLon;
+    use crate::topics::geo::fence::{self, Limits};
+
+    #[test]
+    fn events_held_behind_an_unfinished_log_write_are_bounded() {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (mailbox, _inboxes) = Mailbox::new(vec![waker], 1 << 16);
+        // Storage results are dropped: the first log write never reports back, as when storage stalls.
+        let (handle, storage) = store::spawn(Box::new(Scripted::default()), 64, Box::new(|_, _| {}));
+        let cfg = ServeArgs::default().resolve().unwrap();
+        let stats = WorkerStats::default();
+        let mut out = Outbox { me: 0, mailbox, local: Default::default(), dropped: 0 };
+        let mut ctx = OwnerCtx { out: &mut out, store: &handle, cfg: &cfg, stats: &stats };
+        let mut geo = Geo::new(0);
+        let tenant: Arc<str> = "geo:slow".into();
+        let conn = ConnId::new(0, 1, 7);
+        let join_ref = JoinRef::new("\"1\"").unwrap();
+        let join = GeoMsg::Join {
+            tenant: tenant.clone(),
+            conn,
+            join_ref,
+            msg_ref: None,
+            access: Access::Open,
+            fences: None,
+        };
+        geo.on_msg(&mut ctx, join);
+        geo.on_store(
+            &mut ctx,
+            StoreResult::GeoLoaded { tenant: tenant.clone(), tag: 1, result: Ok(GeoState::default()) },
+        );
+        let v = serde_json::json!({"id": "zone", "geometry": {"type": "Point", "coordinates": [2.35, 48.85], "radius": 1000},
+            "detect": ["enter", "inside"]});
+        let def = fence::parse(&v, Limits { max_vertices: 100 }).unwrap();
+        let push = |op| GeoMsg::Push { tenant: tenant.clone(), conn, join_ref, msg_ref: None, op };
+        geo.on_msg(&mut ctx, push(Op::FencePut { def, create: true }));
+        geo.on_store(&mut ctx, StoreResult::GeoDone { tenant: tenant.clone(), tag: 2, result: Ok(()) });
+        let at = |i: usize| Loc {
+            id: "car".into(),
+            fix: Fix { pos: LatLon::new(48.85, 2.35).unwrap(), ts: i as f64, speed: None, heading: None },
+            props: None,
+        };
+        // The first update enters (logged, never acked); every later one is an `inside` queued behind it.
+        for i in 0..MAX_WAITING_STEPS {
+            geo.on_msg(&mut ctx, push(Op::Location(at(i))));
+        }
+        ctx.out.local.clear();
+        assert_eq!(geo.tenants[&tenant].outq.len(), MAX_WAITING_STEPS);
+        geo.on_msg(&mut ctx, push(Op::Location(at(MAX_WAITING_STEPS))));
+        let replies: Vec<String> = std::iter::from_fn(|| ctx.out.local.pop_front())
+            .filter_map(|m| match m {
+                Msg::ToConn { frame, .. } => Some(String::from_utf8_lossy(&frame).into_owned()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(replies.len(), 1);
+        assert!(replies[0].contains("overloaded: geofence events are waiting for storage"), "{}", replies[0]);
+        assert_eq!(geo.tenants[&tenant].outq.len(), MAX_WAITING_STEPS, "nothing more was queued");
+        drop(handle);
+        storage.join().unwrap();
     }
 }
