@@ -65,15 +65,21 @@ impl Drop for Scratch {
     }
 }
 
-impl Inspect for PostgresStore {
-    fn count(&mut self, sql: &str) -> i64 {
-        self.with(|client, _| Ok(client.query_one(sql, &[]).map_err(pg_err)?.get(0))).unwrap()
+impl PostgresStore {
+    /// The count that `sql` (a `SELECT COUNT(*)` with one text parameter) returns.
+    fn count(&mut self, sql: &str, param: Option<&str>) -> u64 {
+        let n: i64 =
+            self.with(|client, _| Ok(client.query_one(sql, &[&param]).map_err(pg_err)?.get(0))).unwrap();
+        u64::try_from(n).unwrap()
     }
 }
 
 impl Inspect for Scratch {
-    fn count(&mut self, sql: &str) -> i64 {
-        self.store.count(sql)
+    fn stored_updates(&mut self, doc: Option<&str>) -> u64 {
+        self.store.count("SELECT COUNT(*) FROM collab_updates WHERE $1::text IS NULL OR doc = $1", doc)
+    }
+    fn logged_events(&mut self, tenant: &str) -> u64 {
+        self.store.count("SELECT COUNT(*) FROM geo_events WHERE tenant = $1", Some(tenant))
     }
 }
 
