@@ -224,8 +224,8 @@ impl SynchronousCommit {
 
 /// Redis `appendfsync` policy, applied with the append-only file switched on. `Always`: Redis fsyncs
 /// the AOF before it replies to a write, so an acked write survives a crash of Redis or the machine.
-/// `EverySec`: fsync once a second; a power loss or OS crash may lose about the last second of acked
-/// writes (a crash of Redis alone loses nothing). `No`: the OS flushes when it likes.
+/// `EverySec`: fsync once a second; a crash may lose about the last second of acked writes (two when the
+/// disk is slow). `No`: the OS decides when the AOF reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendFsync {
     Always,

@@ -33,9 +33,13 @@
 //! Every write is one `EVALSHA` of a Lua script (loaded again after a `NOSCRIPT`, e.g. once Redis
 //! restarted). Redis runs a script alone, and each script checks every item of a batch before it writes
 //! any, so a batch with a duplicate stores nothing. Reads are one command, or a `MULTI`/`EXEC` pipeline
-//! (one round trip, one state of the data). Redis replies to a write only after it has appended the
-//! write to the AOF — and, with `appendfsync always`, fsynced it — so acking after the reply is correct;
-//! with `everysec` a power loss or OS crash may lose about the last second of acked writes, with `no` what
+//! (one round trip, one state of the data). Only a call after an idle spell costs one more round trip,
+//! the `PING` that checks the connection.
+//!
+//! Redis writes a command to the AOF before it sends the reply, and with `appendfsync always` fsyncs it
+//! too, so acking after the reply is correct: with `always` an acked write survives any crash; with
+//! `everysec` a crash of the machine may lose about the last second of acked writes (Redis may also hold
+//! a write back for up to two seconds while an fsync is slow, and reply meanwhile); with `no`, whatever
 //! the OS had not flushed. [`aof::ensure`] sets AOF and fsync policy on every connection (a restarted
 //! Redis forgets a runtime `CONFIG SET`), or, when Redis refuses `CONFIG SET`, checks that they already
 //! are as configured and refuses to work otherwise.

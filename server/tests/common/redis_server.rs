@@ -3,7 +3,8 @@
 //! `scripts/with-redis`; else `redis-server` on the PATH) on a free loopback port, with its files in a
 //! fresh temp directory; dropping it kills the process (by its PID) and removes the directory.
 //!
-//! Shared by the storage unit tests and the binary's integration tests, so it uses only std.
+//! Also the helpers both need to clean up a key prefix on a shared server. Shared by the storage unit
+//! tests and the binary's integration tests, so it uses only std and the `redis` crate.
 #![allow(dead_code)] // Each user needs a different subset.
 
 use std::path::PathBuf;
@@ -123,4 +124,43 @@ impl Drop for RedisServer {
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local address").port()
+}
+
+/// `prefix` as a SCAN pattern that matches it literally.
+pub fn glob_escape(prefix: &str) -> String {
+    prefix.chars().flat_map(|c| if "*?[]\\".contains(c) { vec!['\\', c] } else { vec![c] }).collect()
+}
+
+/// The keys that start with `prefix`.
+pub fn keys_under(conn: &mut redis::Connection, prefix: &str) -> Vec<Vec<u8>> {
+    let pattern = format!("{}*", glob_escape(prefix));
+    let mut keys = Vec::new();
+    let mut cursor = 0u64;
+    // SCAN ends when the cursor comes back to 0; the bound only guards against a server that never does.
+    for _ in 0..1_000_000 {
+        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(conn)
+            .unwrap();
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            return keys;
+        }
+    }
+    panic!("SCAN did not finish");
+}
+
+/// Deletes every key that starts with `prefix` on the server at `url`.
+pub fn delete_keys(url: &str, prefix: &str) {
+    let mut conn = redis::Client::open(url)
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+        .expect("connect to delete test keys");
+    for chunk in keys_under(&mut conn, prefix).chunks(1000) {
+        redis::cmd("DEL").arg(chunk).query::<redis::Value>(&mut conn).unwrap();
+    }
 }

@@ -12,7 +12,7 @@ use crate::store::conformance::{conformance_suite, entry, msg, seqs, upd, Inspec
 #[path = "../../../tests/common/redis_server.rs"]
 mod redis_server;
 
-use redis_server::RedisServer;
+use redis_server::{delete_keys, keys_under, RedisServer};
 
 const NEEDS_REDIS: &str = "needs Redis: scripts/test starts one";
 
@@ -33,44 +33,8 @@ fn with_prefix(url: &str, prefix: &str) -> String {
     format!("{url}{sep}prefix={prefix}")
 }
 
-/// `prefix` as a SCAN pattern that matches it literally.
-fn glob_escape(prefix: &str) -> String {
-    prefix.chars().flat_map(|c| if "*?[]\\".contains(c) { vec!['\\', c] } else { vec![c] }).collect()
-}
-
-/// The keys matching `pattern`.
-fn scan(conn: &mut Connection, pattern: &str) -> Vec<Vec<u8>> {
-    let mut keys = Vec::new();
-    let mut cursor = 0u64;
-    // SCAN ends when the cursor comes back to 0; the bound only guards against a server that never does.
-    for _ in 0..1_000_000 {
-        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query(conn)
-            .unwrap();
-        keys.extend(batch);
-        cursor = next;
-        if cursor == 0 {
-            return keys;
-        }
-    }
-    panic!("SCAN did not finish");
-}
-
 fn connect(url: &str) -> Connection {
     redis::Client::open(url).unwrap().get_connection_with_timeout(CONNECT_TIMEOUT).unwrap()
-}
-
-/// Deletes every key under `prefix` of the server at `url`.
-fn delete_keys(url: &str, prefix: &str) {
-    let mut conn = connect(url);
-    for chunk in scan(&mut conn, &format!("{}*", glob_escape(prefix))).chunks(1000) {
-        redis::cmd("DEL").arg(chunk).query::<Value>(&mut conn).unwrap();
-    }
 }
 
 /// A store on the shared server under a fresh prefix, whose keys are deleted when it is dropped.
@@ -92,8 +56,8 @@ impl Inspect for RedisStore {
         let keys = match doc {
             Some(doc) => vec![self.keys.collab_updates(doc).into_bytes()],
             None => {
-                let pattern = format!("{}*", glob_escape(&self.keys.collab_updates("")));
-                self.with(|conn, _| Ok(scan(conn, &pattern))).unwrap()
+                let prefix = self.keys.collab_updates("");
+                self.with(|conn, _| Ok(keys_under(conn, &prefix))).unwrap()
             }
         };
         keys.iter().map(|key| self.raw::<u64>(redis::cmd("ZCARD").arg(key))).sum()
@@ -191,9 +155,9 @@ fn redis_name_and_prefixes_keep_stores_apart() {
 
     let a_prefix = a.store.keys.prefix.clone();
     let mut conn = connect(&base_url());
-    assert!(!scan(&mut conn, &format!("{}*", glob_escape(&a_prefix))).is_empty());
+    assert!(!keys_under(&mut conn, &a_prefix).is_empty());
     drop(a);
-    assert!(scan(&mut conn, &format!("{}*", glob_escape(&a_prefix))).is_empty(), "a's keys are gone");
+    assert!(keys_under(&mut conn, &a_prefix).is_empty(), "a's keys are gone");
     assert_eq!(b.room_head("room:x", 10).unwrap().0, 2, "b's are not");
 }
 
