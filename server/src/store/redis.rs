@@ -173,7 +173,7 @@ impl Scripts {
 }
 
 /// The keys of every kind under one prefix (see the module docs).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Keys {
     prefix: String,
 }
@@ -334,7 +334,7 @@ impl RedisStore {
     /// next call connects afresh.
     fn with<T>(
         &mut self,
-        op: impl FnOnce(&mut Connection, &Scripts) -> Result<T, StoreError>,
+        op: impl FnOnce(&mut Connection, &Scripts, &Keys) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         if let Some(c) = &mut self.conn {
             // A server that restarted while we were idle closed this connection; finding out with a PING
@@ -365,7 +365,7 @@ impl RedisStore {
             }
         }
         let c = self.conn.as_mut().expect("connected above");
-        let result = op(&mut c.conn, &self.scripts);
+        let result = op(&mut c.conn, &self.scripts, &self.keys);
         c.last_used = Instant::now();
         if matches!(result, Err(StoreError::Unavailable(_))) {
             self.conn = None;
@@ -379,7 +379,7 @@ impl RedisStore {
         // Stored seqs are at most i64::MAX, so one past `upper` still fits a u64.
         let max = lex_bound(b'(', upper as u64 + 1);
         let min = if lower < 0 { b"-".to_vec() } else { lex_bound(b'[', lower as u64 + 1) };
-        self.with(|conn, _| {
+        self.with(|conn, _, _| {
             let rows = redis::cmd("ZREVRANGEBYLEX")
                 .arg(&key)
                 .arg(&max)
@@ -406,7 +406,7 @@ impl Backend for RedisStore {
         // Encoded (and checked) before anything is sent, so a bad value stores nothing.
         let members = batch.iter().map(encode_message).collect::<Result<Vec<_>, _>>()?;
         let keys: Vec<String> = batch.iter().map(|m| self.keys.chat(&m.room)).collect();
-        let refused = self.with(|conn, scripts| {
+        let refused = self.with(|conn, scripts, _| {
             let mut call = scripts.append.prepare_invoke();
             for (key, member) in keys.iter().zip(&members) {
                 call.key(key).arg(member);
@@ -465,7 +465,7 @@ impl Backend for RedisStore {
             .iter()
             .map(|u| (self.keys.collab_updates(&u.doc), self.keys.collab_snapshot(&u.doc)))
             .collect();
-        let refused = self.with(|conn, scripts| {
+        let refused = self.with(|conn, scripts, _| {
             let mut call = scripts.collab_append.prepare_invoke();
             call.key(&counter);
             for ((updates, snapshot), member) in keys.iter().zip(&members) {
@@ -487,7 +487,7 @@ impl Backend for RedisStore {
 
     fn collab_load(&mut self, doc: &str) -> Result<CollabState, StoreError> {
         let (snapshot_key, updates_key) = (self.keys.collab_snapshot(doc), self.keys.collab_updates(doc));
-        let (snapshot, updates) = self.with(|conn, _| {
+        let (snapshot, updates) = self.with(|conn, _, _| {
             let replies = redis::pipe()
                 .atomic()
                 .get(&snapshot_key)
@@ -517,7 +517,7 @@ impl Backend for RedisStore {
         // upto_seq fits an i64 (checked above), so one past it fits a u64.
         let covered = lex_bound(b'(', upto_seq + 1);
         let keys = [self.keys.collab_updates(doc), self.keys.collab_snapshot(doc), self.keys.collab_bytes()];
-        let replaced = self.with(|conn, scripts| {
+        let replaced = self.with(|conn, scripts, _| {
             let reply = scripts
                 .collab_compact
                 .key(&keys[0])
@@ -537,7 +537,7 @@ impl Backend for RedisStore {
 
     fn collab_bytes(&mut self) -> Result<u64, StoreError> {
         let key = self.keys.collab_bytes();
-        let total = self.with(|conn, _| {
+        let total = self.with(|conn, _, _| {
             decode::<Option<i64>>(redis::cmd("GET").arg(&key).query(conn).map_err(redis_err)?, "collab")
         })?;
         let total = total.unwrap_or(0);
@@ -545,32 +545,28 @@ impl Backend for RedisStore {
     }
 
     fn geo_load(&mut self, tenant: &str) -> Result<GeoState, StoreError> {
-        let keys = self.keys.clone();
-        self.with(|conn, scripts| geo::load(conn, &scripts.geo, &keys, tenant))
+        self.with(|conn, scripts, keys| geo::load(conn, &scripts.geo, keys, tenant))
     }
 
     fn geo_fences(&mut self, batch: &[GeoFenceChange]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let keys = self.keys.clone();
-        self.with(|conn, scripts| geo::fences(conn, &scripts.geo, &keys, batch))
+        self.with(|conn, scripts, keys| geo::fences(conn, &scripts.geo, keys, batch))
     }
 
     fn geo_log(&mut self, batch: &[GeoLog]) -> Result<(), StoreError> {
         if batch.iter().all(|l| l.events.is_empty()) {
             return Ok(());
         }
-        let keys = self.keys.clone();
-        self.with(|conn, scripts| geo::log(conn, &scripts.geo, &keys, batch))
+        self.with(|conn, scripts, keys| geo::log(conn, &scripts.geo, keys, batch))
     }
 
     fn geo_positions(&mut self, tenant: &str, rows: &[GeoPosition]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
-        let keys = self.keys.clone();
-        self.with(|conn, scripts| geo::positions(conn, &scripts.geo, &keys, tenant, rows))
+        self.with(|conn, scripts, keys| geo::positions(conn, &scripts.geo, keys, tenant, rows))
     }
 }
 

@@ -47,7 +47,7 @@ fn scratch(what: &str) -> Scratch<RedisStore> {
 impl RedisStore {
     /// Runs one command on the store's connection.
     fn raw<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> T {
-        self.with(|conn, _| cmd.query(conn).map_err(redis_err)).unwrap()
+        self.with(|conn, _, _| cmd.query(conn).map_err(redis_err)).unwrap()
     }
 }
 
@@ -57,7 +57,7 @@ impl Inspect for RedisStore {
             Some(doc) => vec![self.keys.collab_updates(doc).into_bytes()],
             None => {
                 let prefix = self.keys.collab_updates("");
-                self.with(|conn, _| Ok(keys_under(conn, &prefix))).unwrap()
+                self.with(|conn, _, _| Ok(keys_under(conn, &prefix))).unwrap()
             }
         };
         keys.iter().map(|key| self.raw::<u64>(redis::cmd("ZCARD").arg(key))).sum()
