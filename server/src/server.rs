@@ -36,7 +36,7 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("cannot set up worker: {0}")]
     Io(#[from] std::io::Error),
-    #[error("{0}")]
+    #[error(transparent)]
     Cluster(#[from] cluster::ClusterError),
 }
 

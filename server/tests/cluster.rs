@@ -1,7 +1,7 @@
 //! Cluster mode end to end: `rusher` processes on one Redis and one PostgreSQL, with Phoenix clients
 //! on different nodes. Needs `RUSHER_TEST_REDIS_URL` and `RUSHER_TEST_POSTGRES_URL` (`scripts/test`
 //! runs these under `scripts/with-redis` and `scripts/with-postgres`); the Redis restart test runs
-//! its own `redis-server`.
+//! its own `redis-server`. `RUSHER_TEST_LOG` sets the nodes' log filter (default `warn`).
 
 mod common;
 
@@ -26,12 +26,17 @@ fn redis_url() -> String {
 /// A cluster node on `listen` (port 0: any).
 fn node(store: &str, redis: &str, listen: &str) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rusher"));
-    cmd.args(["--listen", listen, "--workers", "2", "--log", "warn", "--store", store]).args([
-        "--cluster",
-        redis,
-        "--cluster-timeout",
-        CLUSTER_TIMEOUT,
-    ]);
+    cmd.args([
+        "--listen",
+        listen,
+        "--workers",
+        "2",
+        "--log",
+        &std::env::var("RUSHER_TEST_LOG").unwrap_or("warn".into()),
+        "--store",
+        store,
+    ])
+    .args(["--cluster", redis, "--cluster-timeout", CLUSTER_TIMEOUT]);
     spawn_listening(cmd)
 }
 
@@ -211,10 +216,12 @@ fn cluster_of_three_nodes_gives_every_member_every_message_once_with_presence_of
     let refs: HashSet<String> = clients[0].presence.values().flatten().cloned().collect();
     assert_eq!(refs.len(), 6, "presence refs are unique across nodes: {:?}", clients[0].presence);
 
-    // Every client sends five messages; the first one makes its node the room's owner, the others
-    // forward theirs.
+    // Every client sends its messages without waiting for acks; the first message makes its node
+    // the room's owner, the other nodes forward theirs.
+    const ROUNDS: usize = 30;
+    const TOTAL: usize = ROUNDS * 6;
     let mut sent = HashMap::new();
-    for round in 0..5 {
+    for round in 0..ROUNDS {
         for c in &mut clients {
             let body = format!("{} says {round}", c.user);
             let r = c.push("new_msg", &serde_json::json!({ "body": body }));
@@ -230,14 +237,18 @@ fn cluster_of_three_nodes_gives_every_member_every_message_once_with_presence_of
             assert_eq!(reply["status"], "ok", "{r}: {reply}");
             acked.push(reply["response"]["seq"].as_u64().unwrap());
         }
-        c.until("all 30 messages", |c| c.msgs.len() >= 30);
+        c.until("every message", |c| c.msgs.len() >= TOTAL);
     }
     acked.sort_unstable();
-    assert_eq!(acked, (1..=30).collect::<Vec<u64>>(), "one seq per message, none twice, across nodes");
+    assert_eq!(
+        acked,
+        (1..=TOTAL as u64).collect::<Vec<u64>>(),
+        "one seq per message, none twice, across nodes"
+    );
     for c in &mut clients {
         c.settle(Duration::from_millis(300));
         let seqs = c.seqs();
-        assert_eq!(seqs.len(), 30, "{} got each message exactly once: {seqs:?}", c.user);
+        assert_eq!(seqs.len(), TOTAL, "{} got each message exactly once: {seqs:?}", c.user);
         assert!(strictly_increasing(&seqs), "{} got them in seq order: {seqs:?}", c.user);
         let bodies: HashSet<(String, String)> = c
             .msgs
@@ -258,7 +269,7 @@ fn cluster_of_three_nodes_gives_every_member_every_message_once_with_presence_of
     // History comes from the shared store on any node.
     let history = clients[5].history();
     let seqs: Vec<u64> = history.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs, (1..=30).collect::<Vec<u64>>());
+    assert_eq!(seqs, (1..=TOTAL as u64).collect::<Vec<u64>>());
 
     // A member leaving is seen leaving on every node.
     drop(clients.pop());

@@ -190,8 +190,10 @@ impl Subscriber {
                 return;
             }
         };
+        // Any envelope shows its node alive: one that sent presences and died before its next
+        // heartbeat must still be declared down.
+        self.heard(&env.origin);
         if env.kind == Kind::Heartbeat {
-            self.heard(env.origin);
             return;
         }
         if env.topic.is_empty() {
@@ -202,13 +204,18 @@ impl Subscriber {
         self.shared.to_home(&env.topic.clone(), Inbound::Remote(env));
     }
 
-    fn heard(&mut self, node: Arc<str>) {
-        if let Some(i) = self.down.iter().position(|n| *n == node) {
+    fn heard(&mut self, node: &Arc<str>) {
+        let now = Instant::now();
+        if let Some(seen) = self.nodes.get_mut(node) {
+            *seen = now;
+            return;
+        }
+        if let Some(i) = self.down.iter().position(|n| n == node) {
             self.down.remove(i);
             tracing::info!(node = %node, "cluster node is back");
             self.shared.to_all(|| Inbound::NodeUp { node: node.clone() });
         }
-        self.nodes.insert(node, Instant::now());
+        self.nodes.insert(node.clone(), now);
         self.shared.stats.nodes.store(self.nodes.len() as u64, Ordering::Relaxed);
     }
 
