@@ -236,12 +236,8 @@ impl Chat {
             Role::Owner { ready: true } => self.assign(ctx, name, p.origin, p.user, p.body),
             Role::Owner { ready: false } | Role::Acquiring => self.wait(ctx, name, p),
             Role::Unknown => {
-                let Some(cluster) = ctx.cluster else { return };
-                if cluster.acquire(name.clone()).is_err() {
-                    return self.refuse_publish(ctx, name, p.origin, "cluster unavailable");
-                }
-                cr.role = Role::Acquiring;
                 self.wait(ctx, name, p);
+                self.resolve(ctx, name);
             }
             Role::Follower(owner) => match p.origin {
                 // A forwarded message is never forwarded again: its node asks for the lease anew.
@@ -291,7 +287,8 @@ impl Chat {
         room.inflight -= 1;
         let Some(cr) = room.cluster.as_mut() else { return };
         if cr.role != (Role::Owner { ready: false }) {
-            return;
+            // The lease was lost while the head loaded: ask again for what waits.
+            return self.resolve(ctx, name);
         }
         let waiting = std::mem::take(&mut cr.waiting);
         match head {
@@ -359,6 +356,7 @@ impl Chat {
                         cr.role = Role::Unknown;
                     }
                 }
+                self.resolve(ctx, &topic);
             }
             Inbound::Subscribed { topic } => {
                 if let Some(room) = self.rooms.get(&topic) {
@@ -421,6 +419,19 @@ impl Chat {
             None => self.fail_waiting(ctx, name, "cluster unavailable"),
         }
         self.maybe_unload(ctx, name);
+    }
+
+    /// Messages wait but nobody is known to own the room: ask for the lease.
+    fn resolve(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>) {
+        let Some(cluster) = ctx.cluster else { return };
+        let Some(cr) = self.rooms.get_mut(name).and_then(|r| r.cluster.as_mut()) else { return };
+        if cr.role != Role::Unknown || cr.waiting.is_empty() {
+            return;
+        }
+        match cluster.acquire(name.clone()) {
+            Ok(()) => cr.role = Role::Acquiring,
+            Err(_) => self.fail_waiting(ctx, name, "cluster unavailable"),
+        }
     }
 
     /// Give up on the messages waiting for an owner.
