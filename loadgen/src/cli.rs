@@ -31,6 +31,28 @@ pub struct Cli {
 pub enum Command {
     /// Ramp to N joined connections at an arrival rate, hold them with heartbeats, tear down.
     Connect(RunArgs),
+    /// The plain-TCP floor against `sink` processes (--target lists them, one port each): bare TCP
+    /// connections opened and held silent, then each written to once per message (connections 0..N
+    /// ask their sinks to write); measures each copy and the time until every copy arrived.
+    Tcp {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        traffic: TrafficArgs,
+    },
+    /// The TCP floor's server: accept and hold bare TCP connections; the 8 bytes any of them sends
+    /// are written to every connection held.
+    Sink {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Connections held at most (more are closed on accept). [default: open-file limit minus a reserve]
+        #[arg(long)]
+        capacity: Option<u64>,
+        /// Exit after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        max_seconds: u64,
+    },
     /// Rooms of --members connections; publish at --publish-rate; measure publish→ack and
     /// publish→delivery latency.
     Chat {
@@ -125,6 +147,7 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ScenarioKind {
     Connect,
+    Tcp,
     Chat,
     Shootout,
     Broadcast,
@@ -158,6 +181,11 @@ pub struct RunArgs {
     /// Arrival rate, connections per second (open model).
     #[arg(long, default_value_t = 5000.0)]
     pub rate: f64,
+    /// Connections in progress (opened, not yet joined) at most per agent, 0 for no bound: with a
+    /// bound the ramp goes as fast as the server takes connections (up to --rate), and each
+    /// connection's establish time counts from when it was opened.
+    #[arg(long, default_value_t = 0)]
+    pub max_pending: u64,
     /// Seconds to hold the connections after the ramp, heartbeating.
     #[arg(long, default_value_t = 10)]
     pub hold: u64,
@@ -327,6 +355,7 @@ fn plan_from(run: &RunArgs, scenario: Scenario, per_topic: u64) -> anyhow::Resul
         threads: run.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         step_timeout_s: run.step_timeout,
         heartbeat_s: run.heartbeat,
+        max_pending: run.max_pending,
     })
 }
 
@@ -345,6 +374,11 @@ pub fn spec(
     }
     let (scenario, per_topic, connections) = match kind {
         ScenarioKind::Connect => (Scenario::Connect, run.per_topic, run.connections),
+        ScenarioKind::Tcp => {
+            traffic.check()?;
+            let s = Scenario::Tcp { publish_rate: traffic.publish_rate, measure_s: traffic.measure };
+            (s, 0, run.connections)
+        }
         ScenarioKind::Chat => {
             traffic.check()?;
             if chat.members == 0 {

@@ -245,8 +245,11 @@ struct Client {
 }
 
 struct Measure {
-    /// Broadcast only: copies this thread expects (messages × its open connections) and has seen.
+    /// Broadcast and TCP floor: copies this thread expects (messages × its open connections) and has
+    /// seen.
     expect: Option<u64>,
+    /// TCP floor: this thread's connections that send each message to their sink (slab keys).
+    floor_publishers: Vec<usize>,
     seen: u64,
     start_unix_us: u64,
     end_unix_us: u64,
@@ -445,6 +448,7 @@ impl Thread {
                     return;
                 };
                 let broadcast = matches!(self.plan.scenario, Scenario::Broadcast { .. });
+                let floor = matches!(self.plan.scenario, Scenario::Tcp { .. });
                 // This thread's share of the agent's senders: connections first + id + k × threads.
                 let threads = self.plan.threads.max(1) as u64;
                 let agent_senders = self.plan.senders(self.plan.first, 1, self.plan.count);
@@ -455,7 +459,22 @@ impl Thread {
                     publish_rate * senders as f64 / agent_senders as f64
                 };
                 let mut expect = None;
-                if broadcast {
+                let mut floor_publishers = Vec::new();
+                if floor {
+                    // Connection i goes to target i mod N, so connections 0..N reach every sink once;
+                    // each of them sends every message. Every open connection expects each message.
+                    let sinks = self.plan.targets.len() as u64;
+                    floor_publishers = self
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| c.st == St::Open && c.idx < sinks)
+                        .map(|(key, _)| key)
+                        .collect();
+                    rate = if floor_publishers.is_empty() { 0.0 } else { publish_rate };
+                    let messages = (measure_s as f64 * publish_rate).ceil() as u64;
+                    let open = self.conns.iter().filter(|(_, c)| c.st == St::Open).count() as u64;
+                    expect = Some(messages * open);
+                } else if broadcast {
                     // One publisher (the thread holding connection 0) at the whole rate; every
                     // thread knows how many messages that makes and waits for its copies.
                     let publisher = self.plan.first == 0 && self.id == 0;
@@ -470,9 +489,10 @@ impl Thread {
                 }
                 // Offset each thread's schedule so the threads interleave instead of bursting together.
                 let offset = (self.id as f64 / self.plan.threads.max(1) as f64 * 1e6 / rate) as u64;
-                let offset = if broadcast { 0 } else { offset };
+                let offset = if broadcast || floor { 0 } else { offset };
                 self.measure = Some(Measure {
                     expect,
+                    floor_publishers,
                     seen: 0,
                     start_unix_us: start_unix_us + offset,
                     end_unix_us: start_unix_us + measure_s * 1_000_000,
@@ -544,18 +564,29 @@ impl Thread {
         };
         let now = Instant::now();
         let mut opened = 0;
+        let max_pending = self.max_pending();
         while self.next_k < self.mine
             && opened < OPEN_BATCH
             && start + self.intended_offset(self.next_k) <= now
+            && max_pending.is_none_or(|max| self.next_k - self.settled < max)
         {
             let k = self.next_k;
             self.next_k += 1;
             opened += 1;
             let threads = self.plan.threads.max(1) as u64;
             let idx = self.plan.first + self.id as u64 + k * threads;
-            let intended_ms = self.intended_offset(k).as_millis() as u32;
-            self.open(idx, intended_ms);
+            // A bounded ramp is a closed model: a connection's clock starts when a slot lets it open.
+            let intended = match max_pending {
+                Some(_) => now.duration_since(start),
+                None => self.intended_offset(k),
+            };
+            self.open(idx, intended.as_millis() as u32);
         }
+    }
+
+    /// This thread's share of the plan's bound on connections in progress, if it has one.
+    fn max_pending(&self) -> Option<u64> {
+        (self.plan.max_pending > 0).then(|| self.plan.max_pending.div_ceil(self.plan.threads.max(1) as u64))
     }
 
     fn open(&mut self, idx: u64, intended_ms: u32) {
@@ -634,6 +665,10 @@ impl Thread {
             if let Some(start) = self.connect_start {
                 let intended = start + Duration::from_millis(u64::from(c.intended_ms));
                 hist::record(&mut self.interval.tcp, hist::latency_from_intended(intended, Instant::now()));
+            }
+            if matches!(self.plan.scenario, Scenario::Tcp { .. }) {
+                // The floor stops here: a bare TCP connection is established once connected.
+                return self.joined(key);
             }
             let host = c.stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
             let req = ws::upgrade_request(&host, &self.plan.path_of(c.idx));
@@ -739,6 +774,9 @@ impl Thread {
 
     /// Handle what `buf` holds; returns the bytes used, or None when the connection was dropped.
     fn consume(&mut self, key: usize, buf: &[u8]) -> Option<usize> {
+        if matches!(self.plan.scenario, Scenario::Tcp { .. }) {
+            return Some(self.on_floor_bytes(buf));
+        }
         let mut used = 0;
         if self.conns[key].st == St::Upgrading {
             match ws::parse_upgrade_response(buf) {
@@ -889,18 +927,36 @@ impl Thread {
             }
             ("new_msg", _) => {
                 if let Some(sent) = marker_time(body.get()) {
-                    let latency = unix_us().saturating_sub(sent);
-                    Counters::inc(&self.counters.delivered);
-                    hist::record(&mut self.interval.delivery, latency);
-                    if let Some(m) = self.measure.as_mut().filter(|m| m.expect.is_some()) {
-                        m.seen += 1;
-                        let e = self.completion.entry(sent).or_insert((0, 0));
-                        e.0 += 1;
-                        e.1 = e.1.max(latency);
-                    }
+                    self.delivered(sent);
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Bytes from a TCP floor's sink: each 8 of them are a message's send time (little-endian Unix
+    /// µs), counted as a broadcast copy is. Returns the bytes used (whole messages).
+    fn on_floor_bytes(&mut self, buf: &[u8]) -> usize {
+        let whole = buf.len() - buf.len() % 8;
+        for chunk in buf[..whole].chunks_exact(8) {
+            let mut sent = [0u8; 8];
+            sent.copy_from_slice(chunk);
+            self.delivered(u64::from_le_bytes(sent));
+        }
+        whole
+    }
+
+    /// One copy of the message sent at `sent` (Unix µs) arrived: its latency, and the message's
+    /// completion when the run counts copies.
+    fn delivered(&mut self, sent: u64) {
+        let latency = unix_us().saturating_sub(sent);
+        Counters::inc(&self.counters.delivered);
+        hist::record(&mut self.interval.delivery, latency);
+        if let Some(m) = self.measure.as_mut().filter(|m| m.expect.is_some()) {
+            m.seen += 1;
+            let e = self.completion.entry(sent).or_insert((0, 0));
+            e.0 += 1;
+            e.1 = e.1.max(latency);
         }
     }
 
@@ -978,7 +1034,9 @@ impl Thread {
     fn heartbeats(&mut self) {
         let now = Instant::now();
         let elapsed = now.duration_since(self.hb_last);
-        if elapsed < Duration::from_millis(100) || self.conns.is_empty() {
+        // The TCP floor's connections are held silent: their sinks expect nothing.
+        let silent = matches!(self.plan.scenario, Scenario::Tcp { .. });
+        if elapsed < Duration::from_millis(100) || self.conns.is_empty() || silent {
             return;
         }
         self.hb_last = now;
@@ -1014,6 +1072,9 @@ impl Thread {
             return;
         }
         let now = unix_us();
+        if !m.floor_publishers.is_empty() {
+            return self.publish_floor(now);
+        }
         let mut sends = Vec::new();
         let cap = self.conns.capacity().max(1);
         while sends.len() < OPEN_BATCH {
@@ -1078,6 +1139,37 @@ impl Thread {
             };
             Counters::inc(&self.counters.published);
             self.send_text(key, &text);
+        }
+    }
+
+    /// TCP floor: every message due by `now` goes, as its send time in 8 bytes, to each sink through
+    /// this thread's publishing connections. There is no reply: a message counts as answered once sent.
+    fn publish_floor(&mut self, now: u64) {
+        let Some(m) = self.measure.as_mut() else { return };
+        let mut due_times = Vec::new();
+        while due_times.len() < OPEN_BATCH {
+            let due = m.start_unix_us + (m.next as f64 * 1e6 / m.rate) as u64;
+            if due > now {
+                break;
+            }
+            if due >= m.end_unix_us {
+                m.drain_until = Some(Instant::now() + DRAIN);
+                break;
+            }
+            m.next += 1;
+            m.published += 1;
+            m.answered += 1;
+            due_times.push(due);
+        }
+        let publishers = m.floor_publishers.clone();
+        for due in due_times {
+            for &key in &publishers {
+                // A publisher may have failed on an earlier send.
+                if self.conns.contains(key) {
+                    Counters::inc(&self.counters.published);
+                    self.send(key, &due.to_le_bytes());
+                }
+            }
         }
     }
 

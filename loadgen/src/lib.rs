@@ -17,5 +17,6 @@ pub mod phoenix;
 pub mod plan;
 pub mod results;
 pub mod sample;
+pub mod sink;
 pub mod sources;
 pub mod ws;

@@ -13,6 +13,13 @@ use crate::geo::walk::Bbox;
 pub enum Scenario {
     /// Open connections, join each to a topic, hold them with heartbeats, tear down.
     Connect,
+    /// The plain-TCP floor, against `rusher-loadgen sink` processes (one per target): bare TCP
+    /// connections, opened and held without a byte, then written to once per message. Connection
+    /// `i < targets` sends each sink the message's intended send time (8 bytes, little-endian µs) at
+    /// `publish_rate` for `measure_s` seconds; the sink writes those 8 bytes to every connection it
+    /// holds. Measures each copy's latency and the time until every copy arrived, as a broadcast does,
+    /// so Rusher's figures can be quoted against what the kernel alone costs.
+    Tcp { publish_rate: f64, measure_s: u64 },
     /// Rooms of `members` connections; publish `new_msg` at `publish_rate` per second (this agent's
     /// share) for `measure_s` seconds; measure publish → ack and publish → delivery.
     Chat { publish_rate: f64, measure_s: u64, body_bytes: usize },
@@ -56,6 +63,7 @@ impl Scenario {
     pub fn name(&self) -> &'static str {
         match self {
             Scenario::Connect => "connect",
+            Scenario::Tcp { .. } => "tcp",
             Scenario::Chat { .. } => "chat",
             Scenario::Shootout { broadcast: false, .. } => "shootout-echo",
             Scenario::Shootout { broadcast: true, .. } => "shootout-broadcast",
@@ -70,6 +78,7 @@ impl Scenario {
     pub fn traffic(&self) -> Option<(f64, u64, usize)> {
         match *self {
             Scenario::Connect => None,
+            Scenario::Tcp { publish_rate, measure_s } => Some((publish_rate, measure_s, 8)),
             Scenario::Chat { publish_rate, measure_s, body_bytes }
             | Scenario::Broadcast { publish_rate, measure_s, body_bytes }
             | Scenario::Collab { publish_rate, measure_s, body_bytes }
@@ -91,7 +100,7 @@ impl Scenario {
     }
 
     /// Scale the publish rate to an agent's share of the run's senders (see [`Plan::senders`]). A
-    /// broadcast has one publisher, which keeps the whole rate.
+    /// broadcast has one publisher, which keeps the whole rate, and so does each of a TCP floor's.
     pub fn scale_rate(&mut self, share: f64) {
         if let Scenario::Chat { publish_rate, .. }
         | Scenario::Shootout { publish_rate, .. }
@@ -105,7 +114,7 @@ impl Scenario {
     /// The message a connection on `topic` publishes at `due` (Unix µs), carrying `due` for latency.
     pub fn publish_text(&self, topic: Option<&str>, due: u64, pad: &str) -> Option<String> {
         match self {
-            Scenario::Connect | Scenario::Collab { .. } | Scenario::Geo { .. } => None,
+            Scenario::Connect | Scenario::Tcp { .. } | Scenario::Collab { .. } | Scenario::Geo { .. } => None,
             Scenario::Chat { .. } | Scenario::Broadcast { .. } => {
                 let topic = serde_json::to_string(topic?).ok()?;
                 Some(format!(r#"["1","p{due}",{topic},"new_msg",{{"body":"lg:{due}:{pad}"}}]"#))
@@ -146,6 +155,11 @@ pub struct Plan {
     /// Join with presence (`false` sends `{"presence": false}`: no presence traffic).
     #[serde(default = "yes")]
     pub presence: bool,
+    /// Connections this agent may have in progress (opened, not yet joined or failed) at once; 0 for
+    /// no bound. With a bound the ramp is a closed model, as fast as the server and kernel take them
+    /// (up to `rate`), and each connection's establish time counts from when it was opened.
+    #[serde(default)]
+    pub max_pending: u64,
 }
 
 fn yes() -> bool {
@@ -163,8 +177,10 @@ impl Plan {
 
     /// The topic connection `i` joins, if any.
     pub fn topic_of(&self, i: u64) -> Option<String> {
-        if let Scenario::Geo { tenant, .. } = &self.scenario {
-            return Some(crate::geo::topic(tenant));
+        match &self.scenario {
+            Scenario::Geo { tenant, .. } => return Some(crate::geo::topic(tenant)),
+            Scenario::Tcp { .. } => return None,
+            _ => {}
         }
         (self.per_topic > 0).then(|| format!("{}{}", self.topic_prefix, i / self.per_topic))
     }
@@ -228,6 +244,7 @@ mod tests {
             step_timeout_s: 1,
             heartbeat_s: 30,
             presence: true,
+            max_pending: 0,
         }
     }
 
@@ -258,6 +275,18 @@ mod tests {
         assert_eq!(p.scenario.traffic(), Some((5.0, 1, 0)));
         let chat = Scenario::Chat { publish_rate: 100.0, measure_s: 1, body_bytes: 32 };
         assert_eq!(chat.batch(), 1);
+    }
+
+    #[test]
+    fn a_tcp_floor_joins_nothing_and_sends_eight_byte_times() {
+        let mut p = geo_plan(0, 0);
+        p.scenario = Scenario::Tcp { publish_rate: 2.0, measure_s: 3 };
+        assert_eq!(p.topic_of(0), None, "bare TCP: nothing to join");
+        assert_eq!(p.scenario.name(), "tcp");
+        assert_eq!(p.scenario.traffic(), Some((2.0, 3, 8)));
+        assert_eq!(p.scenario.publish_text(None, 1, ""), None);
+        p.scenario.scale_rate(0.25);
+        assert_eq!(p.scenario.traffic(), Some((2.0, 3, 8)), "every publisher sends every message");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Whole runs against a real Rusher server started in this process: the chat, broadcast, collab and
-//! geo scenarios with local agent processes, and a fleet of three agents merged by one coordinator.
+//! geo scenarios with local agent processes, and a fleet of three agents merged by one coordinator;
+//! and the plain-TCP floor against two `rusher-loadgen sink` processes.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -84,6 +85,7 @@ fn spec(target: SocketAddr, scenario: Scenario, connections: u64, per_topic: u64
             step_timeout_s: 20,
             heartbeat_s: 30,
             presence: true,
+            max_pending: 0,
         },
         connections,
         rate: 4000.0,
@@ -199,6 +201,53 @@ fn broadcast_reaches_every_subscriber_and_times_the_last_copy() {
     let every = out.hists.iter().find(|(n, _)| n == "every-copy").expect("every-copy histogram");
     assert_eq!(every.1.len(), 40);
     srv.shutdown();
+}
+
+/// A `rusher-loadgen sink` process on a free port, stopped when dropped.
+fn start_sink(capacity: u64) -> (SocketAddr, Agent) {
+    use std::io::BufRead;
+    let mut child = Command::new(loadgen_exe())
+        .args([
+            "sink",
+            "--listen",
+            "127.0.0.1:0",
+            "--capacity",
+            &capacity.to_string(),
+            "--max-seconds",
+            "120",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sink starts");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("sink listening on ").expect("the sink says where it listens");
+    (addr.parse().unwrap(), Agent(child))
+}
+
+#[test]
+fn the_tcp_floor_writes_every_connection_once_per_message_through_every_sink() {
+    let (a, _sink_a) = start_sink(1000);
+    let (b, _sink_b) = start_sink(1000);
+    let scenario = Scenario::Tcp { publish_rate: 2.0, measure_s: 2 };
+    let mut s = spec(a, scenario, 900, 0, Agents::Local { count: 2, exe: loadgen_exe() });
+    s.plan.targets = vec![a, b];
+    // A closed ramp: at most 40 connections in progress per agent, as fast as they are accepted.
+    s.rate = 1e6;
+    s.plan.max_pending = 40;
+    s.hold_s = 1;
+    let out = coordinator::run(s).expect("run completes");
+    let c = &out.counters;
+    assert_eq!(c.failed(), 0, "failures: {:?}", c.failures);
+    assert_eq!((c.tcp_connected, c.joined, c.upgraded), (900, 900, 0), "bare TCP: connected is established");
+    assert_eq!(c.published, 4 * 2, "connections 0 and 1 send each of the 4 messages to their sink");
+    assert_eq!(c.delivered, 4 * 900, "every connection got every message once");
+    assert_eq!(out.summary["broadcast"]["complete"], 4);
+    assert_eq!(out.summary["broadcast"]["incomplete"], 0);
+    let count = |name: &str| out.hists.iter().find(|(n, _)| n == name).map_or(0, |(_, h)| h.len());
+    assert_eq!((count("tcp"), count("establish")), (900, 900));
+    assert_eq!((count("delivery"), count("every-copy")), (4 * 900, 4));
+    assert_eq!(out.summary["scenario"]["kind"], "tcp");
 }
 
 #[test]

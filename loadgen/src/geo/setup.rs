@@ -387,6 +387,7 @@ mod tests {
             step_timeout_s: 5,
             heartbeat_s: 30,
             presence: false,
+            max_pending: 0,
         }
     }
 
