@@ -66,8 +66,8 @@ pub struct Outcome {
     pub summary: serde_json::Value,
 }
 
-/// How long a geo run waits, after the placement and after the measure's last reply, for events still
-/// on their way: until none arrived for `EVENTS_QUIET`, at most `EVENTS_WAIT`.
+/// How long a geo or chat run waits, after the placement and after the measure's last reply, for events
+/// or copies still on their way: until none arrived for `EVENTS_QUIET`, at most `EVENTS_WAIT`.
 const EVENTS_QUIET: Duration = Duration::from_secs(2);
 const EVENTS_WAIT: Duration = Duration::from_secs(10);
 
@@ -204,7 +204,9 @@ pub fn run(spec: RunSpec) -> anyhow::Result<Outcome> {
         wait_phase(&mut agents, &rx, "measure", until, &mut progress, &open_gauge);
         measure_seconds = unix_us().saturating_sub(start_unix_us) as f64 / 1e6;
     }
-    if fences.is_some() {
+    // Copies may still be on their way after the last reply: a geo event, and in cluster mode a chat
+    // message, which the room's owner acks before the other nodes deliver it.
+    if fences.is_some() || matches!(spec.plan.scenario, Scenario::Chat { .. }) {
         let until = deadline.min(Instant::now() + EVENTS_WAIT);
         wait_quiet(&mut agents, &rx, until, &mut progress, &open_gauge, |c| c.delivered);
     }

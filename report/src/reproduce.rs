@@ -1,4 +1,4 @@
-//! The `scripts/bench-*` command that reproduces a run, rebuilt from the parameters the run
+//! The `scripts/bench-*` or `scripts/c1m` command that reproduces a run, rebuilt from the parameters the run
 //! recorded: the scenario in `summary.json`, the load generator's and the server's command lines
 //! in `SETUP.md`. Each script's positional arguments are listed in its `# usage:` line.
 
@@ -47,6 +47,11 @@ pub fn bench_command(run: &Run) -> Option<String> {
             sqlite_sync(setup),
             param("batch")?,
         ],
+        // usage: scripts/c1m [CONNS] [HOLD] [CHAT_RATE] [CHAT_SECS] [ROOM]
+        "c1m" => {
+            let args = ["connections", "hold_s", "chat_rate", "chat_seconds", "room"].map(param);
+            return Some(format!("scripts/c1m {}", args.into_iter().collect::<Option<Vec<_>>>()?.join(" ")));
+        }
         _ => return None,
     };
     Some(format!("scripts/bench-{} {}", summary.scenario.kind, args.join(" ")))
@@ -172,6 +177,16 @@ mod tests {
             bench_command(&run(connect, setup)).as_deref(),
             Some("scripts/bench-connect 200000 10 10000 30")
         );
+    }
+
+    #[test]
+    fn c1m_runs_give_their_scripts_c1m_line() {
+        let c1m = r#"{"connections": 1000000, "scenario": {"kind": "c1m", "connections": 1000000,
+            "hold_s": 120, "chat_rate": 10000, "chat_seconds": 60, "room": 100, "nodes": 57}}"#;
+        let setup = "## Command lines\n\n```text\nscripts/c1m 1000000 120 10000 60 100\n```\n";
+        assert_eq!(bench_command(&run(c1m, setup)).as_deref(), Some("scripts/c1m 1000000 120 10000 60 100"));
+        let partial = r#"{"scenario": {"kind": "c1m", "connections": 6000, "hold_s": 5}}"#;
+        assert_eq!(bench_command(&run(partial, setup)), None, "a parameter missing");
     }
 
     #[test]

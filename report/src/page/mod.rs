@@ -1,6 +1,7 @@
 //! The HTML page: one self-contained document (inline CSS and SVG, no scripts, no links to
 //! anything outside the file), with an overview, the comparisons, then one section per run.
 
+mod c1m;
 pub mod format;
 mod run;
 

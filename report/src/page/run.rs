@@ -26,6 +26,9 @@ pub fn section(html: &mut String, run: &Run) {
     match &run.summary {
         Some(s) => {
             headline(html, s);
+            if let Some(c) = &s.c1m {
+                super::c1m::table(html, c);
+            }
             errors(html, s);
             latency_table(html, run, s);
         }

@@ -64,6 +64,59 @@ pub struct Summary {
     /// The geo scenario's figures.
     #[serde(default)]
     pub geo: Option<Geo>,
+    /// `scripts/c1m`'s figures and their ratios to the plain-TCP floor.
+    #[serde(default)]
+    pub c1m: Option<C1m>,
+}
+
+/// `c1m`: a run of `scripts/c1m` — the broadcast phase's figures against the plain-TCP floor's, and
+/// the chat phase. Ratios are Rusher's figure divided by the floor's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct C1m {
+    /// Most joined connections held at once.
+    pub held: Option<u64>,
+    /// Seconds they were held before the broadcast.
+    pub hold_s: u64,
+    /// Server RSS growth (summed over the nodes) per connection.
+    pub server_user_bytes_per_connection: Option<f64>,
+    /// Kernel slab growth per connection, with Rusher and with the floor.
+    pub kernel_bytes_per_connection: Option<f64>,
+    pub floor_kernel_bytes_per_connection: Option<f64>,
+    pub kernel_ratio: Option<f64>,
+    /// Seconds until every connection was established, with Rusher and with the floor.
+    pub establish_seconds: Option<f64>,
+    pub floor_establish_seconds: Option<f64>,
+    pub establish_ratio: Option<f64>,
+    /// Milliseconds from the publish until every copy arrived, with Rusher and with the floor.
+    pub broadcast_every_copy_ms: Option<f64>,
+    pub floor_every_copy_ms: Option<f64>,
+    pub broadcast_ratio: Option<f64>,
+    /// The chat phase.
+    pub chat: C1mChat,
+    /// Errors by phase and kind (only kinds that happened are reported).
+    pub errors: BTreeMap<String, BTreeMap<String, u64>>,
+    /// `/proc/loadavg` when the run started.
+    pub load_average_at_start: String,
+}
+
+/// `c1m.chat`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct C1mChat {
+    /// Rooms, members per room, messages per second asked for and seconds.
+    pub rooms: u64,
+    pub room: u64,
+    pub rate: f64,
+    pub seconds: u64,
+    /// Messages sent, acknowledged, copies delivered and copies expected (acked × room).
+    pub published: u64,
+    pub acked: u64,
+    pub delivered: u64,
+    pub expected_deliveries: u64,
+    /// Publish → ack and publish → delivery.
+    pub ack_us: Option<Latency>,
+    pub delivery_us: Option<Latency>,
 }
 
 /// `scenario`: its kind and its parameters as given.
@@ -198,6 +251,15 @@ impl Summary {
         if let Some(g) = &self.geo {
             errors.push(("geo pushes unanswered".into(), g.unanswered));
         }
+        if let Some(c) = &self.c1m {
+            // The top-level counters are the broadcast phase's, already listed; the other phases' errors
+            // are only here.
+            for (phase, kinds) in c.errors.iter().filter(|(phase, _)| *phase != "broadcast") {
+                errors.extend(
+                    kinds.iter().map(|(kind, n)| (format!("{phase} phase: {}", kind.replace('_', " ")), *n)),
+                );
+            }
+        }
         errors.retain(|(_, n)| *n > 0);
         errors
     }
@@ -264,6 +326,32 @@ mod tests {
             s.errors(),
             [("connection failure: refused".to_owned(), 2), ("lost agent local-3".to_owned(), 1)]
         );
+    }
+
+    #[test]
+    fn c1m_summary_with_the_floor_and_the_other_phases_errors() {
+        let s = parse(
+            r#"{"scenario": {"kind": "c1m", "connections": 6000, "hold_s": 5}, "connections": 6000,
+            "counters": {"joined": 6000}, "broadcast": {"messages": 1, "complete": 1, "incomplete": 0},
+            "c1m": {"held": 6000, "hold_s": 5, "server_user_bytes_per_connection": 210.5,
+              "kernel_bytes_per_connection": 8800.0, "floor_kernel_bytes_per_connection": 8000.0,
+              "kernel_ratio": 1.1, "establish_seconds": 3.0, "floor_establish_seconds": 2.0,
+              "establish_ratio": 1.5, "broadcast_every_copy_ms": 164.0, "floor_every_copy_ms": 96.0,
+              "broadcast_ratio": 1.7,
+              "chat": {"rooms": 60, "room": 100, "rate": 1000, "seconds": 3, "published": 3000,
+                "acked": 3000, "delivered": 299990, "expected_deliveries": 300000,
+                "delivery_us": {"count": 299990, "p99": 1900.0}},
+              "errors": {"floor": {"failures": 0}, "broadcast": {"failures": 0},
+                "chat": {"missing_deliveries": 10, "failures": 0}},
+              "errors_total": 10, "load_average_at_start": "1.5 1.2 1.0 2/100 7"}}"#,
+        )
+        .unwrap();
+        let c = s.c1m.as_ref().unwrap();
+        assert_eq!((c.held, c.hold_s), (Some(6000), 5));
+        assert_eq!((c.establish_ratio, c.broadcast_ratio), (Some(1.5), Some(1.7)));
+        assert_eq!(c.chat.delivery_us.unwrap().p99, 1900.0);
+        assert_eq!(c.chat.ack_us, None);
+        assert_eq!(s.errors(), [("chat phase: missing deliveries".to_owned(), 10)]);
     }
 
     #[test]
