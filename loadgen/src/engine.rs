@@ -507,11 +507,14 @@ impl Thread {
             }
             Cmd::Teardown => {
                 let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                // A bare TCP connection just closes: its sink would take a close frame for a message.
+                let websocket = !matches!(self.plan.scenario, Scenario::Tcp { .. });
                 for key in keys {
-                    let mut frame = Vec::with_capacity(8);
-                    ws::encode_masked(ws::CLOSE, &1000u16.to_be_bytes(), self.next_mask(), &mut frame);
-                    let c = &mut self.conns[key];
-                    let _ = c.stream.write(&frame);
+                    if websocket {
+                        let mut frame = Vec::with_capacity(8);
+                        ws::encode_masked(ws::CLOSE, &1000u16.to_be_bytes(), self.next_mask(), &mut frame);
+                        let _ = self.conns[key].stream.write(&frame);
+                    }
                     self.drop_conn(key);
                 }
                 self.stop = true;

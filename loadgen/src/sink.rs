@@ -42,7 +42,8 @@ pub struct Stats {
 
 /// Serve on `listen` for at most `max`, holding up to `capacity` connections.
 pub fn run(listen: SocketAddr, capacity: u64, max: Duration) -> anyhow::Result<()> {
-    let mut listener = TcpListener::bind(listen)?;
+    // The nodes' own listener (SO_REUSEPORT, the same backlog), so the floor accepts as they do.
+    let mut listener = rusher_server::sys::reuseport_listener(listen)?;
     let mut poll = Poll::new()?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     println!("sink listening on {}", listener.local_addr()?);

@@ -203,20 +203,14 @@ fn broadcast_reaches_every_subscriber_and_times_the_last_copy() {
     srv.shutdown();
 }
 
-/// A `rusher-loadgen sink` process on a free port, stopped when dropped.
-fn start_sink(capacity: u64) -> (SocketAddr, Agent) {
+/// A `rusher-loadgen sink` process on a free port for `seconds`, stopped when dropped.
+fn start_sink(capacity: u64, seconds: u64) -> (SocketAddr, Agent) {
     use std::io::BufRead;
     let mut child = Command::new(loadgen_exe())
-        .args([
-            "sink",
-            "--listen",
-            "127.0.0.1:0",
-            "--capacity",
-            &capacity.to_string(),
-            "--max-seconds",
-            "120",
-        ])
+        .args(["sink", "--listen", "127.0.0.1:0", "--capacity", &capacity.to_string()])
+        .args(["--max-seconds", &seconds.to_string()])
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("sink starts");
     let mut line = String::new();
@@ -225,10 +219,19 @@ fn start_sink(capacity: u64) -> (SocketAddr, Agent) {
     (addr.parse().unwrap(), Agent(child))
 }
 
+/// What a sink printed when its time ran out.
+fn sink_stats(mut sink: Agent) -> String {
+    let status = sink.0.wait().unwrap();
+    assert!(status.success(), "the sink exits by itself when its time is up");
+    let mut text = String::new();
+    sink.0.stderr.take().unwrap().read_to_string(&mut text).unwrap();
+    text
+}
+
 #[test]
 fn the_tcp_floor_writes_every_connection_once_per_message_through_every_sink() {
-    let (a, _sink_a) = start_sink(1000);
-    let (b, _sink_b) = start_sink(1000);
+    let (a, sink_a) = start_sink(1000, 15);
+    let (b, sink_b) = start_sink(1000, 15);
     let scenario = Scenario::Tcp { publish_rate: 2.0, measure_s: 2 };
     let mut s = spec(a, scenario, 900, 0, Agents::Local { count: 2, exe: loadgen_exe() });
     s.plan.targets = vec![a, b];
@@ -248,6 +251,12 @@ fn the_tcp_floor_writes_every_connection_once_per_message_through_every_sink() {
     assert_eq!((count("tcp"), count("establish")), (900, 900));
     assert_eq!((count("delivery"), count("every-copy")), (4 * 900, 4));
     assert_eq!(out.summary["scenario"]["kind"], "tcp");
+    // The teardown closes without a byte: a close frame would have been taken for a fifth message.
+    for sink in [sink_a, sink_b] {
+        let stats = sink_stats(sink);
+        let want = "accepted: 450, over_capacity: 0, peak: 450, messages: 4, written: 1800, unsent: 0";
+        assert!(stats.contains(want), "{stats}");
+    }
 }
 
 #[test]

@@ -109,7 +109,7 @@ pub struct C1mChat {
     pub room: u64,
     pub rate: f64,
     pub seconds: u64,
-    /// Messages sent, acknowledged, copies delivered and copies expected (acked × room).
+    /// Messages sent, acknowledged, copies delivered and copies expected (sent × room).
     pub published: u64,
     pub acked: u64,
     pub delivered: u64,
