@@ -410,7 +410,10 @@ impl Thread {
     fn poll_timeout(&self) -> Duration {
         let mut t = Duration::from_millis(100);
         if let Some(start) = self.connect_start {
-            if self.next_k < self.mine {
+            // At the bound on connections in progress, the next open waits for one of them to settle,
+            // which an event or an expiry brings, not for its scheduled time (long past in a closed ramp).
+            let capped = self.max_pending().is_some_and(|max| self.next_k - self.settled >= max);
+            if self.next_k < self.mine && !capped {
                 let due = start + self.intended_offset(self.next_k);
                 t = t.min(due.saturating_duration_since(Instant::now()));
             }
