@@ -154,8 +154,14 @@ pub fn run(spec: RunSpec) -> anyhow::Result<Outcome> {
     let connect_started = Instant::now();
     broadcast(&mut agents, &ToAgent::Phase { phase: Phase::Connect });
     let ramp = spec.connections as f64 / spec.rate.max(1.0);
-    let connect_deadline = deadline
-        .min(Instant::now() + Duration::from_secs_f64(ramp + 3.0 * spec.plan.step_timeout_s as f64 + 30.0));
+    // A closed ramp (--max-pending) takes as long as the machine needs: only the run's bound applies.
+    let connect_deadline = if spec.plan.max_pending > 0 {
+        deadline
+    } else {
+        deadline.min(
+            Instant::now() + Duration::from_secs_f64(ramp + 3.0 * spec.plan.step_timeout_s as f64 + 30.0),
+        )
+    };
     wait_phase(&mut agents, &rx, "connect", connect_deadline, &mut progress, &open_gauge);
     let connect_seconds = connect_started.elapsed().as_secs_f64();
 
