@@ -218,7 +218,9 @@ pub fn run(spec: RunSpec) -> anyhow::Result<Outcome> {
     }
 
     broadcast(&mut agents, &ToAgent::Phase { phase: Phase::Teardown });
-    let until = Instant::now() + Duration::from_secs(60);
+    // Closing a million sockets at once keeps the kernel busy for a while: a minute, and 10 s more per
+    // 100,000 connections, for the reports to come in.
+    let until = Instant::now() + Duration::from_secs(60 + spec.connections / 10_000);
     while agents.iter().any(|a| a.report.is_none() && !a.lost) && Instant::now() < until {
         pump(&mut agents, &rx, until, &mut progress, &open_gauge);
     }
