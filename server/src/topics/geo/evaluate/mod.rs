@@ -44,7 +44,7 @@ pub enum EvalError {
     #[error("PostGIS is not available in this database ({0}); install postgresql-15-postgis-3 and run CREATE EXTENSION postgis as a superuser (scripts/with-postgres does)")]
     NoPostgis(String),
     /// The database failed or refused a statement.
-    #[error("PostgreSQL: {}", postgis::message(.0))]
+    #[error("PostgreSQL: {}", crate::store::postgres_error_text(.0))]
     Postgres(#[from] postgres::Error),
     /// Sending `COPY` data failed.
     #[error("PostgreSQL COPY: {0}")]

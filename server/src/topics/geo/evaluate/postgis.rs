@@ -52,17 +52,6 @@ impl std::fmt::Debug for PostgisEval {
     }
 }
 
-/// The message of a PostgreSQL error with the server's detail when there is one.
-pub(super) fn message(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => match std::error::Error::source(e) {
-            Some(source) => format!("{e}: {source}"),
-            None => e.to_string(),
-        },
-    }
-}
-
 /// A schema name no other evaluator (in this process or another) uses.
 fn unique_schema() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -191,7 +180,7 @@ impl PostgisEval {
         if installed.is_none() {
             client
                 .batch_execute("CREATE EXTENSION IF NOT EXISTS postgis")
-                .map_err(|e| EvalError::NoPostgis(message(&e)))?;
+                .map_err(|e| EvalError::NoPostgis(crate::store::postgres_error_text(&e)))?;
         }
         let schema = unique_schema();
         let s = &schema;
