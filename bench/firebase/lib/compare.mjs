@@ -1,5 +1,6 @@
 // One comparison run: start the servers, drive every workload through both sides (interleaved, so drift
-// on a shared machine hits both alike), stop the servers, and return the summary that results.mjs writes.
+// on a shared machine hits both alike), stop the servers, and return the summary that results.mjs writes:
+// `{scenario, firebase: {what, versions, sides, servers, figures, details, real_firebase}}`.
 
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -212,15 +213,17 @@ export async function runComparison({ rusherBin, firebaseConfig = null, scale = 
     for (const side of sides) await adapters[side.id].cleanup();
     return {
       scenario: { kind: "firebase", scale, firebase_target: firebaseConfig ? "firebase" : "firebase-server", ...sizes },
-      what: WHAT,
-      versions: versions(),
-      sides,
-      servers: Object.values(servers).map((s) => ({ name: s.name, pid: s.pid, command: s.command })),
-      figures,
-      details,
-      real_firebase: firebaseConfig
-        ? { ran: true, database_url: firebaseConfig.databaseURL }
-        : { ran: false, reason: "FIREBASE_CONFIG not given: the firebase side ran against firebase-server on loopback" },
+      firebase: {
+        what: WHAT,
+        versions: versions(),
+        sides,
+        servers: Object.values(servers).map((s) => ({ name: s.name, pid: s.pid, command: s.command })),
+        figures,
+        details,
+        real_firebase: firebaseConfig
+          ? { ran: true, database_url: firebaseConfig.databaseURL }
+          : { ran: false, reason: "FIREBASE_CONFIG not given: the firebase side ran against firebase-server on loopback" },
+      },
     };
   } catch (err) {
     for (const s of started) log(`--- ${s.name} (pid ${s.pid}) log:\n${s.logs()}`);

@@ -71,7 +71,8 @@ export function setupMarkdown(name, summary, commandLine) {
   const shortCommand = (argv) =>
     argv.map((a, i) => (i === 0 && a === process.execPath ? "node" : a.replaceAll(REPO + path.sep, ""))).join(" ");
   const s = summary.scenario;
-  const real = summary.real_firebase;
+  const c = summary.firebase;
+  const real = c.real_firebase;
   const lines = [
     `# Setup: ${name}`,
     "",
@@ -79,7 +80,7 @@ export function setupMarkdown(name, summary, commandLine) {
     "",
     "## What is compared",
     "",
-    `- ${summary.what}: the official \`firebase\` JS SDK (Realtime Database API, \`geofire-common\` for geo queries) against ${
+    `- ${c.what}: the official \`firebase\` JS SDK (Realtime Database API, \`geofire-common\` for geo queries) against ${
       real.ran ? `the Firebase project at ${real.database_url}` : "`firebase-server`, a Node reimplementation of the Realtime Database wire protocol"
     }, versus \`@rusher/client\` against \`rusher\`, on the same workloads from one harness (\`bench/firebase/lib/workloads.mjs\`) through two adapters.`,
     real.ran
@@ -89,15 +90,15 @@ export function setupMarkdown(name, summary, commandLine) {
     "",
     "## Sides",
     "",
-    table(["side", "what", "an acknowledgement means"], summary.sides.map((d) => [d.id, d.label, d.durability])),
+    table(["side", "what", "an acknowledgement means"], c.sides.map((d) => [d.id, d.label, d.durability])),
     "",
     "## Versions",
     "",
-    table(["package", "version"], Object.entries(summary.versions)),
+    table(["package", "version"], Object.entries(c.versions)),
     "",
     "## Server processes",
     "",
-    ...(summary.servers.length ? summary.servers.map((p) => `- ${p.pid}: \`${shortCommand(p.command)}\``) : ["(none)"]),
+    ...(c.servers.length ? c.servers.map((p) => `- ${p.pid}: \`${shortCommand(p.command)}\``) : ["(none)"]),
     "",
     "## Command lines",
     "",
@@ -113,7 +114,7 @@ export function setupMarkdown(name, summary, commandLine) {
     `- (d) geo query: ${s.geo
       .map((g) => `${g.listeners} listeners watch a ${g.radius} m circle in Paris with ${g.background} other objects 1.5 to 8 radii away, ${g.rounds} rounds (${g.warmup} more first, not counted)`)
       .join("; ")}. Per round one object moves from 5 radii out to a random point inside, then back out. firebase: records \`{g: geohash, lat, lng}\` written with \`set()\`, listeners run geofire-common's \`geohashQueryBounds\` range queries (\`orderByChild('g').startAt().endAt()\`) with \`onChildAdded/Changed/Removed\` and the exact distance check; Rusher: \`location\` pushes and a live \`query\` (key_entered / key_exited).`,
-    `- (e) bundle: each side's adapter (\`bench/firebase/lib/adapters/firebase.mjs\`, \`rusher.mjs\`) is the minimal app doing (a)–(d); esbuild ${summary.versions.esbuild} bundles it with ${JSON.stringify(
+    `- (e) bundle: each side's adapter (\`bench/firebase/lib/adapters/firebase.mjs\`, \`rusher.mjs\`) is the minimal app doing (a)–(d); esbuild ${c.versions.esbuild} bundles it with ${JSON.stringify(
       Object.fromEntries(Object.entries(BUNDLE_OPTIONS).filter(([k]) => !["write", "metafile", "logLevel"].includes(k))),
     )}, then gzip level 9.`,
     `- (f) memory: in a child process per side started with \`--expose-gc\`, one client is opened (loading the SDK), garbage collected, then ${s.memory.clients} more clients each connected and listening to one topic; heap used, external memory and RSS after garbage collection, differences divided by ${s.memory.clients}.`,
@@ -126,7 +127,7 @@ export function setupMarkdown(name, summary, commandLine) {
     } geohash ranges) each receive every object's record on every move, which is why the geo workload also runs with no other objects; Firebase's own servers filter with an index (\`.indexOn: ["g"]\`) and send only the matching children.`,
     "- firebase-server acknowledges a write after applying it to an in-memory firebase@8 database and to targaryen's rules simulator; those costs are in its figures.",
     `- The bundle of \`@rusher/client\` includes y-websocket and yjs (its \`collab()\` helper), which this app does not use: without them (esbuild \`external\`) it is ${bytes(
-      summary.details.bundle?.rusher?.without_collab?.gzip_bytes,
+      c.details.bundle?.rusher?.without_collab?.gzip_bytes,
     )} bytes gzipped. \`summary.json\` lists the bytes of each package in both bundles.`,
     "- rusher runs one worker thread per core (2 here); firebase-server is one Node process, one JavaScript thread. Both share the machine's cores with the harness.",
     real.ran ? `- The firebase side used the project at ${real.database_url} (FIREBASE_CONFIG).` : `- Real Firebase layer: skipped (${real.reason}). See bench/firebase/README.md for running it against a project.`,
@@ -137,8 +138,9 @@ export function setupMarkdown(name, summary, commandLine) {
 
 /** RESULTS.md: every figure side by side, with firebase ÷ rusher ratios. */
 export function resultsMarkdown(name, summary) {
-  const latency = summary.figures.filter((f) => f.kind === "latency");
-  const sizes = summary.figures.filter((f) => f.kind === "size");
+  const c = summary.firebase;
+  const latency = c.figures.filter((f) => f.kind === "latency");
+  const sizes = c.figures.filter((f) => f.kind === "size");
   const rows = latency.map((f) => {
     const fb = f.values.firebase;
     const ru = f.values.rusher;
@@ -162,7 +164,7 @@ export function resultsMarkdown(name, summary) {
   return [
     `# Results: ${name}`,
     "",
-    `${summary.what}. firebase: ${summary.sides[0].label}; rusher: ${summary.sides[1].label}; rusher full: ${summary.sides[2].label}. See SETUP.md for what each figure measures.`,
+    `${c.what}. firebase: ${c.sides[0].label}; rusher: ${c.sides[1].label}; rusher full: ${c.sides[2].label}. See SETUP.md for what each figure measures.`,
     "",
     "## Latency (ms, p50 / p99)",
     "",

@@ -58,14 +58,15 @@ test("every workload once against firebase-server and rusher: each figure presen
   assert.ok(existsSync(RUSHER_BIN), `${RUSHER_BIN} is missing: build it with cargo build -p rusher-server`);
   const summary = await runComparison({ rusherBin: RUSHER_BIN, scale: "tiny" });
   const tiny = SCALES.tiny;
+  const c = summary.firebase;
 
   assert.equal(summary.scenario.kind, "firebase");
-  assert.equal(summary.what, WHAT);
-  assert.equal(summary.real_firebase.ran, false);
-  assert.match(summary.real_firebase.reason, /FIREBASE_CONFIG not given/);
-  assert.ok(Number(summary.versions.firebase.split(".")[0]) >= 10, `firebase ${summary.versions.firebase}`);
-  assert.deepEqual(summary.sides.map((s) => s.id), ["firebase", "rusher", "rusher-full"]);
-  assert.equal(summary.servers.length, 3);
+  assert.equal(c.what, WHAT);
+  assert.equal(c.real_firebase.ran, false);
+  assert.match(c.real_firebase.reason, /FIREBASE_CONFIG not given/);
+  assert.ok(Number(c.versions.firebase.split(".")[0]) >= 10, `firebase ${c.versions.firebase}`);
+  assert.deepEqual(c.sides.map((s) => s.id), ["firebase", "rusher", "rusher-full"]);
+  assert.equal(c.servers.length, 3);
 
   const expected = {
     connect_open: tiny.connect.count,
@@ -74,12 +75,12 @@ test("every workload once against firebase-server and rusher: each figure presen
     ...Object.fromEntries(tiny.fanout.map((f) => [`fanout_${f.listeners}`, f.listeners * f.rounds])),
     ...Object.fromEntries(tiny.geo.flatMap((g) => ["enter", "exit"].map((k) => [`geo_${k}_${g.background}`, g.listeners * g.rounds]))),
   };
-  const byId = Object.fromEntries(summary.figures.map((f) => [f.id, f]));
+  const byId = Object.fromEntries(c.figures.map((f) => [f.id, f]));
   for (const [id, count] of Object.entries(expected)) {
     const f = byId[id];
     assert.ok(f, `figure ${id} is missing`);
     assert.equal(f.unit, "ms");
-    const sides = summary.sides.filter((s) => s.workloads.includes(id.split("_")[0])).map((s) => s.id);
+    const sides = c.sides.filter((s) => s.workloads.includes(id.split("_")[0])).map((s) => s.id);
     assert.deepEqual(Object.keys(f.values), sides, id);
     for (const [side, v] of Object.entries(f.values)) {
       const where = `${id} ${side}`;
@@ -96,7 +97,7 @@ test("every workload once against firebase-server and rusher: each figure presen
     assert.ok(gzip[side].value > 1000 && gzip[side].value < minified[side].value, `bundle ${side}: ${gzip[side].value} gzipped of ${minified[side].value}`);
     assert.ok(byId.memory_heap.values[side].value > 0, `memory ${side}: ${byId.memory_heap.values[side].value}`);
   }
-  const packages = summary.details.bundle;
+  const packages = c.details.bundle;
   assert.ok(packages.firebase.packages["@firebase/database"] > 0 && packages.firebase.packages["geofire-common"] > 0);
   assert.ok(packages.rusher.packages.phoenix > 0 && packages.rusher.packages["@rusher/client"] > 0);
   assert.ok(packages.rusher.without_collab.gzip_bytes < gzip.rusher.value);
@@ -107,7 +108,7 @@ test("every workload once against firebase-server and rusher: each figure presen
   assert.deepEqual(JSON.parse(readFileSync(path.join(dir, "summary.json"), "utf8")), summary);
   const setup = readFileSync(path.join(dir, "SETUP.md"), "utf8");
   assert.ok(setup.includes(WHAT) && setup.includes("## Server processes") && setup.includes("Real Firebase layer: skipped"));
-  for (const s of summary.servers) assert.ok(setup.includes(`- ${s.pid}: \``), `SETUP.md lists server ${s.pid}`);
+  for (const s of c.servers) assert.ok(setup.includes(`- ${s.pid}: \``), `SETUP.md lists server ${s.pid}`);
   const results = readFileSync(path.join(dir, "RESULTS.md"), "utf8");
-  for (const f of summary.figures) assert.ok(results.includes(f.title), `RESULTS.md shows ${f.id}`);
+  for (const f of c.figures) assert.ok(results.includes(f.title), `RESULTS.md shows ${f.id}`);
 });
