@@ -213,6 +213,9 @@ export async function runComparison({ rusherBin, firebaseConfig = null, scale = 
     for (const side of sides) await adapters[side.id].cleanup();
     return {
       scenario: { kind: "firebase", scale, firebase_target: firebaseConfig ? "firebase" : "firebase-server", ...sizes },
+      // The most clients one side held open at once (listeners plus the writer, or the memory clients
+      // plus the first one).
+      connections: Math.max(...[...sizes.fanout, ...sizes.geo].map((w) => w.listeners), sizes.memory.clients) + 1,
       firebase: {
         what: WHAT,
         versions: versions(),

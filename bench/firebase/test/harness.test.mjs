@@ -61,6 +61,7 @@ test("every workload once against firebase-server and rusher: each figure presen
   const c = summary.firebase;
 
   assert.equal(summary.scenario.kind, "firebase");
+  assert.equal(summary.connections, Math.max(tiny.fanout[0].listeners, tiny.geo[0].listeners, tiny.memory.clients) + 1);
   assert.equal(c.what, WHAT);
   assert.equal(c.real_firebase.ran, false);
   assert.match(c.real_firebase.reason, /FIREBASE_CONFIG not given/);
