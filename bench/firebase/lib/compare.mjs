@@ -179,7 +179,7 @@ export async function runComparison({ rusherBin, firebaseConfig = null, scale = 
     for (const g of sizes.geo) {
       const geo = await each("geo", (s) => workloads.geo(adapters[s.id], g));
       details[`geo_${g.background}`] = geo;
-      const what = `${g.listeners} listeners, ${g.radius} m circle, ${g.background} other objects`;
+      const what = `${g.background} other objects`;
       const missing = { missing: pick(geo, (r) => r.missing) };
       figures.push(
         latencyFigure(`geo_enter_${g.background}`, `Geo query, ${what}: a point moves in until each listener sees it enter`,
@@ -204,7 +204,7 @@ export async function runComparison({ rusherBin, firebaseConfig = null, scale = 
     figures.push(
       sizeFigure(
         "memory_heap",
-        `Client memory: JavaScript heap per connected, listening client (${sizes.memory.clients} in one Node process)`,
+        `Client memory: heap per connected, listening client (${sizes.memory.clients} in one process)`,
         "bytes",
         pick(memory, (m) => ({ value: m.heap_used_bytes })),
       ),
