@@ -52,7 +52,9 @@ function machine() {
   ];
   try {
     const commit = execFileSync("git", ["rev-parse", "HEAD"], { cwd: REPO, encoding: "utf8" }).trim();
-    const dirty = execFileSync("git", ["status", "--porcelain"], { cwd: REPO, encoding: "utf8" }).trim() !== "";
+    // Untracked files (this run's own folder among them) do not change what was measured.
+    const status = execFileSync("git", ["status", "--porcelain", "--untracked-files=no"], { cwd: REPO, encoding: "utf8" });
+    const dirty = status.trim() !== "";
     facts.push(["Commit", `${commit}${dirty ? " (dirty)" : ""}`]);
   } catch {
     facts.push(["Commit", "unknown (not a git checkout)"]);
