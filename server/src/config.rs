@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
 use crate::auth::TokenKey;
-use crate::store::{Durability, Synchronous, SynchronousCommit};
+use crate::store::{AppendFsync, Durability, Synchronous, SynchronousCommit};
 
 /// Rusher: a WebSocket server for real-time apps, speaking Phoenix Channels V2.
 ///
@@ -71,8 +71,10 @@ pub struct ServeArgs {
     /// Worker threads, one event loop each. [default: available cores]
     #[arg(long, env = "RUSHER_WORKERS")]
     pub workers: Option<usize>,
-    /// Storage URL: sqlite://PATH (an embedded database file) or postgres://USER[:PASSWORD]@HOST[:PORT]/DB
-    /// (also postgresql://; libpq's URL form, e.g. ?connect_timeout=10). [default: sqlite://rusher.db]
+    /// Storage URL: sqlite://PATH (an embedded database file), postgres://USER[:PASSWORD]@HOST[:PORT]/DB
+    /// (also postgresql://; libpq's URL form, e.g. ?connect_timeout=10) or
+    /// redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?prefix=PREFIX] (keys under PREFIX, by default
+    /// "rusher:"). [default: sqlite://rusher.db]
     #[arg(long, env = "RUSHER_STORE")]
     pub store: Option<String>,
     /// SQLite synchronous mode: full (fsync every commit; survives power loss), normal (survives a
@@ -83,6 +85,11 @@ pub struct ServeArgs {
     /// disk) or off (may lose the last commits if the database server crashes). [default: on]
     #[arg(long, env = "RUSHER_POSTGRES_SYNCHRONOUS_COMMIT")]
     pub postgres_synchronous_commit: Option<String>,
+    /// Redis appendfsync, set with the append-only file switched on when the store opens: always (Redis
+    /// fsyncs before it replies, so an acked write survives power loss), everysec (power loss may lose
+    /// about the last second) or no (the OS decides when to flush). [default: always]
+    #[arg(long, env = "RUSHER_REDIS_APPENDFSYNC")]
+    pub redis_appendfsync: Option<String>,
     /// HMAC secret for client tokens (prefer RUSHER_SECRET or --secret-file to the command line).
     /// Without one the server runs in open development mode, with the sign-in endpoint
     /// POST /dev/token.
@@ -160,6 +167,15 @@ pub struct ServeArgs {
     /// benchmarks against other servers. Any client may broadcast to all shootout clients.
     #[arg(long, env = "RUSHER_SHOOTOUT", num_args = 0..=1, default_missing_value = "true")]
     pub shootout: Option<bool>,
+    /// Cluster mode: share topics with the other nodes on this Redis (redis://HOST[:PORT][/DB]).
+    /// Chat rooms, presence, typing and blobs span the nodes; give every node the same shared
+    /// --store (PostgreSQL). Without it the node is alone and makes no Redis call.
+    #[arg(long, env = "RUSHER_CLUSTER", value_name = "URL")]
+    pub cluster: Option<String>,
+    /// Cluster mode: seconds after which a silent node's presences are removed and its room leases
+    /// expire, and a request forwarded to a room's owner node gets an error. [default: 5]
+    #[arg(long, env = "RUSHER_CLUSTER_TIMEOUT")]
+    pub cluster_timeout: Option<u64>,
     /// Log filter, e.g. info or rusher_server=debug. [default: info]
     #[arg(long, env = "RUSHER_LOG")]
     pub log: Option<String>,
@@ -184,6 +200,7 @@ pub struct Config {
     pub store_url: String,
     pub sqlite_synchronous: Synchronous,
     pub postgres_synchronous_commit: SynchronousCommit,
+    pub redis_appendfsync: AppendFsync,
     /// `None`: open development mode.
     pub token_key: Option<TokenKey>,
     /// Random, made at start: signs the tokens of `POST /dev/token` and checks them on sockets. Used
@@ -213,6 +230,8 @@ pub struct Config {
     pub geo_history: usize,
     /// The web app's files, when a static directory is served.
     pub static_files: Option<std::sync::Arc<crate::statics::StaticFiles>>,
+    /// Cluster mode's settings; `None`: a node alone.
+    pub cluster: Option<crate::cluster::Settings>,
     pub log: String,
 }
 
@@ -260,13 +279,43 @@ impl ServeArgs {
                 )))
             }
         };
+        let appendfsync = match a.redis_appendfsync.or(f.redis_appendfsync).as_deref().unwrap_or("always") {
+            "always" => AppendFsync::Always,
+            "everysec" => AppendFsync::EverySec,
+            "no" => AppendFsync::No,
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "--redis-appendfsync must be always, everysec or no, not {other:?}"
+                )))
+            }
+        };
         let history_on_join = a.history_on_join.or(f.history_on_join).unwrap_or(50);
+        let inbox_capacity = a.inbox_capacity.or(f.inbox_capacity).unwrap_or(65_536);
+        let cluster_timeout = a.cluster_timeout.or(f.cluster_timeout).unwrap_or(5);
+        if !(1..=3600).contains(&cluster_timeout) {
+            return Err(ConfigError::Invalid("--cluster-timeout must be between 1 and 3600 seconds".into()));
+        }
+        let cluster = match a.cluster.or(f.cluster) {
+            Some(url) if crate::cluster::valid_url(&url) => Some(crate::cluster::Settings {
+                url,
+                timeout: Duration::from_secs(cluster_timeout),
+                queue: inbox_capacity,
+            }),
+            Some(url) => {
+                return Err(ConfigError::Invalid(format!(
+                    "--cluster must be redis://HOST[:PORT][/DB], not {:?}",
+                    crate::cluster::redact(&url)
+                )))
+            }
+            None => None,
+        };
         let cfg = Config {
             listen: a.listen.or(f.listen).unwrap_or_else(|| "127.0.0.1:4000".parse().expect("valid default")),
             workers,
             store_url: a.store.or(f.store).unwrap_or_else(|| "sqlite://rusher.db".into()),
             sqlite_synchronous: sync,
             postgres_synchronous_commit: synchronous_commit,
+            redis_appendfsync: appendfsync,
             token_key,
             dev_token_key: TokenKey::new(&crate::sys::random_bytes::<32>().map_err(|e| {
                 ConfigError::Invalid(format!("cannot read random bytes for the development token key: {e}"))
@@ -279,7 +328,7 @@ impl ServeArgs {
             max_channels: a.max_channels.or(f.max_channels).unwrap_or(100),
             max_body_bytes: a.max_body_bytes.or(f.max_body_bytes).unwrap_or(4096),
             max_connections: a.max_connections.or(f.max_connections).unwrap_or(1_000_000),
-            inbox_capacity: a.inbox_capacity.or(f.inbox_capacity).unwrap_or(65_536),
+            inbox_capacity,
             store_queue: a.store_queue.or(f.store_queue).unwrap_or(65_536),
             history_on_join,
             history_max_page: history_on_join.max(200),
@@ -297,6 +346,7 @@ impl ServeArgs {
             geo_max_objects: a.geo_max_objects.or(f.geo_max_objects).unwrap_or(1_000_000),
             geo_history: a.geo_history.or(f.geo_history).unwrap_or(10),
             static_files: static_files(a.static_dir.or(f.static_dir))?,
+            cluster,
             log: a.log.or(f.log).unwrap_or_else(|| "info".into()),
         };
         cfg.validate()?;
@@ -350,7 +400,11 @@ pub fn load_secret(
 impl Config {
     /// The durability settings handed to the storage backend.
     pub fn durability(&self) -> Durability {
-        Durability { sqlite: self.sqlite_synchronous, postgres: self.postgres_synchronous_commit }
+        Durability {
+            sqlite: self.sqlite_synchronous,
+            postgres: self.postgres_synchronous_commit,
+            redis: self.redis_appendfsync,
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -420,6 +474,7 @@ mod tests {
         assert!(cfg.token_key.is_none());
         assert_eq!(cfg.sqlite_synchronous, Synchronous::Full);
         assert_eq!(cfg.postgres_synchronous_commit, SynchronousCommit::On);
+        assert_eq!(cfg.redis_appendfsync, AppendFsync::Always);
         assert_eq!(cfg.heartbeat_timeout, Duration::from_secs(60));
     }
 
@@ -428,12 +483,17 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rusher-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("rusher.toml");
-        std::fs::write(&path, "workers = 3\nmax_channels = 7\nsecret = \"0123456789abcdef0\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "workers = 3\nmax_channels = 7\nsecret = \"0123456789abcdef0\"\nredis_appendfsync = \"no\"\n",
+        )
+        .unwrap();
         let args = ServeArgs { config: Some(path), max_channels: Some(9), ..Default::default() };
         let cfg = args.resolve().unwrap();
         assert_eq!(cfg.workers, 3);
         assert_eq!(cfg.max_channels, 9, "the flag wins over the file");
         assert!(cfg.token_key.is_some());
+        assert_eq!(cfg.redis_appendfsync, AppendFsync::No);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -447,8 +507,21 @@ mod tests {
         assert!(args.resolve().unwrap_err().to_string().contains("--postgres-synchronous-commit"));
         let args = ServeArgs { postgres_synchronous_commit: Some("off".into()), ..Default::default() };
         assert_eq!(args.resolve().unwrap().postgres_synchronous_commit, SynchronousCommit::Off);
+        let args = ServeArgs { redis_appendfsync: Some("sometimes".into()), ..Default::default() };
+        assert!(args.resolve().unwrap_err().to_string().contains("--redis-appendfsync"));
+        let args = ServeArgs { redis_appendfsync: Some("everysec".into()), ..Default::default() };
+        assert_eq!(args.resolve().unwrap().durability().redis, AppendFsync::EverySec);
         let args = ServeArgs { secret: Some("short".into()), ..Default::default() };
         assert!(args.resolve().unwrap_err().to_string().contains("16 bytes"));
+        let args = ServeArgs { cluster: Some("http://u:pw@h".into()), ..Default::default() };
+        let err = args.resolve().unwrap_err().to_string();
+        assert!(err.contains("--cluster") && !err.contains("pw"), "{err}");
+        let args =
+            ServeArgs { cluster: Some("redis://h".into()), cluster_timeout: Some(0), ..Default::default() };
+        assert!(args.resolve().unwrap_err().to_string().contains("--cluster-timeout"));
+        let args = ServeArgs { cluster: Some("redis://127.0.0.1:6379".into()), ..Default::default() };
+        let settings = args.resolve().unwrap().cluster.unwrap();
+        assert_eq!(settings.timeout, Duration::from_secs(5));
     }
 
     #[test]
