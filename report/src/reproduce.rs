@@ -47,6 +47,14 @@ pub fn bench_command(run: &Run) -> Option<String> {
             sqlite_sync(setup),
             param("batch")?,
         ],
+        // usage: scripts/bench-firebase [SCALE]; against a real project, FIREBASE_CONFIG names its config.
+        "firebase" => {
+            let scale = summary.scenario.params.get("scale")?.as_str()?;
+            let real =
+                summary.scenario.params.get("firebase_target").and_then(|t| t.as_str()) == Some("firebase");
+            let env = if real { "FIREBASE_CONFIG=<the project's web config> " } else { "" };
+            return Some(format!("{env}scripts/bench-firebase {scale}"));
+        }
         _ => return None,
     };
     Some(format!("scripts/bench-{} {}", summary.scenario.kind, args.join(" ")))
@@ -172,6 +180,20 @@ mod tests {
             bench_command(&run(connect, setup)).as_deref(),
             Some("scripts/bench-connect 200000 10 10000 30")
         );
+    }
+
+    #[test]
+    fn firebase_runs_give_the_scale_and_say_when_a_project_config_is_needed() {
+        let setup = "## Command lines\n\n```text\nnode bench/firebase/run.mjs --scale full\n```\n";
+        let local =
+            r#"{"scenario": {"kind": "firebase", "scale": "full", "firebase_target": "firebase-server"}}"#;
+        assert_eq!(bench_command(&run(local, setup)).as_deref(), Some("scripts/bench-firebase full"));
+        let real = r#"{"scenario": {"kind": "firebase", "scale": "tiny", "firebase_target": "firebase"}}"#;
+        assert_eq!(
+            bench_command(&run(real, setup)).as_deref(),
+            Some("FIREBASE_CONFIG=<the project's web config> scripts/bench-firebase tiny")
+        );
+        assert_eq!(bench_command(&run(r#"{"scenario": {"kind": "firebase"}}"#, setup)), None);
     }
 
     #[test]

@@ -17,6 +17,19 @@ const REPORT_BIN = process.env.REPORT_BIN
   : path.resolve(here, "../../target/debug/rusher-report");
 const FIXTURE = path.join(here, "fixtures/results");
 const RUNS = ["2026-11-28-geo", "2026-11-28-geo-2"];
+// A Firebase comparison (a tiny run of bench/firebase): one side-by-side chart per figure.
+const FIREBASE_RUN = "2026-11-28-firebase";
+const FIREBASE_FIGURES = {
+  connect_open: ["firebase", "rusher"],
+  connect_first_data: ["firebase", "rusher"],
+  write_ack: ["firebase", "rusher", "rusher-full"],
+  fanout_3: ["firebase", "rusher", "rusher-full"],
+  geo_enter_5: ["firebase", "rusher"],
+  geo_exit_5: ["firebase", "rusher"],
+  bundle_gzip: ["firebase", "rusher"],
+  bundle_minified: ["firebase", "rusher"],
+  memory_heap: ["firebase", "rusher"],
+};
 
 // Every chart the fixture must produce, with the series each must draw.
 const EXPECTED_CHARTS = {
@@ -30,6 +43,7 @@ const EXPECTED_CHARTS = {
       [`memory-${run}`, ["server RSS (all server processes)", "kernel slab (whole machine)"]],
     ]),
   ),
+  ...Object.fromEntries(Object.entries(FIREBASE_FIGURES).map(([id, sides]) => [`firebase-${FIREBASE_RUN}-${id}`, sides])),
 };
 
 test("the report renders offline in Chromium with every chart", { timeout: 60_000 }, async (t) => {
@@ -91,9 +105,26 @@ test("the report renders offline in Chromium with every chart", { timeout: 60_00
 
   // Comparisons without data say so in words instead of drawing a chart.
   const empty = await page.$$eval("#comparisons p.empty", (ps) => ps.map((p) => p.textContent));
-  for (const what of ["database comparison", "Firebase comparison", "peer comparison"]) {
+  for (const what of ["database comparison", "peer comparison"]) {
     assert.ok(empty.some((p) => p.includes(`No ${what}`)), `empty state for the ${what}`);
   }
+
+  // The Firebase comparison says what it measures, and prints the ratio beside every group of bars.
+  const firebase = await page.locator("#comparisons .what").innerText();
+  assert.match(firebase, /SDK and protocol cost on loopback, not Google's servers/);
+  assert.equal(await page.locator(`table.firebase-ratios[data-run="${FIREBASE_RUN}"] tr`).count(), 1 + Object.keys(FIREBASE_FIGURES).length);
+  for (const [id, sides] of Object.entries(FIREBASE_FIGURES)) {
+    const chart = page.locator(`svg[data-chart="firebase-${FIREBASE_RUN}-${id}"]`);
+    const groups = id.startsWith("bundle") || id.startsWith("memory") ? 1 : 4;
+    assert.equal(await chart.locator("rect.bar").count(), groups * sides.length, `${id}: a bar per side and statistic`);
+    const ratios = await chart.locator(".ratio").allTextContents();
+    assert.equal(ratios.length, groups, `${id}: a ratio per group`);
+    for (const r of ratios) assert.match(r, /^\d+(\.\d+)?×$/, `${id}: ratio ${r}`);
+    assert.ok((await chart.locator(".axis-label").allTextContents()).includes("firebase ÷ rusher"), `${id}: ratio heading`);
+  }
+  const section = page.locator(`section.run[data-run="${FIREBASE_RUN}"]`);
+  await assert.doesNotReject(section.locator("pre.reproduce", { hasText: "scripts/bench-firebase tiny" }).waitFor({ timeout: 5_000 }));
+  assert.match(await section.locator(".errors").innerText(), /None/);
 
   // Each run shows its setup, errors and how to reproduce it.
   for (const run of RUNS) {

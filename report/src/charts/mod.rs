@@ -2,6 +2,7 @@
 //! [`svg`] turns them into inline SVG.
 
 pub mod axis;
+pub mod side_by_side;
 pub mod svg;
 
 use crate::parse::{Hgrm, Run, Sample};

@@ -1,6 +1,7 @@
 //! The HTML page: one self-contained document (inline CSS and SVG, no scripts, no links to
 //! anything outside the file), with an overview, the comparisons, then one section per run.
 
+mod firebase;
 pub mod format;
 mod run;
 
@@ -113,6 +114,13 @@ fn overview(html: &mut String, runs: &[Run]) {
                             ms(l.p99)
                         );
                     }
+                    None if s.firebase.is_some() => {
+                        let _ = write!(
+                            html,
+                            "<td colspan=\"3\">side by side: see the <a href=\"#{}\">Firebase comparison</a></td>",
+                            firebase::HEADING_ID
+                        );
+                    }
                     None => html.push_str("<td colspan=\"3\">no latency recorded</td>"),
                 }
             }
@@ -185,10 +193,7 @@ fn comparisons(html: &mut String, runs: &[Run]) {
          stores needs runs of one scenario, with the same parameters, against each store.</p>",
         if listed.is_empty() { "(not recorded)".to_owned() } else { listed.join(", ") }
     );
-    html.push_str(
-        "<h3>Firebase comparison</h3>\n<p class=\"empty\">No Firebase comparison has been run yet: none of \
-                   the runs here measured Firebase.</p>\n",
-    );
+    firebase::comparison(html, runs);
     html.push_str("<h3>Peer comparison</h3>\n");
     let shootouts = by_kind.get("shootout").map_or(0, Vec::len);
     if shootouts == 0 {

@@ -25,7 +25,10 @@ pub fn section(html: &mut String, run: &Run) {
     }
     match &run.summary {
         Some(s) => {
-            headline(html, s);
+            match &s.firebase {
+                Some(c) => super::firebase::run_figures(html, run, c),
+                None => headline(html, s),
+            }
             errors(html, s);
             latency_table(html, run, s);
         }
@@ -34,7 +37,10 @@ pub fn section(html: &mut String, run: &Run) {
                                so it has no figures.</p>\n",
         ),
     }
-    charts_of(html, run);
+    // A comparison run has no histograms or samples: its charts are its figures, drawn above.
+    if run.summary.as_ref().is_none_or(|s| s.firebase.is_none()) {
+        charts_of(html, run);
+    }
     reproduce_block(html, run);
     match &run.setup {
         Some(setup) => setup_block(html, setup),
@@ -269,11 +275,16 @@ fn reproduce_block(html: &mut String, run: &Run) {
     });
     match reproduce::bench_command(run) {
         Some(cmd) => {
+            let runs = if run.kind() == "firebase" {
+                "starts the servers and runs the comparison harness"
+            } else {
+                "starts the server and runs the load generator"
+            };
             let _ = writeln!(
                 html,
                 "<pre class=\"reproduce\"><code>{}</code></pre>\n<p>The script builds the release binaries, \
-                 starts the server and runs the load generator with the command lines in the setup below, then \
-                 writes a new folder under <code>results/</code>.{}</p>",
+                 {runs} with the command lines in the setup below, then writes a new folder under \
+                 <code>results/</code>.{}</p>",
                 escape(&cmd),
                 at.unwrap_or_default()
             );

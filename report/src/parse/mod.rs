@@ -1,6 +1,8 @@
 //! Reading a results folder: `summary.json`, the `.hgrm` percentile files, `samples.jsonl` and
-//! `SETUP.md`, as `rusher-loadgen` writes them (see `loadgen/src/results.rs` and `hist.rs`).
+//! `SETUP.md`, as `rusher-loadgen` writes them (see `loadgen/src/results.rs` and `hist.rs`), or
+//! `bench/firebase/run.mjs` for a Firebase comparison.
 
+pub mod firebase;
 pub mod hgrm;
 pub mod samples;
 pub mod setup;

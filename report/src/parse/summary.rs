@@ -64,6 +64,9 @@ pub struct Summary {
     /// The geo scenario's figures.
     #[serde(default)]
     pub geo: Option<Geo>,
+    /// A Firebase comparison's figures, side by side (`bench/firebase`).
+    #[serde(default)]
+    pub firebase: Option<super::firebase::Comparison>,
 }
 
 /// `scenario`: its kind and its parameters as given.
@@ -197,6 +200,9 @@ impl Summary {
         }
         if let Some(g) = &self.geo {
             errors.push(("geo pushes unanswered".into(), g.unanswered));
+        }
+        if let Some(f) = &self.firebase {
+            errors.push(("firebase comparison: copies or events that never arrived".into(), f.missing()));
         }
         errors.retain(|(_, n)| *n > 0);
         errors
