@@ -18,4 +18,5 @@ pub mod plan;
 pub mod results;
 pub mod sample;
 pub mod sources;
+pub mod storebench;
 pub mod ws;
