@@ -10,6 +10,7 @@ pub mod cli;
 pub mod control;
 pub mod coordinator;
 pub mod counters;
+pub mod dbsummary;
 pub mod engine;
 pub mod geo;
 pub mod hist;

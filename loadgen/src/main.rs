@@ -5,7 +5,7 @@ use clap::Parser;
 use rusher_loadgen::cli::{self, Cli, Command, ScenarioKind, ShootoutMode};
 use rusher_loadgen::coordinator::{self, Agents, Outcome};
 use rusher_loadgen::sources::{parse_sources, Failure};
-use rusher_loadgen::{agent, hist, storebench};
+use rusher_loadgen::{agent, dbsummary, hist, storebench};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -29,6 +29,10 @@ fn main() -> anyhow::Result<()> {
                 storebench::write(dir, &outcome)?;
             }
             print!("{}", storebench::describe(&outcome.summary));
+            return Ok(());
+        }
+        Command::DbSummary(args) => {
+            println!("{}", dbsummary::run(args)?.display());
             return Ok(());
         }
         Command::Connect(run) => {
