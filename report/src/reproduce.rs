@@ -47,6 +47,8 @@ pub fn bench_command(run: &Run) -> Option<String> {
             sqlite_sync(setup),
             param("batch")?,
         ],
+        // usage: scripts/bench-db [SECONDS]
+        "db" => vec![param("e2e_measure_s")?],
         _ => return None,
     };
     Some(format!("scripts/bench-{} {}", summary.scenario.kind, args.join(" ")))
@@ -129,6 +131,7 @@ mod tests {
             summary: Some(summary::parse(summary).unwrap()),
             histograms: Vec::new(),
             samples: Vec::new(),
+            db_distributions: Vec::new(),
         }
     }
 
@@ -172,6 +175,12 @@ mod tests {
             bench_command(&run(connect, setup)).as_deref(),
             Some("scripts/bench-connect 200000 10 10000 30")
         );
+    }
+
+    #[test]
+    fn a_database_comparison_gives_its_bench_db_line() {
+        let summary = r#"{"scenario": {"kind": "db", "e2e_measure_s": 20, "store_seconds": 5.0}}"#;
+        assert_eq!(bench_command(&run(summary, "")).as_deref(), Some("scripts/bench-db 20"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::axis::{self, nice_ticks, percentile_label, tick_label, PERCENTILE_TICKS};
 use super::{BarChart, LineChart, XAxis};
-use crate::page::format::{escape, thousands};
+use crate::page::format::{escape, ratio};
 
 /// Colours distinguishable with the common colour-vision deficiencies (Okabe and Ito).
 const PALETTE: [&str; 7] = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"];
@@ -251,19 +251,23 @@ pub fn bar_chart(chart: &BarChart) -> String {
             match value {
                 Some(v) => {
                     let w = sx.at(*v) - LABELS;
+                    let mut text = chart.unit.format(*v);
+                    if let Some(r) = chart.ratio(i, c) {
+                        text = format!("{text} {}", ratio(r));
+                    }
                     let _ = write!(
                         out,
-                        r#"<rect class="bar" x="{LABELS}" y="{y:.1}" width="{w:.1}" height="{:.1}"><title>{}: {} B</title></rect>"#,
+                        r#"<rect class="bar" x="{LABELS}" y="{y:.1}" width="{w:.1}" height="{:.1}"><title>{}: {}</title></rect>"#,
                         BAR - 2.0,
                         escape(&chart.categories[c]),
-                        thousands(v.round() as u64)
+                        escape(&text)
                     );
                     let _ = write!(
                         out,
-                        r#"<text class="bar-value" x="{:.1}" y="{:.1}">{} B</text>"#,
+                        r#"<text class="bar-value" x="{:.1}" y="{:.1}">{}</text>"#,
                         LABELS + w + 4.0,
                         y + BAR - 4.0,
-                        thousands(v.round() as u64)
+                        escape(&text)
                     );
                 }
                 None => {
@@ -336,6 +340,8 @@ mod tests {
             id: "bars".into(),
             title: "Bytes".into(),
             value_label: "bytes per connection".into(),
+            unit: crate::charts::BarUnit::Bytes,
+            baseline: None,
             categories: vec!["r1".into(), "r2".into()],
             series: vec![
                 BarSeries { name: "rss".into(), values: vec![Some(391.0), None] },

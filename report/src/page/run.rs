@@ -24,17 +24,27 @@ pub fn section(html: &mut String, run: &Run) {
         blocks(html, &notes.blocks, "notes");
     }
     match &run.summary {
-        Some(s) => {
-            headline(html, s);
-            errors(html, s);
-            latency_table(html, run, s);
-        }
-        None => html.push_str(
-            "<p class=\"bad\">This folder has no <code>summary.json</code>: the run did not finish, \
+        Some(s) => match &s.db {
+            // A comparison's figures are per configuration, in its folders: it has its own layout.
+            Some(db) => {
+                errors(html, s);
+                super::db::section(html, run, db);
+            }
+            None => {
+                headline(html, s);
+                errors(html, s);
+                latency_table(html, run, s);
+                charts_of(html, run);
+            }
+        },
+        None => {
+            html.push_str(
+                "<p class=\"bad\">This folder has no <code>summary.json</code>: the run did not finish, \
                                so it has no figures.</p>\n",
-        ),
+            );
+            charts_of(html, run);
+        }
     }
-    charts_of(html, run);
     reproduce_block(html, run);
     match &run.setup {
         Some(setup) => setup_block(html, setup),

@@ -64,6 +64,9 @@ pub struct Summary {
     /// The geo scenario's figures.
     #[serde(default)]
     pub geo: Option<Geo>,
+    /// A database comparison's figures.
+    #[serde(default)]
+    pub db: Option<super::db::Db>,
 }
 
 /// `scenario`: its kind and its parameters as given.
@@ -197,6 +200,16 @@ impl Summary {
         }
         if let Some(g) = &self.geo {
             errors.push(("geo pushes unanswered".into(), g.unanswered));
+        }
+        for c in self.db.iter().flat_map(|db| &db.configs) {
+            errors.push((
+                format!("{}: failed or unanswered requests, failed connections", c.title()),
+                c.errors(),
+            ));
+            errors.push((
+                format!("{}: writes refused as overloaded (storage queue full)", c.title()),
+                c.overloaded(),
+            ));
         }
         errors.retain(|(_, n)| *n > 0);
         errors
