@@ -26,12 +26,18 @@ export function request(channel, event, payload = {}, timeout = 10000) {
   });
 }
 
-/** Join `channel`; resolves with the join reply, rejects with the server's reason. */
-function join(channel, timeout) {
+/**
+ * Join `channel`; resolves with the join reply, rejects with the server's reason. `onEveryOk` also sees
+ * the replies of the rejoins the phoenix client makes by itself after a reconnect (it keeps the hooks).
+ */
+function join(channel, timeout, onEveryOk = () => {}) {
   return new Promise((resolve, reject) => {
     channel
       .join(timeout)
-      .receive("ok", resolve)
+      .receive("ok", (reply) => {
+        onEveryOk(reply);
+        resolve(reply);
+      })
       .receive("error", (r) => reject(new RusherError("join", r?.reason ?? JSON.stringify(r))))
       .receive("timeout", () => reject(new Error(`join ${channel.topic}: no reply within ${timeout} ms`)));
   });
@@ -137,11 +143,14 @@ export class ChatRoom {
     for (const f of this.messageListeners) f(m);
   }
 
-  /** Join; resolves with `{messages, more, last_seq}` (the latest messages, or those missed). */
-  async join() {
-    const reply = await join(this.channel, this.client.timeout);
-    for (const m of reply.messages ?? []) this.deliver(m);
-    return reply;
+  /**
+   * Join; resolves with `{messages, more, last_seq}` (the latest messages). The messages missed while
+   * disconnected arrive through `onMessage` when the room rejoins by itself.
+   */
+  join() {
+    return join(this.channel, this.client.timeout, (reply) => {
+      for (const m of reply.messages ?? []) this.deliver(m);
+    });
   }
 
   /** Send a message; resolves with `{seq, id, ts}` once it is durable. */

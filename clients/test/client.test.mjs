@@ -7,7 +7,7 @@ import WebSocket from "ws";
 import * as Y from "yjs";
 
 import { RusherClient, RusherError } from "../src/index.js";
-import { Rusher, until, within } from "../../tests/js/server.mjs";
+import { Rusher, switchableTransport, until, within } from "../../tests/js/server.mjs";
 
 let server;
 before(async () => {
@@ -79,6 +79,33 @@ test("chat: after the server restarts the room rejoins and delivers only what wa
   await until(() => seen.includes("after"), 10000, () => `the message after the restart, saw ${seen}`);
   assert.deepEqual(seen.filter((b) => b === "before"), ["before"], "nothing delivered twice");
   assert.ok(states.includes("reconnecting") && states.at(-1) === "connected", `states ${states}`);
+});
+
+test("chat: messages sent while a member's connection was down arrive when it rejoins", async (t) => {
+  // While `offline`, the reader's reconnects go to a port where nothing listens.
+  const sw = await switchableTransport();
+  const reader = new RusherClient(base(), { user: "away", transport: sw.transport, socketOptions: { reconnectAfterMs: () => 100 } }).connect();
+  t.after(() => reader.disconnect());
+  const writer = client(t, "stayed");
+  const r = reader.room("client-missed");
+  const w = writer.room("client-missed");
+  const seen = [];
+  r.onMessage((m) => seen.push(m.body));
+  await r.join();
+  await w.join();
+  await w.send("while here");
+  await until(() => seen.length === 1, 5000, "the first message");
+
+  // A restart drops both connections; only the writer comes back before the next message.
+  sw.offline = true;
+  await server.stop();
+  await until(() => reader.state === "reconnecting", 5000, "the reader's connection dropped");
+  await server.start();
+  await until(async () => { try { await w.send("while away"); return true; } catch { return false; } }, 15000, "a send after the restart");
+  assert.deepEqual(seen, ["while here"]);
+  sw.offline = false;
+  await until(() => seen.length === 2, 10000, () => `the missed message, saw ${seen}`);
+  assert.deepEqual(seen, ["while here", "while away"]);
 });
 
 test("geo: fences, an enter event, queries and a live query", async (t) => {

@@ -208,6 +208,11 @@ pub fn token_from_subprotocols(protocols: &[String]) -> Option<String> {
     String::from_utf8(bytes).ok().filter(|t| !t.is_empty())
 }
 
+/// Whether `user` is acceptable as a user name: 1..=64 bytes of printable text (see [`TokenError::BadUser`]).
+pub fn valid_user(user: &str) -> bool {
+    check_user(user).is_ok()
+}
+
 /// Accepts 1..=64 bytes of printable text. Control characters (newlines, NUL, escapes) would let a name
 /// forge log lines or terminal output; line separators and bidi overrides would let it disguise itself as
 /// another name when displayed.

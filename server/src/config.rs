@@ -16,7 +16,9 @@ use crate::store::{Durability, Synchronous, SynchronousCommit};
 /// Every flag can also be set through the environment variable shown, or in a TOML file given with
 /// --config (keys are the flag names with '-' replaced by '_'). Precedence: flag, environment, file,
 /// built-in default. Without a secret the server runs in open development mode: any client may
-/// connect and name itself.
+/// connect and name itself (socket parameter `user`), and `POST /dev/token` with `{"name": "..."}`
+/// answers `{"user", "token"}`, a token signed with a key made at start (valid until the process
+/// exits) that sockets accept like a real one. With a secret, /dev/token does not exist.
 #[derive(Parser, Debug)]
 #[command(name = "rusher", version, about, long_about)]
 pub struct Cli {
@@ -82,7 +84,8 @@ pub struct ServeArgs {
     #[arg(long, env = "RUSHER_POSTGRES_SYNCHRONOUS_COMMIT")]
     pub postgres_synchronous_commit: Option<String>,
     /// HMAC secret for client tokens (prefer RUSHER_SECRET or --secret-file to the command line).
-    /// Without one the server runs in open development mode.
+    /// Without one the server runs in open development mode, with the sign-in endpoint
+    /// POST /dev/token.
     #[arg(long, env = "RUSHER_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
     /// Read the HMAC secret from this file (surrounding whitespace ignored).
@@ -183,6 +186,9 @@ pub struct Config {
     pub postgres_synchronous_commit: SynchronousCommit,
     /// `None`: open development mode.
     pub token_key: Option<TokenKey>,
+    /// Random, made at start: signs the tokens of `POST /dev/token` and checks them on sockets. Used
+    /// only while `token_key` is `None`, so such tokens never open a server that has a secret.
+    pub dev_token_key: TokenKey,
     pub heartbeat_timeout: Duration,
     pub handshake_timeout: Duration,
     pub max_request_bytes: usize,
@@ -262,6 +268,9 @@ impl ServeArgs {
             sqlite_synchronous: sync,
             postgres_synchronous_commit: synchronous_commit,
             token_key,
+            dev_token_key: TokenKey::new(&crate::sys::random_bytes::<32>().map_err(|e| {
+                ConfigError::Invalid(format!("cannot read random bytes for the development token key: {e}"))
+            })?),
             heartbeat_timeout: Duration::from_secs(a.heartbeat_timeout.or(f.heartbeat_timeout).unwrap_or(60)),
             handshake_timeout: Duration::from_secs(a.handshake_timeout.or(f.handshake_timeout).unwrap_or(10)),
             max_request_bytes: a.max_request_bytes.or(f.max_request_bytes).unwrap_or(8192),

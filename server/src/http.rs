@@ -1,6 +1,6 @@
 //! The HTTP side of the port: route a parsed request to a WebSocket upgrade or a plain response.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::auth::{self, TokenError};
 use crate::config::Config;
@@ -33,8 +33,8 @@ fn plain(status: u16, body: &str) -> Route {
     ))
 }
 
-/// Longest user name accepted in open development mode.
-const MAX_OPEN_USER: usize = 64;
+/// Lifetime of a development token (the key that signs it lasts only as long as the process anyway).
+const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Route one request. `anon` names an anonymous user in open mode (unique per connection).
 pub fn route(req: &Request, cfg: &Config, registry: &Registry, anon: impl FnOnce() -> String) -> Route {
@@ -47,6 +47,7 @@ pub fn route(req: &Request, cfg: &Config, registry: &Registry, anon: impl FnOnce
             registry.render().as_bytes(),
         )),
         "/healthz" | "/metrics" => plain(405, "method not allowed"),
+        "/dev/token" => dev_token(req, cfg),
         "/socket/websocket" => phoenix(req, cfg, anon),
         "/autobahn" if cfg.autobahn_echo => match upgrade(req, None) {
             Ok(response) => Route::Echo { response },
@@ -63,9 +64,50 @@ pub fn route(req: &Request, cfg: &Config, registry: &Registry, anon: impl FnOnce
     }
 }
 
-/// A file of the served directory, or 404.
+/// Open development mode's sign-in: `{"name": "..."}` → `{"user", "token"}`, the token signed with the
+/// key made at start, so a development app uses the same token flow as a production one. With a secret
+/// the endpoint does not exist.
+fn dev_token(req: &Request, cfg: &Config) -> Route {
+    if cfg.token_key.is_some() {
+        return plain(404, "not found");
+    }
+    if req.method != "POST" {
+        return plain(405, "method not allowed: POST {\"name\": \"...\"}");
+    }
+    #[derive(serde::Deserialize)]
+    struct SignIn {
+        name: String,
+    }
+    let Ok(SignIn { name }) = serde_json::from_slice::<SignIn>(&req.body) else {
+        return plain(400, "the body must be JSON {\"name\": \"...\"}");
+    };
+    match auth::mint(&cfg.dev_token_key, &name, DEV_TOKEN_TTL, SystemTime::now()) {
+        Ok(token) => {
+            let body = serde_json::json!({ "user": name, "token": token }).to_string();
+            Route::Respond(handshake::response(
+                200,
+                "application/json",
+                &[("Cache-Control", "no-store")],
+                body.as_bytes(),
+            ))
+        }
+        Err(e) => plain(400, &format!("name: {e}")),
+    }
+}
+
+/// A file of the served directory, or 404 (saying how to build the app when none is served).
 fn static_file(req: &Request, cfg: &Config) -> Route {
-    let Some((url, file)) = cfg.static_files.as_deref().and_then(|s| s.get(&req.path)) else {
+    let Some(files) = cfg.static_files.as_deref() else {
+        if req.path == "/" || req.path == "/index.html" {
+            return plain(
+                404,
+                "The web app is not built: run scripts/build-web, then restart rusher \
+                 (or pass --static-dir DIR).",
+            );
+        }
+        return plain(404, "not found");
+    };
+    let Some((url, file)) = files.get(&req.path) else {
         return plain(404, "not found");
     };
     if req.method != "GET" && req.method != "HEAD" {
@@ -106,19 +148,22 @@ fn collab(req: &Request, cfg: &Config, rest: &str, anon: impl FnOnce() -> String
 }
 
 /// Who the client is: the token's user when a secret is configured (401 without a token, 403 for a
-/// bad one), else the `user` parameter or an anonymous name.
+/// bad one). In open mode, a token from `/dev/token` (403 if it is bad), else the `user` parameter,
+/// else an anonymous name.
 fn authenticate(req: &Request, cfg: &Config, anon: impl FnOnce() -> String) -> Result<String, Route> {
     let token =
         req.query_param("token").map(str::to_owned).or_else(|| auth::token_from_subprotocols(&req.protocols));
+    let verified = |key, token: &str| match auth::verify(key, token, SystemTime::now()) {
+        Ok(claims) => Ok(claims.user),
+        Err(TokenError::Expired) => Err(plain(403, "token expired")),
+        Err(_) => Err(plain(403, "invalid token")),
+    };
     match (&cfg.token_key, token) {
-        (Some(key), Some(token)) => match auth::verify(key, &token, SystemTime::now()) {
-            Ok(claims) => Ok(claims.user),
-            Err(TokenError::Expired) => Err(plain(403, "token expired")),
-            Err(_) => Err(plain(403, "invalid token")),
-        },
+        (Some(key), Some(token)) => verified(key, &token),
         (Some(_), None) => Err(plain(401, "a token is required (token parameter or Phoenix authToken)")),
-        (None, _) => match req.query_param("user") {
-            Some(u) if valid_open_user(u) => Ok(u.to_owned()),
+        (None, Some(token)) => verified(&cfg.dev_token_key, &token),
+        (None, None) => match req.query_param("user") {
+            Some(u) if auth::valid_user(u) => Ok(u.to_owned()),
             Some(_) => Err(plain(400, "user must be 1 to 64 printable characters")),
             None => Ok(anon()),
         },
@@ -156,8 +201,4 @@ fn phoenix(req: &Request, cfg: &Config, anon: impl FnOnce() -> String) -> Route 
         Ok(response) => Route::Phoenix { user, response },
         Err(r) => r,
     }
-}
-
-fn valid_open_user(u: &str) -> bool {
-    !u.is_empty() && u.len() <= MAX_OPEN_USER && !u.chars().any(char::is_control)
 }

@@ -1,6 +1,6 @@
-//! OS-specific setup: `SO_REUSEPORT` listeners and the open-file limit.
+//! OS-specific setup: `SO_REUSEPORT` listeners, the open-file limit and random bytes.
 
-use std::io;
+use std::io::{self, Read};
 use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -35,4 +35,11 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
         }
     }
     Ok(lim.rlim_cur)
+}
+
+/// `N` bytes from the kernel's random source, for keys made at start.
+pub fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
+    let mut out = [0u8; N];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut out)?;
+    Ok(out)
 }

@@ -49,9 +49,16 @@ fn the_app_is_served_with_its_routes_and_assets() {
 }
 
 #[test]
-fn without_a_static_directory_paths_are_not_found() {
+fn without_a_static_directory_the_root_says_how_to_build_the_app() {
     let srv = TestServer::start(|c| c.static_files = None);
-    assert_eq!(status_of(&get(&srv, "GET", "/")), 404);
+    for path in ["/", "/index.html"] {
+        let r = get(&srv, "GET", path);
+        assert_eq!(status_of(&r), 404, "{r}");
+        assert!(r.contains("scripts/build-web") && r.contains("--static-dir"), "{r}");
+    }
+    let r = get(&srv, "GET", "/assets/app.js");
+    assert_eq!(status_of(&r), 404);
+    assert!(!r.contains("build-web"), "{r}");
 }
 
 #[test]

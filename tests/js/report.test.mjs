@@ -9,12 +9,12 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
+import { CHROMIUM, launchChromium, watchPage } from "./browser.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const REPORT_BIN = process.env.REPORT_BIN
   ? path.resolve(process.env.REPORT_BIN)
   : path.resolve(here, "../../target/debug/rusher-report");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const FIXTURE = path.join(here, "fixtures/results");
 const RUNS = ["2026-11-28-geo", "2026-11-28-geo-2"];
 
@@ -39,30 +39,10 @@ test("the report renders offline in Chromium with every chart", { timeout: 60_00
   const page_path = path.join(dir, "index.html");
   execFileSync(REPORT_BIN, [FIXTURE, "--output", page_path], { stdio: "pipe", timeout: 30_000 });
 
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-    ],
-    timeout: 30_000,
-  });
+  const browser = await launchChromium(chromium);
   t.after(() => browser.close());
   const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
-  const problems = [];
-  page.on("console", (msg) => {
-    if (msg.type() === "error") problems.push(`console error: ${msg.text()}`);
-  });
-  page.on("pageerror", (err) => problems.push(`page error: ${err.message}`));
-  page.on("request", (req) => {
-    const url = req.url();
-    if (!url.startsWith("file:") && !url.startsWith("data:")) problems.push(`request to ${url}`);
-  });
+  const problems = watchPage(page, { isLocal: (url) => url.startsWith("file:") || url.startsWith("data:") });
 
   await page.goto(pathToFileURL(page_path).href, { waitUntil: "load", timeout: 30_000 });
   assert.equal(await page.title(), "Rusher load-test results");

@@ -25,6 +25,8 @@ pub struct Request {
     pub protocols: Vec<String>,
     /// `Host`, as sent.
     pub host: Option<String>,
+    /// The body announced by `Content-Length` (empty without one).
+    pub body: Vec<u8>,
 }
 
 impl Request {
@@ -46,6 +48,12 @@ pub enum HttpError {
     /// More than 64 headers.
     #[error("too many request headers")]
     TooManyHeaders,
+    /// Head and body together exceed the size bound.
+    #[error("request body too large")]
+    BodyTooLarge,
+    /// A body sent with `Transfer-Encoding` rather than `Content-Length`.
+    #[error("send the request body with Content-Length")]
+    LengthRequired,
 }
 
 impl HttpError {
@@ -54,15 +62,18 @@ impl HttpError {
         match self {
             HttpError::Malformed(_) => 400,
             HttpError::TooLarge | HttpError::TooManyHeaders => 431,
+            HttpError::BodyTooLarge => 413,
+            HttpError::LengthRequired => 411,
         }
     }
 }
 
 /// Parse a request head from the front of `buf`.
 ///
-/// Returns `Ok(None)` while the header block is incomplete and shorter than `max_bytes`, and the request with the
-/// length of its header block once it is complete. Only the first `max_bytes` bytes are considered, so a client
-/// cannot make the server buffer more than that before the head is refused.
+/// Returns `Ok(None)` while the header block (or the body its `Content-Length` announces) is incomplete and shorter
+/// than `max_bytes`, and the request with the length of its header block and body once both are complete. Only the
+/// first `max_bytes` bytes are considered, so a client cannot make the server buffer more than that before the
+/// request is refused.
 pub fn parse_request(buf: &[u8], max_bytes: usize) -> Result<Option<(Request, usize)>, HttpError> {
     let window = &buf[..buf.len().min(max_bytes)];
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -85,6 +96,7 @@ pub fn parse_request(buf: &[u8], max_bytes: usize) -> Result<Option<(Request, us
 
     let mut upgrade = false;
     let mut connection_upgrade = false;
+    let mut content_length: Option<usize> = None;
     for header in parsed.headers.iter() {
         let name = header.name;
         let value = || {
@@ -106,10 +118,32 @@ pub fn parse_request(buf: &[u8], max_bytes: usize) -> Result<Option<(Request, us
             req.protocols.extend(offered.map(str::to_owned));
         } else if name.eq_ignore_ascii_case("host") {
             req.host = Some(value()?.to_owned());
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let v = value()?;
+            // Digits only (no sign, no list); anything past the bound is refused below without parsing further.
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(HttpError::Malformed(format!("bad Content-Length {v:?}")));
+            }
+            let n = v.parse::<usize>().unwrap_or(usize::MAX);
+            if content_length.is_some_and(|seen| seen != n) {
+                return Err(HttpError::Malformed("conflicting Content-Length headers".to_owned()));
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(HttpError::LengthRequired);
         }
     }
     req.upgrade_websocket = upgrade && connection_upgrade;
-    Ok(Some((req, consumed)))
+    let body_len = content_length.unwrap_or(0);
+    let end = match consumed.checked_add(body_len) {
+        Some(end) if end <= max_bytes => end,
+        _ => return Err(HttpError::BodyTooLarge),
+    };
+    if buf.len() < end {
+        return Ok(None);
+    }
+    req.body = buf[consumed..end].to_vec();
+    Ok(Some((req, end)))
 }
 
 /// Whether a comma-separated header value lists `token` (case-insensitive), e.g. `Connection: keep-alive, Upgrade`.
@@ -236,6 +270,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
         413 => "Content Too Large",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
@@ -326,6 +361,43 @@ mod tests {
         assert_eq!(err.status(), 400);
         let err = parse_request(b"GET /?a=%ff HTTP/1.1\r\n\r\n", 8192).unwrap_err();
         assert_eq!(err.status(), 400);
+    }
+
+    #[test]
+    fn body_is_read_by_content_length() {
+        let text = "POST /dev/token HTTP/1.1\r\nHost: x\r\nContent-Length: 16\r\n\r\n{\"name\":\"alice\"}";
+        let req = parse(text);
+        assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", "/dev/token"));
+        assert_eq!(req.body, br#"{"name":"alice"}"#);
+        // Cut anywhere before the last byte of the body, the request waits for more.
+        for cut in 0..text.len() {
+            assert_eq!(parse_request(&text.as_bytes()[..cut], 8192), Ok(None), "cut at {cut}");
+        }
+        // Bytes after the body belong to no one and are left alone.
+        let (_, used) = parse_request(format!("{text}extra").as_bytes(), 8192).unwrap().unwrap();
+        assert_eq!(used, text.len());
+        let same_twice = "POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok";
+        assert_eq!(parse(same_twice).body, b"ok");
+        assert!(parse(CHROME_UPGRADE).body.is_empty());
+    }
+
+    #[test]
+    fn bad_or_oversized_bodies_are_refused() {
+        let head = |cl: &str| format!("POST / HTTP/1.1\r\nContent-Length: {cl}\r\n\r\n");
+        for bad in ["-1", "1x", "", "0x10", "1, 1"] {
+            let err = parse_request(head(bad).as_bytes(), 8192).unwrap_err();
+            assert_eq!(err.status(), 400, "{bad:?}");
+        }
+        let twice = "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
+        assert_eq!(parse_request(twice.as_bytes(), 8192).unwrap_err().status(), 400);
+        // The head and the body share the bound, checked before any of the body arrives.
+        let h = head("100");
+        assert_eq!(parse_request(h.as_bytes(), h.len() + 99), Err(HttpError::BodyTooLarge));
+        assert_eq!(parse_request(h.as_bytes(), h.len() + 100), Ok(None));
+        let huge = head("99999999999999999999999999");
+        assert_eq!(parse_request(huge.as_bytes(), 8192), Err(HttpError::BodyTooLarge));
+        let chunked = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        assert_eq!(parse_request(chunked.as_bytes(), 8192).unwrap_err().status(), 411);
     }
 
     #[test]
