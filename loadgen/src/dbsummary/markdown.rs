@@ -66,6 +66,17 @@ pub fn ms(us: f64) -> String {
     }
 }
 
+/// Microseconds below one millisecond as µs (`1.50 µs`, `900 µs`), longer ones as [`ms`].
+pub fn short(us: f64) -> String {
+    if us < 10.0 {
+        format!("{us:.2} µs")
+    } else if us < 1000.0 {
+        format!("{us:.0} µs")
+    } else {
+        ms(us)
+    }
+}
+
 /// `value / baseline` as `×1.9`; nothing when either is missing or the baseline is zero.
 pub fn ratio(value: f64, baseline: Option<f64>) -> Option<String> {
     let b = baseline.filter(|b| *b > 0.0)?;
@@ -296,8 +307,8 @@ pub fn results(summary: &Value, name: &str) -> String {
             md,
             "- {}: {verdict}; {} errors, {} requests refused with a full queue (\"overloaded\").",
             heading(e),
-            errors(e),
-            overloaded(e)
+            thousands(errors(e) as f64),
+            thousands(overloaded(e) as f64)
         );
     }
     for e in configs.iter().filter(|e| !e["skipped"].is_null()) {
@@ -326,11 +337,49 @@ pub fn results(summary: &Value, name: &str) -> String {
         let _ = writeln!(md, "Not measured in this run.");
     }
     for g in geo {
-        let _ = writeln!(
-            md,
-            "- `geo/{}`: the evaluators' figures as written.",
-            g["file"].as_str().unwrap_or("?")
-        );
+        geo_table(&mut md, g);
     }
     md
+}
+
+/// One file of `server/examples/geo_evaluators` figures: an array with one object per evaluator,
+/// size, query and mode. Anything else is only pointed to.
+fn geo_table(md: &mut String, g: &Value) {
+    let file = g["file"].as_str().unwrap_or("?");
+    let rows = g["figures"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if rows.is_empty() || rows.iter().any(|r| r["evaluator"].as_str().is_none()) {
+        let _ =
+            writeln!(md, "- `geo/{file}`: figures in a form this summary does not tabulate; see the file.");
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "`geo/{file}` (`server/examples/geo_evaluators`, R-tree vs geohash vs PostGIS; latency per query, or per \
+         batch in batch mode; ratios of time per query to the R-tree's):\n"
+    );
+    let _ = writeln!(
+        md,
+        "| fences | query | mode | evaluator | p50 | p99 | queries/s | time per query vs R-tree | load |\n|---:|---|---|---|---:|---:|---:|---:|---:|"
+    );
+    for r in rows {
+        let num = |k: &str| r[k].as_f64();
+        let mode = match (r["mode"].as_str(), r["batch_size"].as_u64()) {
+            (Some("batch"), Some(n)) => format!("batches of {n}"),
+            (Some(m), _) => m.to_owned(),
+            _ => "?".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {mode} | {} | {} | {} | {} | {} | {} |",
+            num("fences").map_or_else(|| "?".into(), thousands),
+            r["query"].as_str().unwrap_or("?"),
+            r["evaluator"].as_str().unwrap_or("?"),
+            num("p50_us").map_or_else(|| "—".into(), short),
+            num("p99_us").map_or_else(|| "—".into(), short),
+            num("queries_per_s").map_or_else(|| "—".into(), thousands),
+            num("time_per_query_vs_rtree").map_or_else(|| "—".into(), |v| format!("×{v:.2}")),
+            num("load_ms").map_or_else(|| "—".into(), |v| ms(v * 1000.0)),
+        );
+    }
+    md.push('\n');
 }

@@ -69,6 +69,13 @@ fn comparison(dir: &Path) {
     fs::write(a.join("chat/summary.json"), chat.to_string()).unwrap();
     fs::create_dir_all(dir.join("geo")).unwrap();
     fs::write(dir.join("geo/evaluators-10000.json"), r#"{"fences": 10000}"#).unwrap();
+    let rows = json!([
+        {"evaluator": "rtree", "fences": 10000, "query": "fences_at", "mode": "single", "batch_size": 1,
+         "p50_us": 1.5, "p99_us": 4.0, "queries_per_s": 500000.0, "time_per_query_vs_rtree": 1.0, "load_ms": 12.0},
+        {"evaluator": "postgis", "fences": 10000, "query": "fences_at", "mode": "batch", "batch_size": 100,
+         "p50_us": 900.0, "p99_us": 2500.0, "queries_per_s": 90000.0, "time_per_query_vs_rtree": 5.5, "load_ms": 3400.0},
+    ]);
+    fs::write(dir.join("geo/evaluators.json"), rows.to_string()).unwrap();
 }
 
 fn names() -> Vec<String> {
@@ -91,8 +98,10 @@ fn summary_gathers_every_configuration_in_order() {
     assert_eq!(configs[0]["chat"]["connection_failures"], 3);
     assert!(configs[1]["chat"].is_null() && configs[2]["store"].is_null());
     assert_eq!(configs[2]["skipped"], "backend not built");
+    // Sorted by file name.
     assert_eq!(s["db"]["geo_evaluators"][0]["file"], "evaluators-10000.json");
     assert_eq!(s["db"]["geo_evaluators"][0]["figures"]["fences"], 10000);
+    assert_eq!(s["db"]["geo_evaluators"][1]["figures"][1]["evaluator"], "postgis");
 }
 
 #[test]
@@ -116,7 +125,17 @@ fn results_print_ratios_to_the_baseline() {
     assert!(md.contains("PostgreSQL synchronous_commit=on: 50,000 chat messages/s acked at the target rate, ack p99 18.0 ms: the target (≥ 100,000/s, p99 ≤ 10 ms) is not met; 1 errors, 7 requests refused"), "{md}");
     assert!(md.contains("- Redis appendfsync=always: skipped (backend not built)."), "{md}");
     assert!(md.contains("| Redis | appendfsync=always | Redis means it |"), "{md}");
-    assert!(md.contains("`geo/evaluators-10000.json`"), "{md}");
+    assert!(
+        md.contains("- `geo/evaluators-10000.json`: figures in a form this summary does not tabulate"),
+        "{md}"
+    );
+    assert!(
+        md.contains(
+            "| 10,000 | fences_at | single | rtree | 1.50 µs | 4.00 µs | 500,000 | ×1.00 | 12.0 ms |"
+        ),
+        "{md}"
+    );
+    assert!(md.contains("| 10,000 | fences_at | batches of 100 | postgis | 900 µs | 2.50 ms | 90,000 | ×5.50 | 3,400 ms |"), "{md}");
     let facts = markdown::durability_facts(&s);
     assert_eq!(
         facts[1],

@@ -4,7 +4,7 @@
 
 use super::{latency_series, BarChart, BarSeries, BarUnit, LineChart, XAxis};
 use crate::page::format::thousands;
-use crate::parse::db::{Config, Db, Store, DISTRIBUTIONS};
+use crate::parse::db::{Config, Db, GeoRow, Store, DISTRIBUTIONS};
 use crate::parse::summary::Latency;
 use crate::parse::Run;
 
@@ -167,6 +167,60 @@ pub fn e2e_chart(run: &str, db: &Db) -> Option<BarChart> {
     )
 }
 
+/// The geofence evaluators at each size: latency of one query at a time, p50 and p99 of both kinds of
+/// query, with the ratio to the R-tree (the server's own evaluator).
+pub fn geo_charts(run: &str, db: &Db) -> Vec<BarChart> {
+    let rows: Vec<GeoRow> =
+        db.geo_evaluators.iter().flat_map(|g| g.rows()).filter(|r| r.mode == "single").collect();
+    let mut sizes: Vec<u64> = rows.iter().map(|r| r.fences).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+        .into_iter()
+        .filter_map(|n| {
+            let at_size: Vec<&GeoRow> = rows.iter().filter(|r| r.fences == n).collect();
+            let mut evaluators: Vec<&str> = Vec::new();
+            for r in &at_size {
+                if !evaluators.contains(&r.evaluator.as_str()) {
+                    evaluators.push(&r.evaluator);
+                }
+            }
+            let value = |e: &str, query: &str, p: fn(&GeoRow) -> Option<f64>| {
+                at_size.iter().find(|r| r.evaluator == e && r.query == query).and_then(|r| p(r))
+            };
+            let series: Vec<BarSeries> = [
+                (
+                    "fences containing a point, p50",
+                    "fences_at",
+                    (|r: &GeoRow| r.p50_us) as fn(&GeoRow) -> Option<f64>,
+                ),
+                ("fences containing a point, p99", "fences_at", |r| r.p99_us),
+                ("objects within a radius, p50", "objects_within", |r| r.p50_us),
+                ("objects within a radius, p99", "objects_within", |r| r.p99_us),
+            ]
+            .into_iter()
+            .map(|(name, query, p)| BarSeries {
+                name: name.into(),
+                values: evaluators.iter().map(|e| value(e, query, p)).collect(),
+            })
+            .filter(|s| s.values.iter().any(Option::is_some))
+            .collect();
+            (!series.is_empty()).then(|| BarChart {
+                id: format!("db-geo-{n}-{run}"),
+                title: format!(
+                    "Geofence evaluators, {} fences and points: one query at a time",
+                    thousands(n)
+                ),
+                value_label: "latency per query".into(),
+                unit: BarUnit::Us,
+                baseline: evaluators.iter().position(|e| *e == "rtree"),
+                categories: evaluators.iter().map(|e| e.to_string()).collect(),
+                series,
+            })
+        })
+        .collect()
+}
+
 /// Each of [`DISTRIBUTIONS`] with every configuration that has it overlaid.
 pub fn distribution_charts(run: &Run, db: &Db) -> Vec<LineChart> {
     DISTRIBUTIONS
@@ -196,7 +250,8 @@ fn capitalized(s: &str) -> String {
     c.next().map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
 }
 
-/// Every chart of a comparison, in page order.
+/// The stores' charts of a comparison, in page order: bars, then distributions. The geofence
+/// evaluators' are apart ([`geo_charts`]): their baseline is the R-tree, not a store.
 pub fn charts(run: &Run, db: &Db) -> (Vec<BarChart>, Vec<LineChart>) {
     let name = &run.name;
     let bars = [
@@ -280,6 +335,34 @@ mod tests {
         assert_eq!(e.series[3].values, [Some(2.9)]);
         db.configs.retain(|c| c.skipped.is_some());
         assert!(write_chart("r", &db).is_none() && e2e_chart("r", &db).is_none());
+    }
+
+    #[test]
+    fn geo_evaluators_one_chart_per_size_against_the_rtree() {
+        let charts = geo_charts("r", &db());
+        let ids: Vec<_> = charts.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["db-geo-10000-r", "db-geo-100000-r"]);
+        let c = &charts[0];
+        assert_eq!(c.title, "Geofence evaluators, 10,000 fences and points: one query at a time");
+        assert_eq!(c.categories, ["rtree", "postgis"]);
+        assert_eq!(c.baseline, Some(0));
+        let names: Vec<_> = c.series.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "fences containing a point, p50",
+                "fences containing a point, p99",
+                "objects within a radius, p50",
+                "objects within a radius, p99"
+            ]
+        );
+        // Batch rows are left out; PostGIS did not answer radius queries here.
+        assert_eq!(c.series[1].values, [Some(4.0), Some(900.0)]);
+        assert_eq!(c.series[3].values, [Some(5.0), None]);
+        assert_eq!(c.ratio(1, 1), Some(225.0));
+        assert_eq!(BarUnit::Us.format(1.5), "1.50 µs");
+        assert_eq!(BarUnit::Us.format(900.0), "900 µs");
+        assert_eq!(BarUnit::Us.format(2500.0), "2.50 ms");
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub enum BarUnit {
     Ms,
     /// A rate: `45,210/s`.
     PerSecond,
+    /// Microseconds, as `1.50 µs`, `900 µs` or, from a millisecond up, `2.50 ms`.
+    Us,
 }
 
 impl BarUnit {
@@ -81,6 +83,9 @@ impl BarUnit {
             BarUnit::Bytes => format!("{} B", thousands(v.round().max(0.0) as u64)),
             BarUnit::Ms => format!("{} ms", ms(v * 1000.0)),
             BarUnit::PerSecond => format!("{}/s", thousands(v.round().max(0.0) as u64)),
+            BarUnit::Us if v < 10.0 => format!("{v:.2} µs"),
+            BarUnit::Us if v < 1000.0 => format!("{v:.0} µs"),
+            BarUnit::Us => format!("{} ms", ms(v)),
         }
     }
 }

@@ -43,7 +43,8 @@ pub fn section(html: &mut String, run: &Run, db: &Db) {
     html.push_str("</table>\n");
 
     let (bars, lines) = charts::db::charts(run, db);
-    if bars.is_empty() && lines.is_empty() {
+    let geo = charts::db::geo_charts(&run.name, db);
+    if bars.is_empty() && lines.is_empty() && geo.is_empty() {
         html.push_str("<p class=\"empty\">No configuration of this comparison has figures.</p>\n");
         return;
     }
@@ -63,6 +64,18 @@ pub fn section(html: &mut String, run: &Run, db: &Db) {
             html,
             &svg::line_chart(chart),
             "The whole distribution of each configuration, from the <code>.hgrm</code> files of its folder.",
+        );
+    }
+    if !geo.is_empty() {
+        html.push_str("<h3>Geofence evaluators</h3>\n");
+    }
+    for chart in &geo {
+        figure(
+            html,
+            &svg::bar_chart(chart),
+            "<code>server/examples/geo_evaluators</code>: the server's R-tree, GeoFire-style geohash cells and PostGIS \
+             over loopback, on the same fences, points and queries; wall time of one query at a time, with the ratio to \
+             the R-tree's. Batches and load times: <code>geo/</code> in the run's folder.",
         );
     }
 }

@@ -310,7 +310,13 @@ fn setup_block(html: &mut String, setup: &Setup) {
 }
 
 fn setup_section(html: &mut String, section: &Section) {
-    let wide = section.blocks.iter().any(|b| matches!(b, Block::Code(_) | Block::List(_)));
+    // Code, lists and tables of long values (sentences, not numbers) take the whole width.
+    let long_cells = |rows: &[Vec<String>]| rows.iter().flatten().any(|cell| cell.chars().count() > 60);
+    let wide = section.blocks.iter().any(|b| match b {
+        Block::Code(_) | Block::List(_) => true,
+        Block::Table { rows, .. } => long_cells(rows),
+        Block::Text(_) => false,
+    });
     let _ = writeln!(
         html,
         "<section{}><h4>{}</h4>",

@@ -146,6 +146,34 @@ pub struct GeoEvaluators {
     pub figures: Value,
 }
 
+/// One row of `server/examples/geo_evaluators` figures: an evaluator answering one kind of query at
+/// one size, one at a time or in batches.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct GeoRow {
+    /// `rtree`, `geohash`, `postgis`.
+    pub evaluator: String,
+    /// Fences (and points) loaded.
+    pub fences: u64,
+    /// `fences_at` (which fences contain a point) or `objects_within` (which objects lie in a circle).
+    pub query: String,
+    /// `single` or `batch`.
+    pub mode: String,
+    /// Latency per query (per batch in batch mode), µs.
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub queries_per_s: Option<f64>,
+}
+
+impl GeoEvaluators {
+    /// The rows, when the file is the evaluators' array of rows; empty otherwise.
+    pub fn rows(&self) -> Vec<GeoRow> {
+        serde_json::from_value::<Vec<GeoRow>>(self.figures.clone())
+            .map(|rows| rows.into_iter().filter(|r| !r.evaluator.is_empty()).collect())
+            .unwrap_or_default()
+    }
+}
+
 impl Config {
     /// Every error its steps counted: failed or unanswered requests, error replies, failed
     /// connections. Refusals of a full queue are apart: see [`Config::overloaded`].
@@ -235,7 +263,13 @@ pub const TEST_SUMMARY: &str = r#"{
     {"name": "redis-always", "backend": "redis", "label": "Redis", "setting": "appendfsync=always",
      "meaning": "fsync", "skipped": "backend not built", "store": null, "chat": null}
   ],
-  "geo_evaluators": [{"file": "evaluators-10000.json", "figures": {"fences": 10000}}]}
+  "geo_evaluators": [{"file": "evaluators-10000.json", "figures": {"fences": 10000}},
+    {"file": "evaluators.json", "figures": [
+      {"evaluator": "rtree", "fences": 10000, "query": "fences_at", "mode": "single", "p50_us": 1.5, "p99_us": 4.0},
+      {"evaluator": "rtree", "fences": 10000, "query": "fences_at", "mode": "batch", "p50_us": 150.0, "p99_us": 400.0},
+      {"evaluator": "postgis", "fences": 10000, "query": "fences_at", "mode": "single", "p50_us": 300.0, "p99_us": 900.0},
+      {"evaluator": "rtree", "fences": 10000, "query": "objects_within", "mode": "single", "p50_us": 2.0, "p99_us": 5.0},
+      {"evaluator": "rtree", "fences": 100000, "query": "fences_at", "mode": "single", "p50_us": 2.5, "p99_us": 6.0}]}]}
 }"#;
 
 #[cfg(test)]
@@ -264,5 +298,9 @@ mod tests {
         assert_eq!(redis.skipped.as_deref(), Some("backend not built"));
         assert!(redis.store.is_none() && redis.chat.is_none() && redis.version.is_none());
         assert_eq!(db.geo_evaluators[0].figures["fences"], 10000);
+        assert!(db.geo_evaluators[0].rows().is_empty(), "not the evaluators' array");
+        let rows = db.geo_evaluators[1].rows();
+        assert_eq!(rows.len(), 5);
+        assert_eq!((rows[2].evaluator.as_str(), rows[2].p99_us), ("postgis", Some(900.0)));
     }
 }
