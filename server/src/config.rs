@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
 use crate::auth::TokenKey;
-use crate::store::{Durability, Synchronous, SynchronousCommit};
+use crate::store::{AppendFsync, Durability, Synchronous, SynchronousCommit};
 
 /// Rusher: a WebSocket server for real-time apps, speaking Phoenix Channels V2.
 ///
@@ -71,8 +71,10 @@ pub struct ServeArgs {
     /// Worker threads, one event loop each. [default: available cores]
     #[arg(long, env = "RUSHER_WORKERS")]
     pub workers: Option<usize>,
-    /// Storage URL: sqlite://PATH (an embedded database file) or postgres://USER[:PASSWORD]@HOST[:PORT]/DB
-    /// (also postgresql://; libpq's URL form, e.g. ?connect_timeout=10). [default: sqlite://rusher.db]
+    /// Storage URL: sqlite://PATH (an embedded database file), postgres://USER[:PASSWORD]@HOST[:PORT]/DB
+    /// (also postgresql://; libpq's URL form, e.g. ?connect_timeout=10) or
+    /// redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?prefix=PREFIX] (keys under PREFIX, by default
+    /// "rusher:"). [default: sqlite://rusher.db]
     #[arg(long, env = "RUSHER_STORE")]
     pub store: Option<String>,
     /// SQLite synchronous mode: full (fsync every commit; survives power loss), normal (survives a
@@ -83,6 +85,11 @@ pub struct ServeArgs {
     /// disk) or off (may lose the last commits if the database server crashes). [default: on]
     #[arg(long, env = "RUSHER_POSTGRES_SYNCHRONOUS_COMMIT")]
     pub postgres_synchronous_commit: Option<String>,
+    /// Redis appendfsync, set with the append-only file switched on when the store opens: always (Redis
+    /// fsyncs before it replies, so an acked write survives power loss), everysec (power loss may lose
+    /// about the last second) or no (the OS decides when to flush). [default: always]
+    #[arg(long, env = "RUSHER_REDIS_APPENDFSYNC")]
+    pub redis_appendfsync: Option<String>,
     /// HMAC secret for client tokens (prefer RUSHER_SECRET or --secret-file to the command line).
     /// Without one the server runs in open development mode, with the sign-in endpoint
     /// POST /dev/token.
@@ -184,6 +191,7 @@ pub struct Config {
     pub store_url: String,
     pub sqlite_synchronous: Synchronous,
     pub postgres_synchronous_commit: SynchronousCommit,
+    pub redis_appendfsync: AppendFsync,
     /// `None`: open development mode.
     pub token_key: Option<TokenKey>,
     /// Random, made at start: signs the tokens of `POST /dev/token` and checks them on sockets. Used
@@ -260,6 +268,16 @@ impl ServeArgs {
                 )))
             }
         };
+        let appendfsync = match a.redis_appendfsync.or(f.redis_appendfsync).as_deref().unwrap_or("always") {
+            "always" => AppendFsync::Always,
+            "everysec" => AppendFsync::EverySec,
+            "no" => AppendFsync::No,
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "--redis-appendfsync must be always, everysec or no, not {other:?}"
+                )))
+            }
+        };
         let history_on_join = a.history_on_join.or(f.history_on_join).unwrap_or(50);
         let cfg = Config {
             listen: a.listen.or(f.listen).unwrap_or_else(|| "127.0.0.1:4000".parse().expect("valid default")),
@@ -267,6 +285,7 @@ impl ServeArgs {
             store_url: a.store.or(f.store).unwrap_or_else(|| "sqlite://rusher.db".into()),
             sqlite_synchronous: sync,
             postgres_synchronous_commit: synchronous_commit,
+            redis_appendfsync: appendfsync,
             token_key,
             dev_token_key: TokenKey::new(&crate::sys::random_bytes::<32>().map_err(|e| {
                 ConfigError::Invalid(format!("cannot read random bytes for the development token key: {e}"))
@@ -350,7 +369,11 @@ pub fn load_secret(
 impl Config {
     /// The durability settings handed to the storage backend.
     pub fn durability(&self) -> Durability {
-        Durability { sqlite: self.sqlite_synchronous, postgres: self.postgres_synchronous_commit }
+        Durability {
+            sqlite: self.sqlite_synchronous,
+            postgres: self.postgres_synchronous_commit,
+            redis: self.redis_appendfsync,
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -420,6 +443,7 @@ mod tests {
         assert!(cfg.token_key.is_none());
         assert_eq!(cfg.sqlite_synchronous, Synchronous::Full);
         assert_eq!(cfg.postgres_synchronous_commit, SynchronousCommit::On);
+        assert_eq!(cfg.redis_appendfsync, AppendFsync::Always);
         assert_eq!(cfg.heartbeat_timeout, Duration::from_secs(60));
     }
 
@@ -428,12 +452,17 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rusher-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("rusher.toml");
-        std::fs::write(&path, "workers = 3\nmax_channels = 7\nsecret = \"0123456789abcdef0\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "workers = 3\nmax_channels = 7\nsecret = \"0123456789abcdef0\"\nredis_appendfsync = \"no\"\n",
+        )
+        .unwrap();
         let args = ServeArgs { config: Some(path), max_channels: Some(9), ..Default::default() };
         let cfg = args.resolve().unwrap();
         assert_eq!(cfg.workers, 3);
         assert_eq!(cfg.max_channels, 9, "the flag wins over the file");
         assert!(cfg.token_key.is_some());
+        assert_eq!(cfg.redis_appendfsync, AppendFsync::No);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -447,6 +476,10 @@ mod tests {
         assert!(args.resolve().unwrap_err().to_string().contains("--postgres-synchronous-commit"));
         let args = ServeArgs { postgres_synchronous_commit: Some("off".into()), ..Default::default() };
         assert_eq!(args.resolve().unwrap().postgres_synchronous_commit, SynchronousCommit::Off);
+        let args = ServeArgs { redis_appendfsync: Some("sometimes".into()), ..Default::default() };
+        assert!(args.resolve().unwrap_err().to_string().contains("--redis-appendfsync"));
+        let args = ServeArgs { redis_appendfsync: Some("everysec".into()), ..Default::default() };
+        assert_eq!(args.resolve().unwrap().durability().redis, AppendFsync::EverySec);
         let args = ServeArgs { secret: Some("short".into()), ..Default::default() };
         assert!(args.resolve().unwrap_err().to_string().contains("16 bytes"));
     }

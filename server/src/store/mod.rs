@@ -7,6 +7,7 @@
 #[cfg(test)]
 mod conformance;
 mod postgres;
+mod redis;
 mod sqlite;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -16,6 +17,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 pub use self::postgres::PostgresStore;
+pub use self::redis::RedisStore;
 pub use sqlite::SqliteStore;
 pub use thread::{spawn, StoreHandle, StoreStats, SubmitError, COMMIT_BUCKETS};
 
@@ -220,11 +222,34 @@ impl SynchronousCommit {
     }
 }
 
+/// Redis `appendfsync` policy, applied with the append-only file switched on. `Always`: Redis fsyncs
+/// the AOF before it replies to a write, so an acked write survives a crash of Redis or the machine.
+/// `EverySec`: fsync once a second; a crash may lose about the last second of acked writes (two when the
+/// disk is slow). `No`: the OS decides when the AOF reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendFsync {
+    Always,
+    EverySec,
+    No,
+}
+
+impl AppendFsync {
+    /// The policy as Redis spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppendFsync::Always => "always",
+            AppendFsync::EverySec => "everysec",
+            AppendFsync::No => "no",
+        }
+    }
+}
+
 /// The durability settings of every backend; the one matching the store URL applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Durability {
     pub sqlite: Synchronous,
     pub postgres: SynchronousCommit,
+    pub redis: AppendFsync,
 }
 
 /// A storage backend. Called only from the storage thread, never from a worker.
@@ -315,16 +340,18 @@ pub enum StoreResult {
 }
 
 /// Open the backend named by a store URL: `sqlite://PATH` (`sqlite://:memory:` is an in-memory database,
-/// lost at exit; for tests) or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?PARAM=VALUE...]` (also
-/// `postgresql://`).
+/// lost at exit; for tests), `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?PARAM=VALUE...]` (also
+/// `postgresql://`) or `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?prefix=PREFIX]`.
 pub fn open(url: &str, durability: Durability) -> Result<Box<dyn Backend>, StoreError> {
     match url.split_once("://") {
         Some(("sqlite", path)) if !path.is_empty() => {
             Ok(Box::new(SqliteStore::open(std::path::Path::new(path), durability.sqlite)?))
         }
         Some(("postgres" | "postgresql", _)) => Ok(Box::new(PostgresStore::open(url, durability.postgres)?)),
+        Some(("redis", _)) => Ok(Box::new(RedisStore::open(url, durability.redis)?)),
         _ => Err(StoreError::Unavailable(format!(
-            "unsupported store URL {:?}: expected sqlite://PATH or postgres://USER@HOST:PORT/DB",
+            "unsupported store URL {:?}: expected sqlite://PATH, postgres://USER@HOST:PORT/DB or \
+             redis://HOST:PORT[/DB]",
             redact_url(url)
         ))),
     }
@@ -391,13 +418,20 @@ mod tests {
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("postgres://h/db?a=1&password=x:y@z"), "postgres://h/db?a=1&password=***");
         assert_eq!(redact_url("sqlite://rusher.db"), "sqlite://rusher.db");
+        assert_eq!(redact_url("redis://:secret@127.0.0.1:6379/2"), "redis://:***@127.0.0.1:6379/2");
+        assert_eq!(redact_url("redis://rusher:p@ss@h?prefix=a:"), "redis://rusher:***@h?prefix=a:");
+        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(redact_url("nonsense"), "nonsense");
     }
 
     #[test]
     fn unknown_schemes_are_refused() {
-        let durability = Durability { sqlite: Synchronous::Off, postgres: SynchronousCommit::On };
-        let err = open("redis://u:pw@h", durability).err().unwrap();
+        let durability = Durability {
+            sqlite: Synchronous::Off,
+            postgres: SynchronousCommit::On,
+            redis: AppendFsync::Always,
+        };
+        let err = open("mysql://u:pw@h", durability).err().unwrap();
         assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
         assert!(!err.to_string().contains("pw"), "{err}");
         assert!(open("sqlite://", durability).is_err());

@@ -434,8 +434,13 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     impl Inspect for SqliteStore {
-        fn count(&mut self, sql: &str) -> i64 {
-            self.conn.query_row(sql, [], |r| r.get(0)).unwrap()
+        fn stored_updates(&mut self, doc: Option<&str>) -> u64 {
+            let sql = "SELECT COUNT(*) FROM collab_updates WHERE ?1 IS NULL OR doc = ?1";
+            self.conn.query_row(sql, [doc], |r| r.get(0)).unwrap()
+        }
+        fn logged_events(&mut self, tenant: &str) -> u64 {
+            let sql = "SELECT COUNT(*) FROM geo_events WHERE tenant = ?1";
+            self.conn.query_row(sql, [tenant], |r| r.get(0)).unwrap()
         }
     }
 

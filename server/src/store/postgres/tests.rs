@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::store::conformance::{conformance_suite, msg, seqs, Inspect, Store};
+use crate::store::conformance::{conformance_suite, msg, seqs, Inspect, Scratch, Store};
 
 const NEEDS_DB: &str = "needs PostgreSQL: scripts/test starts one";
 
@@ -32,98 +32,49 @@ fn unique_schema(what: &str) -> String {
     format!("t_{what}_{}_{}_{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-/// A store in a fresh schema, which is dropped (with everything in it) when this is.
-struct Scratch {
-    store: PostgresStore,
-    schema: String,
-    url: String,
+/// A store in a fresh schema, which is dropped (with everything in it) when the store is; and the URL
+/// that opens that schema.
+fn scratch(sync: SynchronousCommit) -> (Scratch<PostgresStore>, String) {
+    let schema = unique_schema("s");
+    admin().batch_execute(&format!("CREATE SCHEMA {schema}")).unwrap();
+    let url = url_in_schema(&base_url(), &schema);
+    let store = PostgresStore::open(&url, sync).expect("open the store in a fresh schema");
+    let drop_schema = move || {
+        if let Ok(mut c) = Client::connect(&base_url(), NoTls) {
+            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+        }
+    };
+    (Scratch::new(store, drop_schema), url)
 }
 
-impl Scratch {
-    fn new(sync: SynchronousCommit) -> Scratch {
-        let schema = unique_schema("s");
-        admin().batch_execute(&format!("CREATE SCHEMA {schema}")).unwrap();
-        let url = url_in_schema(&base_url(), &schema);
-        let store = PostgresStore::open(&url, sync).expect("open the store in a fresh schema");
-        Scratch { store, schema, url }
-    }
-
+impl PostgresStore {
     fn client(&mut self) -> &mut Client {
-        &mut self.store.conn.as_mut().expect("connected").client
+        &mut self.conn.as_mut().expect("connected").client
     }
 
     fn backend_pid(&mut self) -> i32 {
         self.client().query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0)
     }
-}
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Ok(mut c) = Client::connect(&base_url(), NoTls) {
-            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema));
-        }
+    /// The count that `sql` (a `SELECT COUNT(*)` with one text parameter) returns.
+    fn count(&mut self, sql: &str, param: Option<&str>) -> u64 {
+        let n: i64 =
+            self.with(|client, _| Ok(client.query_one(sql, &[&param]).map_err(pg_err)?.get(0))).unwrap();
+        u64::try_from(n).unwrap()
     }
 }
 
 impl Inspect for PostgresStore {
-    fn count(&mut self, sql: &str) -> i64 {
-        self.with(|client, _| Ok(client.query_one(sql, &[]).map_err(pg_err)?.get(0))).unwrap()
+    fn stored_updates(&mut self, doc: Option<&str>) -> u64 {
+        self.count("SELECT COUNT(*) FROM collab_updates WHERE $1::text IS NULL OR doc = $1", doc)
     }
-}
-
-impl Inspect for Scratch {
-    fn count(&mut self, sql: &str) -> i64 {
-        self.store.count(sql)
-    }
-}
-
-impl Backend for Scratch {
-    fn name(&self) -> &'static str {
-        self.store.name()
-    }
-    fn append(&mut self, batch: &[ChatMessage]) -> Result<(), StoreError> {
-        self.store.append(batch)
-    }
-    fn room_head(&mut self, room: &str, recent: usize) -> Result<(u64, Page), StoreError> {
-        self.store.room_head(room, recent)
-    }
-    fn history(
-        &mut self,
-        room: &str,
-        before_seq: Option<u64>,
-        after_seq: Option<u64>,
-        limit: usize,
-    ) -> Result<Page, StoreError> {
-        self.store.history(room, before_seq, after_seq, limit)
-    }
-    fn collab_append(&mut self, batch: &[CollabUpdate]) -> Result<(), StoreError> {
-        self.store.collab_append(batch)
-    }
-    fn collab_load(&mut self, doc: &str) -> Result<CollabState, StoreError> {
-        self.store.collab_load(doc)
-    }
-    fn collab_compact(&mut self, doc: &str, upto_seq: u64, snapshot: &[u8]) -> Result<(), StoreError> {
-        self.store.collab_compact(doc, upto_seq, snapshot)
-    }
-    fn collab_bytes(&mut self) -> Result<u64, StoreError> {
-        self.store.collab_bytes()
-    }
-    fn geo_load(&mut self, tenant: &str) -> Result<GeoState, StoreError> {
-        self.store.geo_load(tenant)
-    }
-    fn geo_fences(&mut self, batch: &[GeoFenceChange]) -> Result<(), StoreError> {
-        self.store.geo_fences(batch)
-    }
-    fn geo_log(&mut self, batch: &[GeoLog]) -> Result<(), StoreError> {
-        self.store.geo_log(batch)
-    }
-    fn geo_positions(&mut self, tenant: &str, rows: &[GeoPosition]) -> Result<(), StoreError> {
-        self.store.geo_positions(tenant, rows)
+    fn logged_events(&mut self, tenant: &str) -> u64 {
+        self.count("SELECT COUNT(*) FROM geo_events WHERE tenant = $1", Some(tenant))
     }
 }
 
 conformance_suite!(
-    || -> Store { Box::new(Scratch::new(SynchronousCommit::On)) },
+    || -> Store { Box::new(scratch(SynchronousCommit::On).0) },
     #[ignore = "needs PostgreSQL: scripts/test starts one"]
 );
 
@@ -139,12 +90,12 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 #[ignore = "needs PostgreSQL: scripts/test starts one"]
 fn postgres_name_and_schema_version() {
-    let mut s = Scratch::new(SynchronousCommit::On);
+    let mut s = scratch(SynchronousCommit::On).0;
     assert_eq!(s.store.name(), "postgres");
-    let version: i32 = s.client().query_one("SELECT version FROM rusher_schema", &[]).unwrap().get(0);
+    let version: i32 = s.store.client().query_one("SELECT version FROM rusher_schema", &[]).unwrap().get(0);
     assert_eq!(version, SCHEMA_VERSION);
     assert_eq!(SCHEMA_VERSION as usize, MIGRATIONS.len());
-    let rows: i64 = s.client().query_one("SELECT COUNT(*) FROM rusher_schema", &[]).unwrap().get(0);
+    let rows: i64 = s.store.client().query_one("SELECT COUNT(*) FROM rusher_schema", &[]).unwrap().get(0);
     assert_eq!(rows, 1);
 }
 
@@ -152,10 +103,10 @@ fn postgres_name_and_schema_version() {
 #[ignore = "needs PostgreSQL: scripts/test starts one"]
 fn postgres_synchronous_commit_is_set_explicitly() {
     for sync in [SynchronousCommit::On, SynchronousCommit::Off] {
-        let mut s = Scratch::new(sync);
-        let shown: String = s.client().query_one("SHOW synchronous_commit", &[]).unwrap().get(0);
+        let mut s = scratch(sync).0;
+        let shown: String = s.store.client().query_one("SHOW synchronous_commit", &[]).unwrap().get(0);
         assert_eq!(shown, sync.as_str());
-        let timeout: String = s.client().query_one("SHOW statement_timeout", &[]).unwrap().get(0);
+        let timeout: String = s.store.client().query_one("SHOW statement_timeout", &[]).unwrap().get(0);
         assert_eq!(timeout, STATEMENT_TIMEOUT);
     }
 }
@@ -163,11 +114,11 @@ fn postgres_synchronous_commit_is_set_explicitly() {
 #[test]
 #[ignore = "needs PostgreSQL: scripts/test starts one"]
 fn postgres_data_survives_reopen_and_migrations_run_once() {
-    let mut s = Scratch::new(SynchronousCommit::On);
+    let (mut s, url) = scratch(SynchronousCommit::On);
     s.store.append(&[msg("room:a", 1, "kept"), msg("room:a", 2, "kept too")]).unwrap();
     s.store.collab_append(&[CollabUpdate { doc: "d".into(), seq: 1, update: (*b"u").into() }]).unwrap();
     // Another process opening the same schema finds the tables and leaves them as they are.
-    let mut again = PostgresStore::open(&s.url, SynchronousCommit::Off).unwrap();
+    let mut again = PostgresStore::open(&url, SynchronousCommit::Off).unwrap();
     assert_eq!(again.room_head("room:a", 10).unwrap().0, 2);
     assert_eq!(again.collab_load("d").unwrap().updates.len(), 1);
     again.append(&[msg("room:a", 3, "from the second")]).unwrap();
@@ -196,9 +147,9 @@ fn postgres_concurrent_opens_of_a_new_schema_migrate_once() {
 #[test]
 #[ignore = "needs PostgreSQL: scripts/test starts one"]
 fn postgres_newer_schema_is_refused() {
-    let mut s = Scratch::new(SynchronousCommit::On);
-    s.client().execute("UPDATE rusher_schema SET version = $1", &[&(SCHEMA_VERSION + 1)]).unwrap();
-    let err = PostgresStore::open(&s.url, SynchronousCommit::On).unwrap_err();
+    let (mut s, url) = scratch(SynchronousCommit::On);
+    s.store.client().execute("UPDATE rusher_schema SET version = $1", &[&(SCHEMA_VERSION + 1)]).unwrap();
+    let err = PostgresStore::open(&url, SynchronousCommit::On).unwrap_err();
     assert!(matches!(err, StoreError::Db(_)), "{err:?}");
     assert!(err.to_string().contains("schema version"), "{err}");
 }
@@ -206,12 +157,13 @@ fn postgres_newer_schema_is_refused() {
 #[test]
 #[ignore = "needs PostgreSQL: scripts/test starts one"]
 fn postgres_negative_stored_values_read_as_corrupt() {
-    let mut s = Scratch::new(SynchronousCommit::On);
+    let mut s = scratch(SynchronousCommit::On).0;
     s.store.append(&[msg("r", 1, "b")]).unwrap();
     s.store.collab_append(&[CollabUpdate { doc: "d".into(), seq: 2, update: (*b"b").into() }]).unwrap();
     s.store.collab_compact("d", 1, b"state@1").unwrap();
     // Bypass the CHECK constraints the way a foreign writer could.
-    s.client()
+    s.store
+        .client()
         .batch_execute(
             "ALTER TABLE chat_messages DROP CONSTRAINT chat_messages_id_check;
              UPDATE chat_messages SET id = -7;
@@ -223,7 +175,7 @@ fn postgres_negative_stored_values_read_as_corrupt() {
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
     let err = s.store.collab_load("d").unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
-    s.client().batch_execute(r#"UPDATE chat_messages SET id = 7, body = '\xff'::bytea"#).unwrap();
+    s.store.client().batch_execute(r#"UPDATE chat_messages SET id = 7, body = '\xff'::bytea"#).unwrap();
     let err = s.store.history("r", None, None, 10).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
 }
@@ -231,9 +183,9 @@ fn postgres_negative_stored_values_read_as_corrupt() {
 #[test]
 #[ignore = "needs PostgreSQL: scripts/test starts one"]
 fn postgres_reconnects_after_the_session_is_killed() {
-    let mut s = Scratch::new(SynchronousCommit::On);
+    let mut s = scratch(SynchronousCommit::On).0;
     s.store.append(&[msg("r", 1, "before")]).unwrap();
-    let pid = s.backend_pid();
+    let pid = s.store.backend_pid();
     let mut admin = admin();
     let killed: bool = admin.query_one("SELECT pg_terminate_backend($1)", &[&pid]).unwrap().get(0);
     assert!(killed);
@@ -247,9 +199,9 @@ fn postgres_reconnects_after_the_session_is_killed() {
     std::thread::sleep(IDLE_CHECK_AFTER);
     // The next call finds the connection dead, connects again and succeeds.
     s.store.append(&[msg("r", 2, "after")]).unwrap();
-    assert_ne!(s.backend_pid(), pid);
+    assert_ne!(s.store.backend_pid(), pid);
     assert_eq!(seqs(&s.store.history("r", None, None, 10).unwrap()), [1, 2]);
-    let shown: String = s.client().query_one("SHOW synchronous_commit", &[]).unwrap().get(0);
+    let shown: String = s.store.client().query_one("SHOW synchronous_commit", &[]).unwrap().get(0);
     assert_eq!(shown, "on", "the new session is set up like the first");
 }
 
