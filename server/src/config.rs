@@ -167,6 +167,15 @@ pub struct ServeArgs {
     /// benchmarks against other servers. Any client may broadcast to all shootout clients.
     #[arg(long, env = "RUSHER_SHOOTOUT", num_args = 0..=1, default_missing_value = "true")]
     pub shootout: Option<bool>,
+    /// Cluster mode: share topics with the other nodes on this Redis (redis://HOST[:PORT][/DB]).
+    /// Chat rooms, presence, typing and blobs span the nodes; give every node the same shared
+    /// --store (PostgreSQL). Without it the node is alone and makes no Redis call.
+    #[arg(long, env = "RUSHER_CLUSTER", value_name = "URL")]
+    pub cluster: Option<String>,
+    /// Cluster mode: seconds after which a silent node's presences are removed and its room leases
+    /// expire, and a request forwarded to a room's owner node gets an error. [default: 5]
+    #[arg(long, env = "RUSHER_CLUSTER_TIMEOUT")]
+    pub cluster_timeout: Option<u64>,
     /// Log filter, e.g. info or rusher_server=debug. [default: info]
     #[arg(long, env = "RUSHER_LOG")]
     pub log: Option<String>,
@@ -221,6 +230,8 @@ pub struct Config {
     pub geo_history: usize,
     /// The web app's files, when a static directory is served.
     pub static_files: Option<std::sync::Arc<crate::statics::StaticFiles>>,
+    /// Cluster mode's settings; `None`: a node alone.
+    pub cluster: Option<crate::cluster::Settings>,
     pub log: String,
 }
 
@@ -279,6 +290,25 @@ impl ServeArgs {
             }
         };
         let history_on_join = a.history_on_join.or(f.history_on_join).unwrap_or(50);
+        let inbox_capacity = a.inbox_capacity.or(f.inbox_capacity).unwrap_or(65_536);
+        let cluster_timeout = a.cluster_timeout.or(f.cluster_timeout).unwrap_or(5);
+        if !(1..=3600).contains(&cluster_timeout) {
+            return Err(ConfigError::Invalid("--cluster-timeout must be between 1 and 3600 seconds".into()));
+        }
+        let cluster = match a.cluster.or(f.cluster) {
+            Some(url) if crate::cluster::valid_url(&url) => Some(crate::cluster::Settings {
+                url,
+                timeout: Duration::from_secs(cluster_timeout),
+                queue: inbox_capacity,
+            }),
+            Some(url) => {
+                return Err(ConfigError::Invalid(format!(
+                    "--cluster must be redis://HOST[:PORT][/DB], not {:?}",
+                    crate::cluster::redact(&url)
+                )))
+            }
+            None => None,
+        };
         let cfg = Config {
             listen: a.listen.or(f.listen).unwrap_or_else(|| "127.0.0.1:4000".parse().expect("valid default")),
             workers,
@@ -298,7 +328,7 @@ impl ServeArgs {
             max_channels: a.max_channels.or(f.max_channels).unwrap_or(100),
             max_body_bytes: a.max_body_bytes.or(f.max_body_bytes).unwrap_or(4096),
             max_connections: a.max_connections.or(f.max_connections).unwrap_or(1_000_000),
-            inbox_capacity: a.inbox_capacity.or(f.inbox_capacity).unwrap_or(65_536),
+            inbox_capacity,
             store_queue: a.store_queue.or(f.store_queue).unwrap_or(65_536),
             history_on_join,
             history_max_page: history_on_join.max(200),
@@ -316,6 +346,7 @@ impl ServeArgs {
             geo_max_objects: a.geo_max_objects.or(f.geo_max_objects).unwrap_or(1_000_000),
             geo_history: a.geo_history.or(f.geo_history).unwrap_or(10),
             static_files: static_files(a.static_dir.or(f.static_dir))?,
+            cluster,
             log: a.log.or(f.log).unwrap_or_else(|| "info".into()),
         };
         cfg.validate()?;
@@ -482,6 +513,15 @@ mod tests {
         assert_eq!(args.resolve().unwrap().durability().redis, AppendFsync::EverySec);
         let args = ServeArgs { secret: Some("short".into()), ..Default::default() };
         assert!(args.resolve().unwrap_err().to_string().contains("16 bytes"));
+        let args = ServeArgs { cluster: Some("http://u:pw@h".into()), ..Default::default() };
+        let err = args.resolve().unwrap_err().to_string();
+        assert!(err.contains("--cluster") && !err.contains("pw"), "{err}");
+        let args =
+            ServeArgs { cluster: Some("redis://h".into()), cluster_timeout: Some(0), ..Default::default() };
+        assert!(args.resolve().unwrap_err().to_string().contains("--cluster-timeout"));
+        let args = ServeArgs { cluster: Some("redis://127.0.0.1:6379".into()), ..Default::default() };
+        let settings = args.resolve().unwrap().cluster.unwrap();
+        assert_eq!(settings.timeout, Duration::from_secs(5));
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //!
 //! Layers, each depending only on those below it:
 //! `server` (start/stop) → `runtime` (workers, connections) → `http`, `phoenix`, `topics` →
-//! `mailbox`, `store`, `metrics`, `auth`, `config` → `wire` (frames, handshake, Phoenix messages).
+//! `mailbox`, `cluster`, `store`, `metrics`, `auth`, `config` → `wire` (frames, handshake, Phoenix messages).
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod mailbox;

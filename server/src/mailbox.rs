@@ -81,6 +81,8 @@ pub enum Msg {
     HttpReply { conn: ConnId, bytes: Vec<u8> },
     /// A storage result for a topic this worker owns.
     Store(StoreResult),
+    /// From the cluster link: another node's envelope, a lease answer, a node down or back.
+    Cluster(crate::cluster::Inbound),
     /// Begin the graceful drain.
     Shutdown,
 }

@@ -48,13 +48,24 @@ fn main() -> anyhow::Result<()> {
         tracing::warn!("the /autobahn echo endpoint is enabled: for conformance tests only");
     }
     tracing::info!(workers = cfg.workers, store = %rusher_server::store::redact_url(&cfg.store_url), "starting");
+    if let Some(c) = &cfg.cluster {
+        if cfg.store_url.starts_with("sqlite:") {
+            tracing::warn!(
+                "cluster mode on a SQLite file: every node must share one store, give them PostgreSQL"
+            );
+        }
+        tracing::info!(redis = %rusher_server::cluster::redact(&c.url), timeout_secs = c.timeout.as_secs(), "cluster mode");
+    }
 
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
     let running = server::start(cfg).context("cannot start")?;
     let mut stdout = std::io::stdout();
     writeln!(stdout, "rusher listening on http://{}", running.addr)?;
     stdout.flush()?;
-    tracing::info!(addr = %running.addr, "listening");
+    match &running.node {
+        Some(node) => tracing::info!(addr = %running.addr, node = %node, "listening as a cluster node"),
+        None => tracing::info!(addr = %running.addr, "listening"),
+    }
 
     if let Some(sig) = signals.forever().next() {
         tracing::info!(

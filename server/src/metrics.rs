@@ -92,6 +92,8 @@ impl WorkerStats {
 pub struct Registry {
     pub workers: Arc<[WorkerStats]>,
     pub store: StoreHandle,
+    /// The cluster link's counters, in cluster mode only.
+    pub cluster: Option<Arc<crate::cluster::ClusterStats>>,
 }
 
 impl Registry {
@@ -114,6 +116,14 @@ impl Registry {
             self.workers.len()
         );
         render_store(&mut out, &self.store);
+        if let Some(c) = &self.cluster {
+            for (name, kind, help, v) in c.families() {
+                let _ = writeln!(
+                    out,
+                    "# HELP rusher_cluster_{name} {help}\n# TYPE rusher_cluster_{name} {kind}\nrusher_cluster_{name} {v}"
+                );
+            }
+        }
         out
     }
 }

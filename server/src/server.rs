@@ -6,6 +6,7 @@ use std::thread::JoinHandle;
 
 use mio::{Poll, Waker};
 
+use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::mailbox::{Mailbox, Msg, Outbox};
 use crate::metrics::{Registry, WorkerStats};
@@ -17,10 +18,13 @@ use crate::store::{self, StoreHandle};
 pub struct Running {
     /// The address bound (with the real port when the configured one was 0).
     pub addr: SocketAddr,
+    /// This node's id in cluster mode.
+    pub node: Option<Arc<str>>,
     mailbox: Mailbox,
     workers: Vec<JoinHandle<()>>,
     store: Option<StoreHandle>,
     store_thread: Option<JoinHandle<()>>,
+    cluster: Option<cluster::Link>,
 }
 
 /// Why the server could not start.
@@ -32,6 +36,8 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("cannot set up worker: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 /// Open storage, bind every worker's listener and start the threads.
@@ -65,8 +71,19 @@ pub fn start(cfg: Config) -> Result<Running, StartError> {
             let _ = to_workers.send_blocking(worker, Msg::Store(result));
         }),
     );
+    let (cluster, link) = match &cfg.cluster {
+        Some(settings) => {
+            let (c, l) = cluster::start(settings, mailbox.clone())?;
+            (Some(c), Some(l))
+        }
+        None => (None, None),
+    };
     let stats: Arc<[WorkerStats]> = (0..cfg.workers).map(|_| WorkerStats::default()).collect();
-    let registry = Registry { workers: stats, store: store.clone() };
+    let registry = Registry {
+        workers: stats,
+        store: store.clone(),
+        cluster: cluster.as_ref().map(|c: &Cluster| c.stats_arc()),
+    };
 
     let mut workers = Vec::with_capacity(cfg.workers);
     for (id, ((poll, listener), inbox)) in polls.into_iter().zip(listeners).zip(inboxes).enumerate() {
@@ -78,6 +95,7 @@ pub fn start(cfg: Config) -> Result<Running, StartError> {
             out: Outbox { me: id, mailbox: mailbox.clone(), local: Default::default(), dropped: 0 },
             cfg: cfg.clone(),
             store: store.clone(),
+            cluster: cluster.clone(),
             registry: registry.clone(),
         };
         let worker = Worker::new(parts)?;
@@ -88,7 +106,15 @@ pub fn start(cfg: Config) -> Result<Running, StartError> {
         })?;
         workers.push(handle);
     }
-    Ok(Running { addr, mailbox, workers, store: Some(store), store_thread: Some(store_thread) })
+    Ok(Running {
+        addr,
+        node: cluster.map(|c| c.node().clone()),
+        mailbox,
+        workers,
+        store: Some(store),
+        store_thread: Some(store_thread),
+        cluster: link,
+    })
 }
 
 impl Running {
@@ -99,6 +125,11 @@ impl Running {
         }
         for h in self.workers.drain(..) {
             let _ = h.join();
+        }
+        // After the workers: what they published while draining (presence leaves) goes out, then
+        // this node's leases are released so another node takes its rooms over at once.
+        if let Some(link) = self.cluster.take() {
+            link.stop();
         }
         // Workers held the other handles; this last one going closes the queue, and the storage
         // thread commits what is queued before it exits.

@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{spawn_listening, Proc, Ws};
+use common::{spawn_listening, Proc, Schema, Ws};
 
 /// Start the binary on `store` and wait for its "listening" line.
 fn spawn(store: &str) -> Proc {
@@ -31,37 +31,6 @@ fn history_bodies(ws: &mut Ws, topic: &str) -> Vec<String> {
         .iter()
         .map(|m| m["body"].as_str().unwrap().to_owned())
         .collect()
-}
-
-/// A schema of its own in the test database, dropped at the end.
-struct Schema {
-    base: String,
-    name: String,
-}
-
-impl Schema {
-    /// `tag` keeps the schemas of tests running at once apart.
-    fn new(tag: &str) -> Schema {
-        let base = std::env::var("RUSHER_TEST_POSTGRES_URL")
-            .expect("RUSHER_TEST_POSTGRES_URL is not set (needs PostgreSQL: scripts/test starts one)");
-        let name = format!("t_it_{tag}_{}", std::process::id());
-        let mut admin = postgres::Client::connect(&base, postgres::NoTls).expect("connect");
-        admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}")).unwrap();
-        Schema { base, name }
-    }
-
-    /// The store URL whose sessions work in this schema.
-    fn store_url(&self) -> String {
-        format!("{}?options=-csearch_path%3D{}", self.base, self.name)
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = postgres::Client::connect(&self.base, postgres::NoTls) {
-            let _ = admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
-        }
-    }
 }
 
 #[test]

@@ -17,6 +17,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 pub use self::postgres::PostgresStore;
+pub(crate) use self::postgres::describe as postgres_error_text;
 pub use self::redis::RedisStore;
 pub use sqlite::SqliteStore;
 pub use thread::{spawn, StoreHandle, StoreStats, SubmitError, COMMIT_BUCKETS};

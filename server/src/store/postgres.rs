@@ -655,7 +655,7 @@ fn label(config: &postgres::Config) -> String {
 }
 
 /// The message of an error with the server's detail (which row, which key) when there is one.
-fn describe(e: &postgres::Error) -> String {
+pub(crate) fn describe(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => match db.detail() {
             Some(detail) => format!("{} ({}): {detail}", db.message(), db.code().code()),

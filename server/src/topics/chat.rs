@@ -5,6 +5,11 @@
 //! owner assigns the next `seq` and queues it for storage; when the storage thread reports it durable
 //! the owner acks the sender and broadcasts `new_msg` to every worker with members. Acks come back in
 //! queue order, so broadcasts go out in `seq` order.
+//!
+//! In cluster mode one node at a time owns a room (see [`cluster`]); the room's home worker on each
+//! other node forwards pushes to it, and presence spans the nodes.
+
+mod cluster;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
@@ -14,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 
 use super::{binary_frame, fan_out, text_frame, OwnerCtx, Push, TopicMsg, MAX_QUEUED_WHILE_LOADING};
-use crate::mailbox::{ConnId, Msg};
+use crate::mailbox::{ConnId, Frame, Msg};
 use crate::phoenix::presence::{self, Meta};
 use crate::phoenix::JoinRef;
 use crate::runtime::Ctx;
@@ -123,15 +128,34 @@ struct Room {
     inflight: u32,
     /// Name of the subscriber list of members that take presence events.
     presence_list: Arc<str>,
+    /// The room's state across nodes, in cluster mode only.
+    cluster: Option<Box<cluster::ClusterRoom>>,
 }
 
 /// Storage requests in flight, by tag.
 #[derive(Debug)]
 enum Pending {
-    Append { conn: ConnId, join_ref: JoinRef, msg_ref: Option<Box<str>> },
+    Append(Origin),
     Head,
+    /// Cluster mode: the page for a join without `last_seq`, with the room's head.
+    JoinHead(JoinReq),
+    /// Cluster mode: the head a node reads once it owns the room, before it assigns a seq.
+    OwnerHead,
     JoinHistory(JoinReq),
-    History { conn: ConnId, join_ref: JoinRef, msg_ref: Option<Box<str>> },
+    History {
+        conn: ConnId,
+        join_ref: JoinRef,
+        msg_ref: Option<Box<str>>,
+    },
+}
+
+/// Who sent a new message and gets its ack.
+#[derive(Debug)]
+enum Origin {
+    /// A connection of this node.
+    Local { conn: ConnId, join_ref: JoinRef, msg_ref: Option<Box<str>> },
+    /// Another node forwarded it to this one, the room's owner; the ack goes back to that node.
+    Remote { node: Arc<str>, req_id: u64 },
 }
 
 /// Chat state on one worker: the rooms it owns and its storage requests in flight.
@@ -143,6 +167,8 @@ pub struct Chat {
     next_tag: u64,
     last_id: u64,
     next_phx_ref: u64,
+    /// Pushes forwarded to other nodes (cluster mode).
+    forwards: cluster::Forwards,
 }
 
 fn now_ms() -> u64 {
@@ -163,6 +189,7 @@ impl Chat {
             last_id: 0,
             // Presence refs are unique per server: the worker index sits in the low byte.
             next_phx_ref: 0,
+            forwards: cluster::Forwards::default(),
         }
     }
 
@@ -185,9 +212,11 @@ impl Chat {
         self.last_id
     }
 
-    fn phx_ref(&mut self) -> u64 {
+    /// A presence ref unique on this server: the worker index in the low byte; in cluster mode the
+    /// node's salt in the top 24 bits keeps refs of different nodes apart.
+    fn phx_ref(&mut self, node_salt: u64) -> u64 {
         self.next_phx_ref += 1;
-        (self.next_phx_ref << 8) | self.me as u64
+        (node_salt << 40) | ((self.next_phx_ref & 0xffff_ffff) << 8) | self.me as u64
     }
 
     /// A message for a room this worker owns.
@@ -206,7 +235,10 @@ impl Chat {
                 ChatMsg::Publish { conn, join_ref, msg_ref, room, .. } => {
                     ctx.error_to(conn, &join_ref, msg_ref.as_deref(), &room, "not joined");
                 }
-                ChatMsg::Join { room, req } => self.load(ctx, room, req),
+                ChatMsg::Join { room, req } => match ctx.cluster {
+                    Some(_) => self.cluster_load(ctx, room, req),
+                    None => self.load(ctx, room, req),
+                },
             }
             return;
         };
@@ -252,6 +284,7 @@ impl Chat {
                 per_worker: vec![0; workers],
                 inflight: 1,
                 presence_list: crate::phoenix::presence_list(&room).into(),
+                cluster: None,
             },
         );
     }
@@ -267,15 +300,14 @@ impl Chat {
                 let payload = format!(r#"{{"user":{},"typing":{typing}}}"#, json_str(&user));
                 self.broadcast(ctx, name, "typing", &payload, Some(conn));
             }
-            ChatMsg::Blob { conn, frame, .. } => {
-                if let Some(room) = self.rooms.get(name) {
-                    fan_out(ctx, &room.per_worker, name, frame, Some(conn));
-                }
-            }
+            ChatMsg::Blob { conn, frame, .. } => self.spread(ctx, name, frame, Some(conn)),
         }
     }
 
     fn join(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, req: JoinReq) {
+        if ctx.cluster.is_some() {
+            return self.cluster_join(ctx, name, req);
+        }
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
@@ -321,14 +353,16 @@ impl Chat {
 
     /// Make `req` a member: reply with the page, send presence, tell the others.
     fn admit(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, req: JoinReq, page: &Page) {
-        let phx_ref = self.phx_ref();
+        let phx_ref = self.phx_ref(ctx.cluster.map_or(0, cluster::node_salt));
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
+        let mut replaced = None;
         if let Some(old) = room.members.remove(&req.conn) {
-            // The same connection joined again before its leave arrived: replace it quietly.
+            // The same connection joined again before its leave arrived: replace it quietly (other
+            // nodes are told, so they do not keep its old presence).
             room.per_worker[req.conn.worker()] -= 1;
-            drop(old);
+            replaced = (old.phx_ref != 0).then_some((old.user, old.phx_ref));
         }
         let member = Member {
             join_ref: req.join_ref,
@@ -347,14 +381,21 @@ impl Chat {
         room.per_worker[req.conn.worker()] += 1;
         let mut frames = vec![text_frame(&reply)];
         if req.presence {
-            let state = presence::state_json(
-                room.members.values().filter(|m| m.phx_ref != 0).map(Member::meta).collect::<Vec<_>>().iter(),
-            );
+            let mut metas: Vec<Meta<'_>> =
+                room.members.values().filter(|m| m.phx_ref != 0).map(Member::meta).collect();
+            if let Some(c) = &room.cluster {
+                metas.extend(c.remote_metas());
+            }
+            let state = presence::state_json(metas.iter());
             frames.push(text_frame(&wire::encode(Some(&req.join_ref), None, name, "presence_state", &state)));
         }
         send_joined(ctx, name, &req, true, frames);
         if let Some(diff) = diff {
             self.broadcast_presence(ctx, name, &diff);
+        }
+        if ctx.cluster.is_some() {
+            let joins = req.presence.then(|| (req.user.clone(), phx_ref));
+            self.publish_presence(ctx, name, joins.into_iter().collect(), replaced.into_iter().collect());
         }
     }
 
@@ -370,8 +411,11 @@ impl Chat {
         if member.phx_ref != 0 {
             let diff = presence::diff_json(&[], &[member.meta()]);
             self.broadcast_presence(ctx, name, &diff);
+            if ctx.cluster.is_some() {
+                self.publish_presence(ctx, name, Vec::new(), vec![(member.user, member.phx_ref)]);
+            }
         }
-        self.maybe_unload(name);
+        self.maybe_unload(ctx, name);
     }
 
     #[allow(clippy::too_many_arguments)] // One call site; a struct would only repeat ChatMsg::Publish.
@@ -385,8 +429,6 @@ impl Chat {
         user: Arc<str>,
         body: Box<str>,
     ) {
-        let ts_ms = now_ms();
-        let id = self.next_id(ts_ms);
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
@@ -394,6 +436,27 @@ impl Chat {
             ctx.error_to(conn, &join_ref, msg_ref.as_deref(), name, "not joined");
             return;
         }
+        let origin = Origin::Local { conn, join_ref, msg_ref };
+        match ctx.cluster {
+            Some(_) => self.cluster_publish(ctx, name, cluster::Publish { origin, user, body, attempts: 0 }),
+            None => self.assign(ctx, name, origin, user, body),
+        }
+    }
+
+    /// Give a message the room's next seq and queue it for storage; the owner does this.
+    fn assign(
+        &mut self,
+        ctx: &mut OwnerCtx<'_>,
+        name: &Arc<str>,
+        origin: Origin,
+        user: Arc<str>,
+        body: Box<str>,
+    ) {
+        let ts_ms = now_ms();
+        let id = self.next_id(ts_ms);
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
         let seq = room.last_seq + 1;
         let msg = ChatMessage { room: name.clone(), seq, id, user, body, ts_ms };
         self.next_tag += 1;
@@ -402,11 +465,19 @@ impl Chat {
             Ok(()) => {
                 room.last_seq = seq;
                 room.inflight += 1;
-                self.pending.insert(tag, Pending::Append { conn, join_ref, msg_ref });
+                self.pending.insert(tag, Pending::Append(origin));
             }
-            Err(e) => {
-                ctx.error_to(conn, &join_ref, msg_ref.as_deref(), name, overloaded(e));
+            Err(e) => self.refuse_publish(ctx, name, origin, overloaded(e)),
+        }
+    }
+
+    /// Answer a new message with an error, on this node or on the node that forwarded it.
+    fn refuse_publish(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, origin: Origin, reason: &str) {
+        match origin {
+            Origin::Local { conn, join_ref, msg_ref } => {
+                ctx.error_to(conn, &join_ref, msg_ref.as_deref(), name, reason)
             }
+            Origin::Remote { node, req_id } => cluster::reply_error(ctx, &node, name, req_id, reason),
         }
     }
 
@@ -428,7 +499,7 @@ impl Chat {
             return;
         };
         match (pending, result) {
-            (Pending::Append { conn, join_ref, msg_ref }, StoreResult::Appended { msg, result, .. }) => {
+            (Pending::Append(origin), StoreResult::Appended { msg, result, .. }) => {
                 let Some(room) = self.rooms.get_mut(&room_name) else {
                     return;
                 };
@@ -437,35 +508,76 @@ impl Chat {
                     Ok(()) => {
                         ctx.stats.inc_chat_messages();
                         let payload = message_json(&msg);
-                        let ack = format!(r#"{{"seq":{},"id":"{}","ts":{}}}"#, msg.seq, msg.id, msg.ts_ms);
-                        ctx.to_conn(
-                            conn,
-                            &wire::encode_reply(Some(&join_ref), msg_ref.as_deref(), &room_name, "ok", &ack),
-                        );
-                        room.recent.push_back(msg);
-                        if room.recent.len() > ctx.cfg.history_on_join {
-                            room.recent.pop_front();
-                            room.has_older = true;
+                        match origin {
+                            Origin::Local { conn, join_ref, msg_ref } => {
+                                let ack = ack_json(msg.seq, msg.id, msg.ts_ms);
+                                let reply = wire::encode_reply(
+                                    Some(&join_ref),
+                                    msg_ref.as_deref(),
+                                    &room_name,
+                                    "ok",
+                                    &ack,
+                                );
+                                ctx.to_conn(conn, &reply);
+                            }
+                            Origin::Remote { node, req_id } => {
+                                cluster::reply_ok(ctx, &node, &room_name, req_id, &msg)
+                            }
+                        }
+                        // In cluster mode joins read their page from the shared store.
+                        if ctx.cluster.is_none() {
+                            room.recent.push_back(msg);
+                            if room.recent.len() > ctx.cfg.history_on_join {
+                                room.recent.pop_front();
+                                room.has_older = true;
+                            }
                         }
                         self.broadcast(ctx, &room_name, "new_msg", &payload, None);
                     }
                     Err(e) => {
                         tracing::warn!(room = %room_name, seq = msg.seq, error = %e, "message not stored");
-                        ctx.error_to(conn, &join_ref, msg_ref.as_deref(), &room_name, "storage failed");
+                        self.refuse_publish(ctx, &room_name, origin, "storage failed");
+                        if ctx.cluster.is_some() {
+                            // Perhaps another node owns the room now and stored this seq already:
+                            // ask for the lease again, and read the head anew if it is still ours.
+                            self.cluster_recheck_owner(ctx, &room_name);
+                        }
                     }
                 }
-                self.maybe_unload(&room_name);
+                self.maybe_unload(ctx, &room_name);
             }
             (Pending::Head, StoreResult::RoomHead { result, .. }) => self.loaded(ctx, &room_name, result),
+            (Pending::JoinHead(req), StoreResult::RoomHead { result, .. }) => {
+                let Some(room) = self.rooms.get_mut(&room_name) else {
+                    return;
+                };
+                room.inflight -= 1;
+                match result {
+                    Ok((head, page)) => {
+                        room.last_seq = room.last_seq.max(head);
+                        self.admit(ctx, &room_name, req, &page);
+                    }
+                    Err(_) => refuse(ctx, &room_name, &req, "storage failed"),
+                }
+                self.maybe_unload(ctx, &room_name);
+            }
+            (Pending::OwnerHead, StoreResult::RoomHead { result, .. }) => {
+                self.cluster_owner_head(ctx, &room_name, result.map(|(head, _)| head));
+                self.maybe_unload(ctx, &room_name);
+            }
             (Pending::JoinHistory(req), StoreResult::History { result, .. }) => {
                 if let Some(room) = self.rooms.get_mut(&room_name) {
                     room.inflight -= 1;
+                    if let Ok(page) = &result {
+                        // Never lowers the owner's head; gives other nodes' joins the latest seq seen.
+                        room.last_seq = room.last_seq.max(page.messages.last().map_or(0, |m| m.seq));
+                    }
                 }
                 match result {
                     Ok(page) => self.admit(ctx, &room_name, req, &page),
                     Err(_) => refuse(ctx, &room_name, &req, "storage failed"),
                 }
-                self.maybe_unload(&room_name);
+                self.maybe_unload(ctx, &room_name);
             }
             (Pending::History { conn, join_ref, msg_ref }, StoreResult::History { result, .. }) => {
                 let text = match result {
@@ -535,10 +647,20 @@ impl Chat {
         payload: &str,
         except: Option<ConnId>,
     ) {
+        let frame = text_frame(&wire::encode(None, None, name, event, payload));
+        self.spread(ctx, name, frame, except);
+    }
+
+    /// Send a frame to every member of the room (but `except`), on this node and, in cluster mode,
+    /// on every other node with members.
+    fn spread(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, frame: Frame, except: Option<ConnId>) {
         let Some(room) = self.rooms.get(name) else {
             return;
         };
-        let frame = text_frame(&wire::encode(None, None, name, event, payload));
+        if let Some(c) = ctx.cluster {
+            // A full link queue drops the copy for other nodes only; it is counted there.
+            let _ = c.publish(name, crate::cluster::Kind::Frame, 0, &frame);
+        }
         fan_out(ctx, &room.per_worker, name, frame, except);
     }
 
@@ -551,13 +673,19 @@ impl Chat {
         fan_out(ctx, &room.per_worker, &room.presence_list, frame, None);
     }
 
-    fn maybe_unload(&mut self, name: &str) {
-        if self
-            .rooms
-            .get(name)
-            .is_some_and(|r| r.members.is_empty() && r.inflight == 0 && r.loading.is_none())
-        {
-            self.rooms.remove(name);
+    fn maybe_unload(&mut self, ctx: &mut OwnerCtx<'_>, name: &str) {
+        let idle = |r: &Room| {
+            r.members.is_empty()
+                && r.inflight == 0
+                && r.loading.is_none()
+                && r.cluster.as_ref().is_none_or(|c| c.idle())
+        };
+        if self.rooms.get(name).is_some_and(idle) {
+            if let Some((name, room)) = self.rooms.remove_entry(name) {
+                if let (Some(c), Some(state)) = (ctx.cluster, room.cluster) {
+                    state.unloaded(c, name);
+                }
+            }
         }
     }
 }
@@ -587,6 +715,11 @@ fn overloaded(e: SubmitError) -> &'static str {
         SubmitError::Full => "overloaded",
         SubmitError::Closed => "shutting down",
     }
+}
+
+/// The ack of a stored message: `{"seq":..,"id":"..","ts":..}`.
+fn ack_json(seq: u64, id: u64, ts_ms: u64) -> String {
+    format!(r#"{{"seq":{seq},"id":"{id}","ts":{ts_ms}}}"#)
 }
 
 fn json_str(s: &str) -> String {
@@ -759,7 +892,7 @@ mod tests {
         let cfg = ServeArgs::default().resolve().unwrap();
         let stats = WorkerStats::default();
         let mut out = Outbox { me: 0, mailbox, local: Default::default(), dropped: 0 };
-        let mut ctx = OwnerCtx { out: &mut out, store: &handle, cfg: &cfg, stats: &stats };
+        let mut ctx = OwnerCtx { out: &mut out, store: &handle, cfg: &cfg, stats: &stats, cluster: None };
         let mut chat = Chat::new(0);
         let room: Arc<str> = "room:slow".into();
         let joins = MAX_QUEUED_WHILE_LOADING + 10;

@@ -8,6 +8,7 @@ pub mod shootout;
 
 use std::sync::Arc;
 
+use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::mailbox::{ConnId, Frame, Msg, Outbox};
 use crate::metrics::WorkerStats;
@@ -85,6 +86,8 @@ pub struct OwnerCtx<'a> {
     pub store: &'a StoreHandle,
     pub cfg: &'a Config,
     pub stats: &'a WorkerStats,
+    /// The cluster link, in cluster mode only.
+    pub cluster: Option<&'a Cluster>,
 }
 
 impl OwnerCtx<'_> {
@@ -175,8 +178,14 @@ impl Topics {
         }
     }
 
+    /// A message from the cluster link.
+    pub fn on_cluster(&mut self, ctx: &mut OwnerCtx<'_>, msg: cluster::Inbound) {
+        self.chat.on_cluster(ctx, msg);
+    }
+
     /// Once a second.
     pub fn tick(&mut self, ctx: &mut OwnerCtx<'_>) {
+        self.chat.tick(ctx);
         self.collab.tick(ctx);
         self.geo.tick(ctx);
     }

@@ -73,6 +73,37 @@ pub fn spawn_listening(mut cmd: std::process::Command) -> Proc {
     Proc { child, addr }
 }
 
+/// A schema of its own in the test database, dropped at the end.
+pub struct Schema {
+    pub base: String,
+    pub name: String,
+}
+
+impl Schema {
+    /// `tag` keeps the schemas of tests running at once apart.
+    pub fn new(tag: &str) -> Schema {
+        let base = std::env::var("RUSHER_TEST_POSTGRES_URL")
+            .expect("RUSHER_TEST_POSTGRES_URL is not set (needs PostgreSQL: scripts/test starts one)");
+        let name = format!("t_it_{tag}_{}", std::process::id());
+        let mut admin = postgres::Client::connect(&base, postgres::NoTls).expect("connect");
+        admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}")).unwrap();
+        Schema { base, name }
+    }
+
+    /// The store URL whose sessions work in this schema.
+    pub fn store_url(&self) -> String {
+        format!("{}?options=-csearch_path%3D{}", self.base, self.name)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = postgres::Client::connect(&self.base, postgres::NoTls) {
+            let _ = admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+        }
+    }
+}
+
 /// A raw TCP connection with a read timeout as the watchdog.
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect");

@@ -17,6 +17,7 @@ use super::conn::{Conn, Phase, Sent, Stage};
 use super::subs::LocalTopics;
 use super::timer::TimerWheel;
 use super::Ctx;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::http::{self, Route};
 use crate::mailbox::{ConnId, Inbox, Msg, Outbox};
@@ -65,6 +66,8 @@ pub struct Worker {
     topics: Topics,
     cfg: Arc<Config>,
     store: StoreHandle,
+    /// The cluster link, in cluster mode only.
+    cluster: Option<Cluster>,
     registry: Registry,
     started: Instant,
     now: u32,
@@ -91,13 +94,14 @@ pub struct WorkerParts {
     pub out: Outbox,
     pub cfg: Arc<Config>,
     pub store: StoreHandle,
+    pub cluster: Option<Cluster>,
     pub registry: Registry,
 }
 
 impl Worker {
     /// Set up a worker from its parts.
     pub fn new(parts: WorkerParts) -> io::Result<Self> {
-        let WorkerParts { id, poll, mut listener, inbox, out, cfg, store, registry } = parts;
+        let WorkerParts { id, poll, mut listener, inbox, out, cfg, store, cluster, registry } = parts;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         Ok(Worker {
             id,
@@ -113,6 +117,7 @@ impl Worker {
             topics: Topics::new(id),
             cfg,
             store,
+            cluster,
             registry,
             started: Instant::now(),
             now: 0,
@@ -514,6 +519,7 @@ impl Worker {
             }
             Msg::Topic(m) => self.with_owner(|topics, ctx| topics.on_msg(ctx, m)),
             Msg::Store(r) => self.with_owner(|topics, ctx| topics.on_store(ctx, r)),
+            Msg::Cluster(m) => self.with_owner(|topics, ctx| topics.on_cluster(ctx, m)),
             Msg::CloseConn { conn, code, reason } => {
                 if let Some(key) = self.live(conn.token()) {
                     if !matches!(self.conns[key].phase, Phase::Other(Stage::Closing | Stage::AwaitingClose)) {
@@ -547,8 +553,8 @@ impl Worker {
 
     /// Run owner-side topic code with what it may touch.
     fn with_owner(&mut self, f: impl FnOnce(&mut Topics, &mut OwnerCtx<'_>)) {
-        let Worker { out, store, cfg, registry, topics, id, .. } = self;
-        let mut ctx = OwnerCtx { out, store, cfg, stats: &registry.workers[*id] };
+        let Worker { out, store, cfg, registry, topics, id, cluster, .. } = self;
+        let mut ctx = OwnerCtx { out, store, cfg, stats: &registry.workers[*id], cluster: cluster.as_ref() };
         f(topics, &mut ctx);
     }
 

@@ -998,7 +998,7 @@ mod tests {
         let cfg = ServeArgs::default().resolve().unwrap();
         let stats = WorkerStats::default();
         let mut out = Outbox { me: 0, mailbox, local: Default::default(), dropped: 0 };
-        let mut ctx = OwnerCtx { out: &mut out, store: &handle, cfg: &cfg, stats: &stats };
+        let mut ctx = OwnerCtx { out: &mut out, store: &handle, cfg: &cfg, stats: &stats, cluster: None };
         let mut geo = Geo::new(0);
         let tenant: Arc<str> = "geo:slow".into();
         let conn = ConnId::new(0, 1, 7);
