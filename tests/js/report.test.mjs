@@ -39,6 +39,17 @@ const EXPECTED_CHARTS = {
   [`db-write-distribution-${DB_RUN}`]: STORES,
   [`db-e2e-distribution-${DB_RUN}`]: STORES,
   ...Object.fromEntries(
+    ["10000", "100000"].map((n) => [
+      `db-geo-${n}-${DB_RUN}`,
+      [
+        "fences containing a point, p50",
+        "fences containing a point, p99",
+        "objects within a radius, p50",
+        "objects within a radius, p99",
+      ],
+    ]),
+  ),
+  ...Object.fromEntries(
     RUNS.flatMap((run) => [
       [`latency-${run}`, ["update → reply", "update → geofence event"]],
       [`connections-${run}`, ["connections open"]],
@@ -122,6 +133,11 @@ test("the report renders offline in Chromium with every chart", { timeout: 60_00
   assert.deepEqual(headline.map((r) => r[0]), STORES);
   for (const cell of headline[0].slice(1)) assert.match(cell, /×1\.00$/, `baseline ${cell}`);
   assert.equal(await page.locator(`#comparisons a[href="#run-${DB_RUN}"]`).count(), 1);
+  // The geofence evaluators are compared with the R-tree, the server's own.
+  const geo = await page.$$eval(`svg[data-chart="db-geo-10000-${DB_RUN}"] .bar-value`, (ts) => ts.map((e) => e.textContent));
+  assert.equal(geo.length, 4 * 3, `${geo}`);
+  for (const text of geo.slice(0, 3)) assert.match(text, /^[\d.,]+ (µs|ms) ×[\d.]+$/, text);
+  assert.ok(geo.filter((t) => t.endsWith(" ×1.00")).length >= 4, `${geo}`);
   const configs = await page.$$eval(`section.run[data-run="${DB_RUN}"] table.db-configs tr`, (rows) => rows.length);
   assert.equal(configs, 1 + STORES.length, "a row per configuration under the heading");
   const db = page.locator(`section.run[data-run="${DB_RUN}"]`);
