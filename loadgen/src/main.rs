@@ -5,7 +5,7 @@ use clap::Parser;
 use rusher_loadgen::cli::{self, Cli, Command, ScenarioKind, ShootoutMode};
 use rusher_loadgen::coordinator::{self, Agents, Outcome};
 use rusher_loadgen::sources::{parse_sources, Failure};
-use rusher_loadgen::{agent, hist};
+use rusher_loadgen::{agent, dbsummary, hist, storebench};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -22,6 +22,18 @@ fn main() -> anyhow::Result<()> {
             let name = name.clone().unwrap_or_else(|| format!("agent-{}", std::process::id()));
             let capacity = capacity.unwrap_or_else(agent::capacity);
             return agent::run(*coordinator, name, sources, capacity);
+        }
+        Command::Store(args) => {
+            let outcome = storebench::run(args)?;
+            if let Some(dir) = &args.out {
+                storebench::write(dir, &outcome)?;
+            }
+            print!("{}", storebench::describe(&outcome.summary));
+            return Ok(());
+        }
+        Command::DbSummary(args) => {
+            println!("{}", dbsummary::run(args)?.display());
+            return Ok(());
         }
         Command::Connect(run) => {
             let (chat, traffic, geo) = cli::defaults();

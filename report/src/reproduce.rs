@@ -47,6 +47,8 @@ pub fn bench_command(run: &Run) -> Option<String> {
             sqlite_sync(setup),
             param("batch")?,
         ],
+        // usage: scripts/bench-db [SECONDS]
+        "db" => vec![param("e2e_measure_s")?],
         // usage: scripts/bench-firebase [SCALE]; against a real project, FIREBASE_CONFIG names its config.
         "firebase" => {
             let scale = summary.scenario.params.get("scale")?.as_str()?;
@@ -137,6 +139,7 @@ mod tests {
             summary: Some(summary::parse(summary).unwrap()),
             histograms: Vec::new(),
             samples: Vec::new(),
+            db_distributions: Vec::new(),
         }
     }
 
@@ -194,6 +197,12 @@ mod tests {
             Some("FIREBASE_CONFIG=<the project's web config> scripts/bench-firebase tiny")
         );
         assert_eq!(bench_command(&run(r#"{"scenario": {"kind": "firebase"}}"#, setup)), None);
+    }
+
+    #[test]
+    fn a_database_comparison_gives_its_bench_db_line() {
+        let summary = r#"{"scenario": {"kind": "db", "e2e_measure_s": 20, "store_seconds": 5.0}}"#;
+        assert_eq!(bench_command(&run(summary, "")).as_deref(), Some("scripts/bench-db 20"));
     }
 
     #[test]

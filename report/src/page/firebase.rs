@@ -191,6 +191,7 @@ mod tests {
             summary: Some(summary::parse(firebase::tests::SUMMARY).unwrap()),
             histograms: Vec::new(),
             samples: Vec::new(),
+            db_distributions: Vec::new(),
         }
     }
 

@@ -64,6 +64,9 @@ pub struct Summary {
     /// The geo scenario's figures.
     #[serde(default)]
     pub geo: Option<Geo>,
+    /// A database comparison's figures.
+    #[serde(default)]
+    pub db: Option<super::db::Db>,
     /// A Firebase comparison's figures, side by side (`bench/firebase`).
     #[serde(default)]
     pub firebase: Option<super::firebase::Comparison>,
@@ -203,6 +206,16 @@ impl Summary {
         }
         if let Some(f) = &self.firebase {
             errors.push(("firebase comparison: copies or events that never arrived".into(), f.missing()));
+        }
+        for c in self.db.iter().flat_map(|db| &db.configs) {
+            errors.push((
+                format!("{}: failed or unanswered requests, failed connections", c.title()),
+                c.errors(),
+            ));
+            errors.push((
+                format!("{}: writes refused as overloaded (storage queue full)", c.title()),
+                c.overloaded(),
+            ));
         }
         errors.retain(|(_, n)| *n > 0);
         errors
