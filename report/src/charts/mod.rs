@@ -3,7 +3,7 @@
 
 pub mod axis;
 pub mod db;
-pub mod side_by_side;
+pub mod firebase;
 pub mod svg;
 
 use crate::parse::{Hgrm, Run, Sample};

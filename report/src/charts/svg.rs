@@ -11,35 +11,35 @@ use crate::page::format::{escape, ratio};
 /// Colours distinguishable with the common colour-vision deficiencies (Okabe and Ito).
 const PALETTE: [&str; 7] = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"];
 
-pub(super) const WIDTH: f64 = 760.0;
+const WIDTH: f64 = 760.0;
 const HEIGHT: f64 = 400.0;
 const LEFT: f64 = 80.0;
-pub(super) const RIGHT: f64 = 24.0;
-pub(super) const TOP: f64 = 44.0;
-pub(super) const BOTTOM: f64 = 58.0;
+const RIGHT: f64 = 24.0;
+const TOP: f64 = 44.0;
+const BOTTOM: f64 = 58.0;
 /// Rough width of a character of the 12 px legend font, to size the legend box.
 const CHAR_WIDTH: f64 = 6.6;
 
 /// A linear map from data to pixels.
 #[derive(Clone, Copy)]
-pub(super) struct Scale {
-    pub(super) from: (f64, f64),
-    pub(super) to: (f64, f64),
+struct Scale {
+    from: (f64, f64),
+    to: (f64, f64),
 }
 
 impl Scale {
-    pub(super) fn at(self, v: f64) -> f64 {
+    fn at(self, v: f64) -> f64 {
         let span = self.from.1 - self.from.0;
         let t = if span > 0.0 { (v - self.from.0) / span } else { 0.0 };
         self.to.0 + t * (self.to.1 - self.to.0)
     }
 }
 
-pub(super) fn color(i: usize) -> &'static str {
+fn color(i: usize) -> &'static str {
     PALETTE[i % PALETTE.len()]
 }
 
-pub(super) fn open_svg(out: &mut String, id: &str, title: &str, width: f64, height: f64, series: usize) {
+fn open_svg(out: &mut String, id: &str, title: &str, width: f64, height: f64, series: usize) {
     let _ = write!(
         out,
         r#"<svg class="chart" data-chart="{id}" data-series-count="{series}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" aria-label="{title}">"#,
@@ -152,13 +152,7 @@ fn axis_labels(out: &mut String, x_label: &str, y_label: &str) {
 }
 
 /// A legend box at (x, y): a swatch (a line, or a square for bars) and the name of each series.
-pub(super) fn legend<'a>(
-    out: &mut String,
-    names: impl Iterator<Item = &'a str> + Clone,
-    x: f64,
-    y: f64,
-    lines: bool,
-) {
+fn legend<'a>(out: &mut String, names: impl Iterator<Item = &'a str> + Clone, x: f64, y: f64, lines: bool) {
     let count = names.clone().count();
     let longest = names.clone().map(|n| n.chars().count()).max().unwrap_or(0);
     let (w, h) = (36.0 + longest as f64 * CHAR_WIDTH, 8.0 + count as f64 * 18.0);

@@ -1,13 +1,13 @@
 //! The Firebase comparison on the page: in the comparisons, what was compared and the ratios of every
 //! comparison run; in a comparison run's own section, every figure side by side as a table and as a
-//! chart with the ratio printed.
+//! chart with every bar's ratio to rusher's printed.
 
 use std::fmt::Write as _;
 
-use super::format::{escape, ms, thousands};
+use super::format::{escape, ms, ratio, thousands};
 use super::{anchor, figure};
-use crate::charts::side_by_side;
-use crate::parse::firebase::{ratio_label, statistics, Comparison, Figure, FigureKind, Statistic};
+use crate::charts::{self, svg};
+use crate::parse::firebase::{statistics, Comparison, Figure, FigureKind, Statistic};
 use crate::parse::Run;
 
 /// The id of the comparisons' Firebase heading, linked from the overview.
@@ -20,9 +20,7 @@ fn comparisons(runs: &[Run]) -> Vec<(&Run, &Comparison)> {
 
 /// `firebase ÷ rusher` of a statistic as printed, `n/a` when a side has no value.
 fn ratio_text(c: &Comparison, f: &Figure, stat: Statistic) -> String {
-    c.ratio_sides()
-        .and_then(|(a, b)| f.ratio(&a.id, &b.id, stat))
-        .map_or_else(|| "n/a".to_owned(), ratio_label)
+    c.ratio_sides().and_then(|(a, b)| f.ratio(&a.id, &b.id, stat)).map_or_else(|| "n/a".to_owned(), ratio)
 }
 
 /// The statistics a table row shows: p50 and p99 of a latency, the value of a size.
@@ -163,18 +161,18 @@ pub fn run_figures(html: &mut String, run: &Run, c: &Comparison) {
     }
     html.push_str(
         "</table>\n<p>Latencies as p50 / p99, sizes in bytes; the ratio is the first side's figure divided by \
-         the second's, so above 1× the first took longer or more.</p>\n",
+         the second's, so above ×1 the first took longer or more.</p>\n",
     );
+    let caption = c.ratio_sides().map_or_else(String::new, |(_, b)| {
+        format!(
+            "One group of bars per side: the percentiles of its samples, or its size. Each bar is printed with its \
+             ratio to {}'s (×2: twice its value).",
+            escape(&b.id)
+        )
+    });
     for f in &c.figures {
-        if let Some(chart) = side_by_side::figure_chart(&run.name, c, f) {
-            let caption = match f.kind {
-                FigureKind::Latency => {
-                    "Each group is one percentile of every side's samples; the column on the right \
-                                        is the ratio at that percentile."
-                }
-                FigureKind::Size => "One bar per side; the column on the right is the ratio.",
-            };
-            figure(html, &side_by_side::draw(&chart), caption);
+        if let Some(chart) = charts::firebase::figure_chart(&run.name, c, f) {
+            figure(html, &svg::bar_chart(&chart), &caption);
         }
     }
 }
@@ -205,10 +203,10 @@ mod tests {
         assert!(html.contains("href=\"#run-2026-11-28-firebase\""));
         assert!(html.contains("The real-Firebase layer did not run: FIREBASE_CONFIG not given"));
         assert!(
-            html.contains("<td>Write until acknowledged</td><td class=\"num\">20× / 6.9×</td>"),
+            html.contains("<td>Write until acknowledged</td><td class=\"num\">×20 / ×6.95</td>"),
             "{html}"
         );
-        assert!(html.contains("<td>Client bundle, minified and gzipped</td><td class=\"num\">1.4×</td>"));
+        assert!(html.contains("<td>Client bundle, minified and gzipped</td><td class=\"num\">×1.41</td>"));
         assert!(html.contains("<td>Fan-out to 10 listeners</td><td class=\"num\">n/a / n/a</td>"));
     }
 
@@ -226,7 +224,7 @@ mod tests {
         run_figures(&mut html, &r, r.summary.as_ref().unwrap().firebase.as_ref().unwrap());
         assert!(html.contains(
             "<tr><td>Write until acknowledged</td><td class=\"num\">5.45 / 20.5 ms</td><td class=\"num\">0.27 / 2.95 ms</td>\
-             <td class=\"num\">1.24 / 188 ms</td><td class=\"num\">20× / 6.9×</td><td class=\"num\">2,000 / 2,000 / 2,000</td></tr>"
+             <td class=\"num\">1.24 / 188 ms</td><td class=\"num\">×20 / ×6.95</td><td class=\"num\">2,000 / 2,000 / 2,000</td></tr>"
         ), "{html}");
         assert!(html.contains("<td class=\"num\">–</td>"), "a side that did not run a figure");
         assert!(html.contains("998, 2 missing"));

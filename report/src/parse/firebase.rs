@@ -109,7 +109,7 @@ pub fn statistics(kind: FigureKind) -> &'static [(&'static str, Statistic)] {
             ("p99", |m| m.percentile(99)),
             ("max", |m| m.percentile(100)),
         ],
-        FigureKind::Size => &[("value", |m| match m {
+        FigureKind::Size => &[("size", |m| match m {
             Measured::Size { value } => Some(*value),
             Measured::Latency { .. } => None,
         })],
@@ -160,17 +160,6 @@ impl Comparison {
     /// Copies and events that never arrived, over every figure and side.
     pub fn missing(&self) -> u64 {
         self.figures.iter().flat_map(|f| f.missing.values()).sum()
-    }
-}
-
-/// `12.3×` for a ratio: two significant digits below 10, whole numbers above.
-pub fn ratio_label(r: f64) -> String {
-    if r >= 10.0 {
-        format!("{r:.0}×")
-    } else if r >= 1.0 {
-        format!("{r:.1}×")
-    } else {
-        format!("{r:.2}×")
     }
 }
 
@@ -257,13 +246,5 @@ pub(crate) mod tests {
         assert!(summary::parse(&text).is_err());
         let text = SUMMARY.replace(r#"{"value": 51536}"#, r#"{"amount": 51536}"#);
         assert!(summary::parse(&text).is_err(), "a value that is neither percentiles nor a size");
-    }
-
-    #[test]
-    fn ratio_labels() {
-        assert_eq!(ratio_label(20.185), "20×");
-        assert_eq!(ratio_label(6.949), "6.9×");
-        assert_eq!(ratio_label(1.0), "1.0×");
-        assert_eq!(ratio_label(0.254), "0.25×");
     }
 }
