@@ -1,8 +1,11 @@
 //! Cluster mode end to end: `rusher` processes on one Redis and one PostgreSQL, with Phoenix clients
-//! on different nodes. Needs `RUSHER_TEST_REDIS_URL` and `RUSHER_TEST_POSTGRES_URL` (`scripts/test`
+//! (chat here; geofencing in `cluster/geo.rs`) and y-websocket editors (`cluster/collab.rs`) on
+//! different nodes. Needs `RUSHER_TEST_REDIS_URL` and `RUSHER_TEST_POSTGRES_URL` (`scripts/test`
 //! runs these under `scripts/with-redis` and `scripts/with-postgres`); the Redis restart test runs
 //! its own `redis-server`. `RUSHER_TEST_LOG` sets the nodes' log filter (default `warn`).
 
+#[path = "cluster/collab.rs"]
+mod collab;
 mod common;
 #[path = "common/redis_server.rs"]
 mod redis_server;

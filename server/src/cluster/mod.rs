@@ -89,7 +89,7 @@ impl ClusterStats {
 }
 
 /// What the link hands to a worker (inside [`crate::mailbox::Msg::Cluster`]).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Inbound {
     /// An envelope from another node, for the home worker of its topic.
     Remote(Envelope),
