@@ -187,12 +187,15 @@ impl Topics {
             | cluster::Inbound::Subscribed { topic } => topic,
             cluster::Inbound::NodeDown { .. } | cluster::Inbound::NodeUp { .. } => {
                 self.chat.on_cluster(ctx, msg.clone());
-                self.collab.on_cluster(ctx, msg);
+                self.collab.on_cluster(ctx, msg.clone());
+                self.geo.on_cluster(ctx, msg);
                 return;
             }
         };
         if collab::is_topic(topic) {
             self.collab.on_cluster(ctx, msg);
+        } else if TopicKind::of(topic) == Some(TopicKind::Geo) {
+            self.geo.on_cluster(ctx, msg);
         } else {
             self.chat.on_cluster(ctx, msg);
         }
