@@ -21,9 +21,10 @@
 //! the node's editors.
 //!
 //! **Awareness** (cursors, names) is applied on the node of the editor that sent it, relayed there,
-//! and published; other nodes apply and relay it. A node that (re)subscribes asks the others for
-//! their editors' states. When a node falls silent for the timeout, the states it announced are
-//! removed on the others, as when its editors disconnect.
+//! and published; other nodes apply and relay it. A node that (re)subscribes publishes its editors'
+//! states again and asks the others for theirs, so states published before a subscription took
+//! effect are not missed either way. When a node falls silent for the timeout, the states it
+//! announced are removed on the others, as when its editors disconnect.
 //!
 //! **Owner handover.** An owner whose document leaves its memory (no editor there for
 //! `--collab-idle-secs`, after a last snapshot) releases the lease; the next update, on any node,
@@ -315,6 +316,9 @@ impl Collab {
             }
             Inbound::Subscribed { topic } => {
                 if self.docs.contains_key(&topic) {
+                    // What was published before the subscription took effect is missed both ways:
+                    // this node's editors' states go out again, and the others are asked for theirs.
+                    self.publish_local_awareness(ctx, &topic);
                     publish(ctx, &topic, EVENT_AWARENESS_QUERY, &[]);
                     self.catch_up(ctx, &topic);
                 }
@@ -429,6 +433,8 @@ impl Collab {
             },
             (EVENT_AWARENESS, Ok(proto::Inbound::Awareness { update })) => {
                 match state.doc.apply_awareness(update) {
+                    // States already known (sent again after a subscription) are not relayed again.
+                    Ok(ids) if ids.is_empty() => {}
                     Ok(ids) => {
                         if let Some(cd) = state.cluster.as_mut() {
                             let known = cd.remote_clients.entry(node.clone()).or_default();
@@ -445,13 +451,17 @@ impl Collab {
                     }
                 }
             }
-            (EVENT_AWARENESS_QUERY, _) => {
-                let local: Vec<u64> = state.conns.values().flatten().copied().collect();
-                if let Some(update) = state.doc.awareness_update_for(&local) {
-                    publish_awareness(ctx, name, &proto::awareness(&update));
-                }
-            }
+            (EVENT_AWARENESS_QUERY, _) => self.publish_local_awareness(ctx, name),
             _ => tracing::warn!(node = %node, doc = %name, tag, "malformed document event dropped"),
+        }
+    }
+
+    /// Publish the awareness states of this node's editors.
+    fn publish_local_awareness(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>) {
+        let Some(state) = self.docs.get(name) else { return };
+        let local: Vec<u64> = state.conns.values().flatten().copied().collect();
+        if let Some(update) = state.doc.awareness_update_for(&local) {
+            publish_awareness(ctx, name, &proto::awareness(&update));
         }
     }
 
