@@ -7,6 +7,7 @@
 #[cfg(test)]
 mod conformance;
 mod postgres;
+mod reconnect;
 mod redis;
 mod sqlite;
 #[cfg(test)]
