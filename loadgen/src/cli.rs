@@ -126,6 +126,13 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "echo")]
         mode: ShootoutMode,
     },
+    /// The storage layer alone: open a store as `rusher --store` does and drive the server's storage
+    /// thread (its queue and group commit) with chat, Yjs and geofence writes, history pages and
+    /// room heads; report latency and throughput. Server flags (durability) go after `--`.
+    Store(crate::storebench::StoreArgs),
+    /// Gather a database comparison (scripts/bench-db) into one result folder: summary.json,
+    /// RESULTS.md with the ratios to the first configuration, SETUP.md; move it to RESULTS/<date>-db.
+    DbSummary(crate::dbsummary::DbSummaryArgs),
     /// Serve a coordinator: take a share of its run.
     Agent {
         /// The coordinator's address.

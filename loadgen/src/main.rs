@@ -5,7 +5,7 @@ use clap::Parser;
 use rusher_loadgen::cli::{self, Cli, Command, ScenarioKind, ShootoutMode};
 use rusher_loadgen::coordinator::{self, Agents, Outcome};
 use rusher_loadgen::sources::{parse_sources, Failure};
-use rusher_loadgen::{agent, hist, sink};
+use rusher_loadgen::{agent, dbsummary, hist, sink, storebench};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -30,6 +30,18 @@ fn main() -> anyhow::Result<()> {
         Command::Tcp { run, traffic } => {
             let (chat, _, geo) = cli::defaults();
             cli::spec(ScenarioKind::Tcp, run, &chat, traffic, &geo, ShootoutMode::Echo, None)?
+        }
+        Command::Store(args) => {
+            let outcome = storebench::run(args)?;
+            if let Some(dir) = &args.out {
+                storebench::write(dir, &outcome)?;
+            }
+            print!("{}", storebench::describe(&outcome.summary));
+            return Ok(());
+        }
+        Command::DbSummary(args) => {
+            println!("{}", dbsummary::run(args)?.display());
+            return Ok(());
         }
         Command::Connect(run) => {
             let (chat, traffic, geo) = cli::defaults();

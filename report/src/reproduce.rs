@@ -52,6 +52,16 @@ pub fn bench_command(run: &Run) -> Option<String> {
             let args = ["connections", "hold_s", "chat_rate", "chat_seconds", "room"].map(param);
             return Some(format!("scripts/c1m {}", args.into_iter().collect::<Option<Vec<_>>>()?.join(" ")));
         }
+        // usage: scripts/bench-db [SECONDS]
+        "db" => vec![param("e2e_measure_s")?],
+        // usage: scripts/bench-firebase [SCALE]; against a real project, FIREBASE_CONFIG names its config.
+        "firebase" => {
+            let scale = summary.scenario.params.get("scale")?.as_str()?;
+            let real =
+                summary.scenario.params.get("firebase_target").and_then(|t| t.as_str()) == Some("firebase");
+            let env = if real { "FIREBASE_CONFIG=<the project's web config> " } else { "" };
+            return Some(format!("{env}scripts/bench-firebase {scale}"));
+        }
         _ => return None,
     };
     Some(format!("scripts/bench-{} {}", summary.scenario.kind, args.join(" ")))
@@ -134,6 +144,7 @@ mod tests {
             summary: Some(summary::parse(summary).unwrap()),
             histograms: Vec::new(),
             samples: Vec::new(),
+            db_distributions: Vec::new(),
         }
     }
 
@@ -187,6 +198,26 @@ mod tests {
         assert_eq!(bench_command(&run(c1m, setup)).as_deref(), Some("scripts/c1m 1000000 120 10000 60 100"));
         let partial = r#"{"scenario": {"kind": "c1m", "connections": 6000, "hold_s": 5}}"#;
         assert_eq!(bench_command(&run(partial, setup)), None, "a parameter missing");
+    }
+
+    #[test]
+    fn firebase_runs_give_the_scale_and_say_when_a_project_config_is_needed() {
+        let setup = "## Command lines\n\n```text\nnode bench/firebase/run.mjs --scale full\n```\n";
+        let local =
+            r#"{"scenario": {"kind": "firebase", "scale": "full", "firebase_target": "firebase-server"}}"#;
+        assert_eq!(bench_command(&run(local, setup)).as_deref(), Some("scripts/bench-firebase full"));
+        let real = r#"{"scenario": {"kind": "firebase", "scale": "tiny", "firebase_target": "firebase"}}"#;
+        assert_eq!(
+            bench_command(&run(real, setup)).as_deref(),
+            Some("FIREBASE_CONFIG=<the project's web config> scripts/bench-firebase tiny")
+        );
+        assert_eq!(bench_command(&run(r#"{"scenario": {"kind": "firebase"}}"#, setup)), None);
+    }
+
+    #[test]
+    fn a_database_comparison_gives_its_bench_db_line() {
+        let summary = r#"{"scenario": {"kind": "db", "e2e_measure_s": 20, "store_seconds": 5.0}}"#;
+        assert_eq!(bench_command(&run(summary, "")).as_deref(), Some("scripts/bench-db 20"));
     }
 
     #[test]

@@ -168,12 +168,13 @@ pub struct ServeArgs {
     #[arg(long, env = "RUSHER_SHOOTOUT", num_args = 0..=1, default_missing_value = "true")]
     pub shootout: Option<bool>,
     /// Cluster mode: share topics with the other nodes on this Redis (redis://HOST[:PORT][/DB]).
-    /// Chat rooms, presence, typing and blobs span the nodes; give every node the same shared
-    /// --store (PostgreSQL). Without it the node is alone and makes no Redis call.
+    /// Chat rooms with presence, collaborative documents and geofencing tenants span the nodes; give
+    /// every node the same shared --store (PostgreSQL). Without it the node is alone and makes no
+    /// Redis call.
     #[arg(long, env = "RUSHER_CLUSTER", value_name = "URL")]
     pub cluster: Option<String>,
-    /// Cluster mode: seconds after which a silent node's presences are removed and its room leases
-    /// expire, and a request forwarded to a room's owner node gets an error. [default: 5]
+    /// Cluster mode: seconds after which a silent node's presences are removed and its owner leases
+    /// expire, and a request forwarded to a topic's owner node gets an error. [default: 5]
     #[arg(long, env = "RUSHER_CLUSTER_TIMEOUT")]
     pub cluster_timeout: Option<u64>,
     /// Log filter, e.g. info or rusher_server=debug. [default: info]

@@ -1,9 +1,14 @@
 //! Cluster mode end to end: `rusher` processes on one Redis and one PostgreSQL, with Phoenix clients
-//! on different nodes. Needs `RUSHER_TEST_REDIS_URL` and `RUSHER_TEST_POSTGRES_URL` (`scripts/test`
+//! (chat here; geofencing in `cluster/geo.rs`) and y-websocket editors (`cluster/collab.rs`) on
+//! different nodes. Needs `RUSHER_TEST_REDIS_URL` and `RUSHER_TEST_POSTGRES_URL` (`scripts/test`
 //! runs these under `scripts/with-redis` and `scripts/with-postgres`); the Redis restart test runs
 //! its own `redis-server`. `RUSHER_TEST_LOG` sets the nodes' log filter (default `warn`).
 
+#[path = "cluster/collab.rs"]
+mod collab;
 mod common;
+#[path = "cluster/geo.rs"]
+mod geo;
 #[path = "common/redis_server.rs"]
 mod redis_server;
 
@@ -73,11 +78,20 @@ struct Client {
     /// Replies by ref.
     replies: HashMap<String, Value>,
     typing: Vec<Value>,
+    /// Every other event: (event, payload).
+    events: Vec<(String, Value)>,
+    /// The join reply's response.
+    joined: Value,
     next_ref: u64,
 }
 
 impl Client {
     fn join(addr: SocketAddr, user: &str, topic: &str) -> Client {
+        Client::join_with(addr, user, topic, &serde_json::json!({}))
+    }
+
+    /// Join with these params; the join reply must be ok.
+    fn join_with(addr: SocketAddr, user: &str, topic: &str, params: &Value) -> Client {
         let ws = Ws::phoenix(addr, user);
         ws.stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         let mut c = Client {
@@ -88,11 +102,14 @@ impl Client {
             msgs: Vec::new(),
             replies: HashMap::new(),
             typing: Vec::new(),
+            events: Vec::new(),
+            joined: Value::Null,
             next_ref: 0,
         };
-        c.ws.send_text(&format!(r#"["j","j","{topic}","phx_join",{{}}]"#));
+        c.ws.send_text(&serde_json::json!(["j", "j", topic, "phx_join", params]).to_string());
         let reply = c.reply("j");
         assert_eq!(reply["status"], "ok", "{user} joins {topic}: {reply}");
+        c.joined = reply["response"].clone();
         c
     }
 
@@ -117,7 +134,7 @@ impl Client {
                 self.apply_presence(&v[4]["joins"], true);
                 self.apply_presence(&v[4]["leaves"], false);
             }
-            _ => {}
+            other => self.events.push((other.to_owned(), v[4].clone())),
         }
     }
 
@@ -170,16 +187,34 @@ impl Client {
 
     /// Send a message until the server acks it (a node may be taking a room over); its ack.
     fn send_until_acked(&mut self, body: &str) -> Value {
+        self.push_until_ok("new_msg", &serde_json::json!({ "body": body }))
+    }
+
+    /// Push until the reply is ok (a node may be taking the topic over); the response.
+    fn push_until_ok(&mut self, event: &str, payload: &Value) -> Value {
         let deadline = Instant::now() + WAIT;
         loop {
-            let r = self.push("new_msg", &serde_json::json!({ "body": body }));
+            let r = self.push(event, payload);
             let reply = self.reply(&r);
             if reply["status"] == "ok" {
                 return reply["response"].clone();
             }
-            assert!(Instant::now() < deadline, "{}: {body:?} never acked, last: {reply}", self.user);
+            assert!(Instant::now() < deadline, "{}: {event} {payload} never ok, last: {reply}", self.user);
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// The pushed event's reply, which must be ok; its response.
+    fn push_ok(&mut self, event: &str, payload: &Value) -> Value {
+        let r = self.push(event, payload);
+        let reply = self.reply(&r);
+        assert_eq!(reply["status"], "ok", "{}: {event} {payload}: {reply}", self.user);
+        reply["response"].clone()
+    }
+
+    /// How many `event`s received match `pred`.
+    fn count(&self, event: &str, pred: impl Fn(&Value) -> bool) -> usize {
+        self.events.iter().filter(|(e, p)| e == event && pred(p)).count()
     }
 
     fn users(&self) -> BTreeSet<String> {

@@ -17,12 +17,53 @@ const REPORT_BIN = process.env.REPORT_BIN
   : path.resolve(here, "../../target/debug/rusher-report");
 const FIXTURE = path.join(here, "fixtures/results");
 const RUNS = ["2026-11-28-geo", "2026-11-28-geo-2"];
+// A database comparison trimmed to three of its configurations; the first is the baseline of the ratios.
+const DB_RUN = "2026-11-28-db";
+const STORES = ["SQLite synchronous=full", "PostgreSQL synchronous_commit=on", "Redis appendfsync=always"];
+// A Firebase comparison (a tiny run of bench/firebase): one chart per figure, a group of bars per side
+// that measured it, one bar per statistic.
+const FIREBASE_RUN = "2026-11-28-firebase";
+const FIREBASE_FIGURES = {
+  connect_open: ["firebase", "rusher"],
+  connect_first_data: ["firebase", "rusher"],
+  write_ack: ["firebase", "rusher", "rusher-full"],
+  fanout_3: ["firebase", "rusher", "rusher-full"],
+  geo_enter_5: ["firebase", "rusher"],
+  geo_exit_5: ["firebase", "rusher"],
+  bundle_gzip: ["firebase", "rusher"],
+  bundle_minified: ["firebase", "rusher"],
+  memory_heap: ["firebase", "rusher"],
+};
+const FIREBASE_STATISTICS = (id) => (id.startsWith("bundle") || id.startsWith("memory") ? ["size"] : ["p50", "p90", "p99", "max"]);
 
 // Every chart the fixture must produce, with the series each must draw.
 const EXPECTED_CHARTS = {
   "bytes-per-connection": ["server RSS", "kernel slab growth"],
   "compare-geo-ack": RUNS,
   "compare-geo-event": RUNS,
+  [`db-write-${DB_RUN}`]: ["p50", "p99", "p99.9"],
+  [`db-throughput-${DB_RUN}`]: [
+    "chat acked at 100,000/s offered",
+    "chat at capacity",
+    "Yjs updates at capacity",
+    "geofence logs at capacity",
+  ],
+  [`db-yjs-${DB_RUN}`]: ["p50", "p99", "p99.9", "large updates (4–64 KiB) p99"],
+  [`db-reads-${DB_RUN}`]: ["history page p50", "history page p99", "room head p50", "room head p99"],
+  [`db-e2e-${DB_RUN}`]: ["publish → ack p50", "publish → ack p99", "publish → delivery p50", "publish → delivery p99"],
+  [`db-write-distribution-${DB_RUN}`]: STORES,
+  [`db-e2e-distribution-${DB_RUN}`]: STORES,
+  ...Object.fromEntries(
+    ["10000", "100000"].map((n) => [
+      `db-geo-${n}-${DB_RUN}`,
+      [
+        "fences containing a point, p50",
+        "fences containing a point, p99",
+        "objects within a radius, p50",
+        "objects within a radius, p99",
+      ],
+    ]),
+  ),
   ...Object.fromEntries(
     RUNS.flatMap((run) => [
       [`latency-${run}`, ["update → reply", "update → geofence event"]],
@@ -30,6 +71,7 @@ const EXPECTED_CHARTS = {
       [`memory-${run}`, ["server RSS (all server processes)", "kernel slab (whole machine)"]],
     ]),
   ),
+  ...Object.fromEntries(Object.keys(FIREBASE_FIGURES).map((id) => [`firebase-${FIREBASE_RUN}-${id}`, FIREBASE_STATISTICS(id)])),
 };
 
 test("the report renders offline in Chromium with every chart", { timeout: 60_000 }, async (t) => {
@@ -91,9 +133,50 @@ test("the report renders offline in Chromium with every chart", { timeout: 60_00
 
   // Comparisons without data say so in words instead of drawing a chart.
   const empty = await page.$$eval("#comparisons p.empty", (ps) => ps.map((p) => p.textContent));
-  for (const what of ["database comparison", "Firebase comparison", "peer comparison"]) {
-    assert.ok(empty.some((p) => p.includes(`No ${what}`)), `empty state for the ${what}`);
+  assert.ok(empty.some((p) => p.includes("No peer comparison")), "empty state for the peer comparison");
+
+  // The database comparison: every bar carries its value and its ratio to the baseline's, which is 1.
+  const bars = await page.$$eval(`svg[data-chart="db-write-${DB_RUN}"] .bar-value`, (ts) => ts.map((e) => e.textContent));
+  assert.equal(bars.length, 3 * STORES.length, `${bars}`);
+  for (const text of bars) assert.match(text, /^[\d.,]+ ms ×[\d.]+$/, text);
+  assert.deepEqual(bars.filter((b) => b.endsWith(" ×1.00")).length >= 3, true, `${bars}`);
+  // ... and the comparisons section has its headline ratios, linking to the run.
+  const headline = await page.$$eval("#comparisons table.db-headline tr", (rows) =>
+    rows.slice(1).map((r) => [...r.querySelectorAll("td")].map((td) => td.textContent)),
+  );
+  assert.deepEqual(headline.map((r) => r[0]), STORES);
+  for (const cell of headline[0].slice(1)) assert.match(cell, /×1\.00$/, `baseline ${cell}`);
+  assert.equal(await page.locator(`#comparisons a[href="#run-${DB_RUN}"]`).count(), 1);
+  // The geofence evaluators are compared with the R-tree, the server's own.
+  const geo = await page.$$eval(`svg[data-chart="db-geo-10000-${DB_RUN}"] .bar-value`, (ts) => ts.map((e) => e.textContent));
+  assert.equal(geo.length, 4 * 3, `${geo}`);
+  for (const text of geo.slice(0, 3)) assert.match(text, /^[\d.,]+ (µs|ms) ×[\d.]+$/, text);
+  assert.ok(geo.filter((t) => t.endsWith(" ×1.00")).length >= 4, `${geo}`);
+  const configs = await page.$$eval(`section.run[data-run="${DB_RUN}"] table.db-configs tr`, (rows) => rows.length);
+  assert.equal(configs, 1 + STORES.length, "a row per configuration under the heading");
+  const db = page.locator(`section.run[data-run="${DB_RUN}"]`);
+  await assert.doesNotReject(db.locator("pre.reproduce", { hasText: "scripts/bench-db" }).waitFor({ timeout: 5_000 }));
+  assert.match(await db.locator(".setup").innerText(), /synchronous_commit=on/);
+
+  // The Firebase comparison says what it measures; every bar carries its value and its ratio to rusher's.
+  const firebase = await page.locator("#comparisons .what").innerText();
+  assert.match(firebase, /SDK and protocol cost on loopback, not Google's servers/);
+  assert.equal(await page.locator(`table.firebase-ratios[data-run="${FIREBASE_RUN}"] tr`).count(), 1 + Object.keys(FIREBASE_FIGURES).length);
+  for (const [id, sides] of Object.entries(FIREBASE_FIGURES)) {
+    const chart = page.locator(`svg[data-chart="firebase-${FIREBASE_RUN}-${id}"]`);
+    const stats = FIREBASE_STATISTICS(id).length;
+    assert.equal(await chart.locator("rect.bar").count(), stats * sides.length, `${id}: a bar per side and statistic`);
+    const ticks = await chart.locator(".tick").allTextContents();
+    for (const side of sides) assert.ok(ticks.includes(side), `${id}: a group for ${side}`);
+    const values = await chart.locator(".bar-value").allTextContents();
+    assert.equal(values.length, stats * sides.length, `${id}: ${values}`);
+    for (const v of values) assert.match(v, /^[\d.,]+ (ms|B) ×[\d.]+$/, `${id}: value and ratio ${v}`);
+    assert.ok(values.filter((v) => v.endsWith(" ×1.00")).length >= stats, `${id}: rusher's own bars are ×1.00: ${values}`);
   }
+  const section = page.locator(`section.run[data-run="${FIREBASE_RUN}"]`);
+  assert.match(await section.locator("figcaption").first().innerText(), /ratio to rusher's/);
+  await assert.doesNotReject(section.locator("pre.reproduce", { hasText: "scripts/bench-firebase tiny" }).waitFor({ timeout: 5_000 }));
+  assert.match(await section.locator(".errors").innerText(), /None/);
 
   // Each run shows its setup, errors and how to reproduce it.
   for (const run of RUNS) {

@@ -66,11 +66,13 @@ export async function until(cond, ms = 5000, label = "condition", intervalMs = 2
 
 /**
  * A Rusher process. `start()` resolves once the first stdout line announces the port.
- * Logs from stderr are kept for failure reports.
+ * Logs from stderr are kept for failure reports. `store` is a store URL (default: a SQLite file
+ * in `dir`).
  */
 export class Rusher {
-  constructor({ dir = tempDir(), secret, heartbeatTimeout, port = 0, args = [] } = {}) {
+  constructor({ dir = tempDir(), secret, heartbeatTimeout, port = 0, store, args = [] } = {}) {
     this.dir = dir;
+    this.store = store ?? `sqlite://${path.join(dir, "rusher.db")}`;
     this.secret = secret;
     this.heartbeatTimeout = heartbeatTimeout;
     this.port = port;
@@ -100,7 +102,7 @@ export class Rusher {
   async start() {
     const args = [
       "--listen", `127.0.0.1:${this.port}`,
-      "--store", `sqlite://${path.join(this.dir, "rusher.db")}`,
+      "--store", this.store,
       "--workers", "2",
       ...this.args,
     ];

@@ -2,6 +2,8 @@
 //! [`svg`] turns them into inline SVG.
 
 pub mod axis;
+pub mod db;
+pub mod firebase;
 pub mod svg;
 
 use crate::parse::{Hgrm, Run, Sample};
@@ -50,10 +52,53 @@ pub struct BarChart {
     pub title: String,
     /// Value axis label with its unit.
     pub value_label: String,
+    /// How the value printed beside each bar reads.
+    pub unit: BarUnit,
     /// Category names (runs), top to bottom.
     pub categories: Vec<String>,
     /// Series in legend order; `values[i]` belongs to `categories[i]`, `None` if not measured.
     pub series: Vec<BarSeries>,
+    /// The category every bar is compared with: its ratio to that category's bar of the same series
+    /// is printed beside it.
+    pub baseline: Option<usize>,
+}
+
+/// The unit of a bar chart's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BarUnit {
+    /// Bytes: `8,360 B`.
+    Bytes,
+    /// Milliseconds: `0.42 ms`.
+    Ms,
+    /// A rate: `45,210/s`.
+    PerSecond,
+    /// Microseconds, as `1.50 µs`, `900 µs` or, from a millisecond up, `2.50 ms`.
+    Us,
+}
+
+impl BarUnit {
+    /// A value as printed beside its bar.
+    pub fn format(self, v: f64) -> String {
+        use crate::page::format::{ms, thousands};
+        match self {
+            BarUnit::Bytes => format!("{} B", thousands(v.round().max(0.0) as u64)),
+            BarUnit::Ms => format!("{} ms", ms(v * 1000.0)),
+            BarUnit::PerSecond => format!("{}/s", thousands(v.round().max(0.0) as u64)),
+            BarUnit::Us if v < 10.0 => format!("{v:.2} µs"),
+            BarUnit::Us if v < 1000.0 => format!("{v:.0} µs"),
+            BarUnit::Us => format!("{} ms", ms(v)),
+        }
+    }
+}
+
+impl BarChart {
+    /// The ratio of series `s`'s bar in category `c` to the baseline category's bar of that series.
+    pub fn ratio(&self, s: usize, c: usize) -> Option<f64> {
+        let values = &self.series.get(s)?.values;
+        let base = (*values.get(self.baseline?)?)?;
+        let v = (*values.get(c)?)?;
+        (base > 0.0).then(|| v / base)
+    }
 }
 
 /// The bars of one series.
@@ -197,6 +242,8 @@ pub fn bytes_per_connection_chart(runs: &[Run]) -> Option<BarChart> {
         id: "bytes-per-connection".into(),
         title: "Memory per connection at the peak, by run".into(),
         value_label: "bytes per connection".into(),
+        unit: BarUnit::Bytes,
+        baseline: None,
         categories: measured.iter().map(|r| r.name.clone()).collect(),
         series: vec![
             BarSeries { name: "server RSS".into(), values: values(|s| s.server_rss_bytes_per_connection) },
@@ -225,6 +272,7 @@ mod tests {
             ),
             histograms: hgrms.iter().map(|(m, t)| (m.to_string(), hgrm::parse(t).unwrap())).collect(),
             samples: samples::parse(samples_text).unwrap(),
+            db_distributions: Vec::new(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::axis::{self, nice_ticks, percentile_label, tick_label, PERCENTILE_TICKS};
 use super::{BarChart, LineChart, XAxis};
-use crate::page::format::{escape, thousands};
+use crate::page::format::{escape, ratio};
 
 /// Colours distinguishable with the common colour-vision deficiencies (Okabe and Ito).
 const PALETTE: [&str; 7] = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"];
@@ -190,19 +190,37 @@ fn legend<'a>(out: &mut String, names: impl Iterator<Item = &'a str> + Clone, x:
     out.push_str("</g>");
 }
 
+/// The text printed beside bar `c` of series `s`: the value, and its ratio to the baseline's.
+fn bar_text(chart: &BarChart, s: usize, c: usize) -> Option<String> {
+    let v = chart.series.get(s)?.values.get(c).copied().flatten()?;
+    let text = chart.unit.format(v);
+    Some(match chart.ratio(s, c) {
+        Some(r) => format!("{text} {}", ratio(r)),
+        None => text,
+    })
+}
+
 /// Draws horizontal grouped bars with their values printed.
 pub fn bar_chart(chart: &BarChart) -> String {
-    const LABELS: f64 = 170.0;
     const BAR: f64 = 14.0;
     const GAP: f64 = 12.0;
+    // Room for the category names on the left, and for the printed values right of the longest bar
+    // (the 11 px value font is narrower than the legend's).
+    let longest = |texts: &mut dyn Iterator<Item = usize>| texts.max().unwrap_or(0) as f64;
+    let labels = (longest(&mut chart.categories.iter().map(|c| c.chars().count())) * CHAR_WIDTH + 16.0)
+        .clamp(170.0, 320.0);
+    let texts = &mut (0..chart.series.len())
+        .flat_map(|s| (0..chart.categories.len()).map(move |c| (s, c)))
+        .filter_map(|(s, c)| bar_text(chart, s, c))
+        .map(|t| t.chars().count());
+    let value_room = (longest(texts) * CHAR_WIDTH * 0.92 + 8.0).max(70.0);
     let group = chart.series.len() as f64 * BAR + GAP;
     let legend_h = 8.0 + chart.series.len() as f64 * 18.0;
     let plot_top = TOP + legend_h + 8.0;
     let height = plot_top + chart.categories.len() as f64 * group + BOTTOM;
     let max = chart.series.iter().flat_map(|s| s.values.iter().flatten()).fold(0.0, |a: f64, b| a.max(*b));
     let ticks = nice_ticks(max);
-    // Room on the right for the printed values.
-    let sx = Scale { from: (0.0, *ticks.last().unwrap_or(&1.0)), to: (LABELS, WIDTH - RIGHT - 70.0) };
+    let sx = Scale { from: (0.0, *ticks.last().unwrap_or(&1.0)), to: (labels, WIDTH - RIGHT - value_room) };
     let plot_bottom = height - BOTTOM;
 
     let mut out = String::new();
@@ -224,7 +242,7 @@ pub fn bar_chart(chart: &BarChart) -> String {
     let _ = write!(
         out,
         r#"<text class="axis-label" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-        (LABELS + WIDTH - RIGHT - 70.0) / 2.0,
+        (labels + WIDTH - RIGHT - value_room) / 2.0,
         height - 14.0,
         escape(&chart.value_label)
     );
@@ -233,7 +251,7 @@ pub fn bar_chart(chart: &BarChart) -> String {
         let _ = write!(
             out,
             r#"<text class="tick" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
-            LABELS - 8.0,
+            labels - 8.0,
             gy + group / 2.0 - 2.0,
             escape(category)
         );
@@ -250,27 +268,28 @@ pub fn bar_chart(chart: &BarChart) -> String {
             let y = plot_top + c as f64 * group + GAP / 2.0 + i as f64 * BAR;
             match value {
                 Some(v) => {
-                    let w = sx.at(*v) - LABELS;
+                    let w = sx.at(*v) - labels;
+                    let text = bar_text(chart, i, c).unwrap_or_default();
                     let _ = write!(
                         out,
-                        r#"<rect class="bar" x="{LABELS}" y="{y:.1}" width="{w:.1}" height="{:.1}"><title>{}: {} B</title></rect>"#,
+                        r#"<rect class="bar" x="{labels}" y="{y:.1}" width="{w:.1}" height="{:.1}"><title>{}: {}</title></rect>"#,
                         BAR - 2.0,
                         escape(&chart.categories[c]),
-                        thousands(v.round() as u64)
+                        escape(&text)
                     );
                     let _ = write!(
                         out,
-                        r#"<text class="bar-value" x="{:.1}" y="{:.1}">{} B</text>"#,
-                        LABELS + w + 4.0,
+                        r#"<text class="bar-value" x="{:.1}" y="{:.1}">{}</text>"#,
+                        labels + w + 4.0,
                         y + BAR - 4.0,
-                        thousands(v.round() as u64)
+                        escape(&text)
                     );
                 }
                 None => {
                     let _ = write!(
                         out,
                         r#"<text class="bar-value" x="{:.1}" y="{:.1}">not measured</text>"#,
-                        LABELS + 4.0,
+                        labels + 4.0,
                         y + BAR - 4.0
                     );
                 }
@@ -278,7 +297,7 @@ pub fn bar_chart(chart: &BarChart) -> String {
         }
         out.push_str("</g>");
     }
-    legend(&mut out, chart.series.iter().map(|s| s.name.as_str()), LABELS, TOP, false);
+    legend(&mut out, chart.series.iter().map(|s| s.name.as_str()), labels, TOP, false);
     out.push_str("</svg>");
     out
 }
@@ -336,6 +355,8 @@ mod tests {
             id: "bars".into(),
             title: "Bytes".into(),
             value_label: "bytes per connection".into(),
+            unit: crate::charts::BarUnit::Bytes,
+            baseline: None,
             categories: vec!["r1".into(), "r2".into()],
             series: vec![
                 BarSeries { name: "rss".into(), values: vec![Some(391.0), None] },
@@ -346,5 +367,22 @@ mod tests {
         assert!(svg.contains(">8,360 B</text>") && svg.contains(">391 B</text>"));
         assert!(svg.contains(">not measured</text>"));
         assert!(svg.contains("data-series=\"rss\"") && svg.contains("data-series=\"slab\""));
+    }
+
+    #[test]
+    fn bars_compared_with_a_baseline_print_their_ratio() {
+        let svg = bar_chart(&BarChart {
+            id: "db".into(),
+            title: "Write ack".into(),
+            value_label: "latency (ms)".into(),
+            unit: crate::charts::BarUnit::Ms,
+            baseline: Some(0),
+            categories: vec!["SQLite synchronous=full".into(), "PostgreSQL synchronous_commit=on".into()],
+            series: vec![BarSeries { name: "p99".into(), values: vec![Some(2.0), Some(4.0)] }],
+        });
+        assert!(svg.contains(">2.00 ms ×1.00</text>") && svg.contains(">4.00 ms ×2.00</text>"), "{svg}");
+        assert!(svg.contains("<title>PostgreSQL synchronous_commit=on: 4.00 ms ×2.00</title>"), "{svg}");
+        // The longest category name fits left of the bars: they start further right than the default.
+        assert!(svg.contains("<rect class=\"bar\" x=\"227.2\""), "{svg}");
     }
 }

@@ -61,6 +61,17 @@ pub fn bytes(b: f64) -> String {
     format!("{} B", thousands(b.round().max(0.0) as u64))
 }
 
+/// A ratio to a baseline: `×1.90`, `×0.500`, `×12`.
+pub fn ratio(r: f64) -> String {
+    if r >= 10.0 {
+        format!("×{r:.0}")
+    } else if r >= 1.0 {
+        format!("×{r:.2}")
+    } else {
+        format!("×{r:.3}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +91,6 @@ mod tests {
         assert_eq!(ms(470783.0), "471");
         assert_eq!(mib(393044), "383.8 MiB");
         assert_eq!(bytes(8360.209), "8,360 B");
+        assert_eq!((ratio(1.9), ratio(0.5), ratio(12.4)), ("×1.90".into(), "×0.500".into(), "×12".into()));
     }
 }

@@ -2,6 +2,8 @@
 //! anything outside the file), with an overview, the comparisons, then one section per run.
 
 mod c1m;
+mod db;
+mod firebase;
 pub mod format;
 mod run;
 
@@ -71,6 +73,11 @@ fn contents(html: &mut String, runs: &[Run]) {
 /// The metric that best sums up a run of this kind, as (summary key, label).
 fn main_metric(run: &Run) -> Option<(String, crate::parse::summary::Latency)> {
     let s = run.summary.as_ref()?;
+    if let Some(db) = &s.db {
+        let base = db.configs.iter().find(|c| c.name == db.baseline)?;
+        let l = base.store.as_ref()?.chat.open.latency_us;
+        return Some((format!("chat write → ack, {}", base.title()), l));
+    }
     if let Some(every) = s.broadcast.as_ref().and_then(|b| b.every_copy_us) {
         return Some((charts::metric_label(run.kind(), "every-copy"), every));
     }
@@ -114,6 +121,13 @@ fn overview(html: &mut String, runs: &[Run]) {
                             ms(l.p99)
                         );
                     }
+                    None if s.firebase.is_some() => {
+                        let _ = write!(
+                            html,
+                            "<td colspan=\"3\">side by side: see the <a href=\"#{}\">Firebase comparison</a></td>",
+                            firebase::HEADING_ID
+                        );
+                    }
                     None => html.push_str("<td colspan=\"3\">no latency recorded</td>"),
                 }
             }
@@ -147,7 +161,9 @@ fn comparisons(html: &mut String, runs: &[Run]) {
 
     html.push_str("<h3>Latency of comparable runs</h3>\n");
     let mut by_kind: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
-    for r in runs.iter().filter(|r| r.summary.is_some()) {
+    // The database and Firebase comparisons have subsections of their own, below.
+    let own_subsection = |r: &Run| r.summary.as_ref().is_some_and(|s| s.db.is_some() || s.firebase.is_some());
+    for r in runs.iter().filter(|r| r.summary.is_some() && !own_subsection(r)) {
         by_kind.entry(r.kind()).or_default().push(r);
     }
     let mut single = Vec::new();
@@ -178,18 +194,21 @@ fn comparisons(html: &mut String, runs: &[Run]) {
     }
 
     html.push_str("<h3>Database comparison</h3>\n");
-    let stores = stores(runs);
-    let listed: Vec<String> = stores.iter().map(|s| format!("<code>{}</code>", escape(s))).collect();
-    let _ = writeln!(
-        html,
-        "<p class=\"empty\">No database comparison has been run yet. The runs here store their data in: {}. Comparing \
-         stores needs runs of one scenario, with the same parameters, against each store.</p>",
-        if listed.is_empty() { "(not recorded)".to_owned() } else { listed.join(", ") }
-    );
-    html.push_str(
-        "<h3>Firebase comparison</h3>\n<p class=\"empty\">No Firebase comparison has been run yet: none of \
-                   the runs here measured Firebase.</p>\n",
-    );
+    let latest = runs.iter().rev().find_map(|r| Some((r, r.summary.as_ref()?.db.as_ref()?)));
+    match latest {
+        Some((run, db)) => db::headline_table(html, run, db),
+        None => {
+            let stores = stores(runs);
+            let listed: Vec<String> = stores.iter().map(|s| format!("<code>{}</code>", escape(s))).collect();
+            let _ = writeln!(
+                html,
+                "<p class=\"empty\">No database comparison has been run yet (<code>scripts/bench-db</code>). The runs \
+                 here store their data in: {}.</p>",
+                if listed.is_empty() { "(not recorded)".to_owned() } else { listed.join(", ") }
+            );
+        }
+    }
+    firebase::comparison(html, runs);
     html.push_str("<h3>Peer comparison</h3>\n");
     let shootouts = by_kind.get("shootout").map_or(0, Vec::len);
     if shootouts == 0 {

@@ -24,20 +24,36 @@ pub fn section(html: &mut String, run: &Run) {
         blocks(html, &notes.blocks, "notes");
     }
     match &run.summary {
-        Some(s) => {
-            headline(html, s);
-            if let Some(c) = &s.c1m {
-                super::c1m::table(html, c);
+        Some(s) => match (&s.db, &s.firebase) {
+            // A comparison's figures are per configuration, in its folders: it has its own layout.
+            (Some(db), _) => {
+                errors(html, s);
+                super::db::section(html, run, db);
             }
-            errors(html, s);
-            latency_table(html, run, s);
-        }
-        None => html.push_str(
-            "<p class=\"bad\">This folder has no <code>summary.json</code>: the run did not finish, \
+            // A Firebase comparison has no histograms or samples: its charts are its figures.
+            (None, Some(c)) => {
+                super::firebase::run_figures(html, run, c);
+                errors(html, s);
+                latency_table(html, run, s);
+            }
+            (None, None) => {
+                headline(html, s);
+                if let Some(c) = &s.c1m {
+                    super::c1m::table(html, c);
+                }
+                errors(html, s);
+                latency_table(html, run, s);
+                charts_of(html, run);
+            }
+        },
+        None => {
+            html.push_str(
+                "<p class=\"bad\">This folder has no <code>summary.json</code>: the run did not finish, \
                                so it has no figures.</p>\n",
-        ),
+            );
+            charts_of(html, run);
+        }
     }
-    charts_of(html, run);
     reproduce_block(html, run);
     match &run.setup {
         Some(setup) => setup_block(html, setup),
@@ -272,11 +288,16 @@ fn reproduce_block(html: &mut String, run: &Run) {
     });
     match reproduce::bench_command(run) {
         Some(cmd) => {
+            let runs = if run.kind() == "firebase" {
+                "starts the servers and runs the comparison harness"
+            } else {
+                "starts the server and runs the load generator"
+            };
             let _ = writeln!(
                 html,
                 "<pre class=\"reproduce\"><code>{}</code></pre>\n<p>The script builds the release binaries, \
-                 starts the server and runs the load generator with the command lines in the setup below, then \
-                 writes a new folder under <code>results/</code>.{}</p>",
+                 {runs} with the command lines in the setup below, then writes a new folder under \
+                 <code>results/</code>.{}</p>",
                 escape(&cmd),
                 at.unwrap_or_default()
             );
@@ -303,7 +324,13 @@ fn setup_block(html: &mut String, setup: &Setup) {
 }
 
 fn setup_section(html: &mut String, section: &Section) {
-    let wide = section.blocks.iter().any(|b| matches!(b, Block::Code(_) | Block::List(_)));
+    // Code, lists and tables of long values (sentences, not numbers) take the whole width.
+    let long_cells = |rows: &[Vec<String>]| rows.iter().flatten().any(|cell| cell.chars().count() > 60);
+    let wide = section.blocks.iter().any(|b| match b {
+        Block::Code(_) | Block::List(_) => true,
+        Block::Table { rows, .. } => long_cells(rows),
+        Block::Text(_) => false,
+    });
     let _ = writeln!(
         html,
         "<section{}><h4>{}</h4>",

@@ -1,6 +1,9 @@
 //! Reading a results folder: `summary.json`, the `.hgrm` percentile files, `samples.jsonl` and
-//! `SETUP.md`, as `rusher-loadgen` writes them (see `loadgen/src/results.rs` and `hist.rs`).
+//! `SETUP.md`, as `rusher-loadgen` writes them (see `loadgen/src/results.rs` and `hist.rs`), or
+//! `bench/firebase/run.mjs` for a Firebase comparison.
 
+pub mod db;
+pub mod firebase;
 pub mod hgrm;
 pub mod samples;
 pub mod setup;
@@ -70,6 +73,8 @@ pub struct Run {
     pub histograms: Vec<(String, Hgrm)>,
     /// `samples.jsonl`, one sample per second; empty if the file is missing.
     pub samples: Vec<Sample>,
+    /// A database comparison's distributions, from its configurations' folders.
+    pub db_distributions: Vec<db::Distribution>,
 }
 
 impl Run {
@@ -120,7 +125,11 @@ pub fn load_run(dir: &Path) -> Result<Run, LoadError> {
         }
     }
     histograms.sort_by(|(a, _), (b, _)| hgrm::metric_order(a).cmp(&hgrm::metric_order(b)));
-    Ok(Run { name, setup, summary, histograms, samples })
+    let db_distributions = match summary.as_ref().and_then(|s| s.db.as_ref()) {
+        Some(db) => db::load_distributions(dir, db)?,
+        None => Vec::new(),
+    };
+    Ok(Run { name, setup, summary, histograms, samples, db_distributions })
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>, LoadError> {

@@ -67,6 +67,12 @@ pub struct Summary {
     /// `scripts/c1m`'s figures and their ratios to the plain-TCP floor.
     #[serde(default)]
     pub c1m: Option<C1m>,
+    /// A database comparison's figures.
+    #[serde(default)]
+    pub db: Option<super::db::Db>,
+    /// A Firebase comparison's figures, side by side (`bench/firebase`).
+    #[serde(default)]
+    pub firebase: Option<super::firebase::Comparison>,
 }
 
 /// `c1m`: a run of `scripts/c1m` — the broadcast phase's figures against the plain-TCP floor's, and
@@ -259,6 +265,19 @@ impl Summary {
                     kinds.iter().map(|(kind, n)| (format!("{phase} phase: {}", kind.replace('_', " ")), *n)),
                 );
             }
+        }
+        if let Some(f) = &self.firebase {
+            errors.push(("firebase comparison: copies or events that never arrived".into(), f.missing()));
+        }
+        for c in self.db.iter().flat_map(|db| &db.configs) {
+            errors.push((
+                format!("{}: failed or unanswered requests, failed connections", c.title()),
+                c.errors(),
+            ));
+            errors.push((
+                format!("{}: writes refused as overloaded (storage queue full)", c.title()),
+                c.overloaded(),
+            ));
         }
         errors.retain(|(_, n)| *n > 0);
         errors

@@ -13,6 +13,7 @@
 //! Without `--cluster` none of this exists: workers hold `None` and make no Redis call.
 
 pub mod envelope;
+pub mod ownership;
 mod publisher;
 mod subscriber;
 
@@ -88,7 +89,7 @@ impl ClusterStats {
 }
 
 /// What the link hands to a worker (inside [`crate::mailbox::Msg::Cluster`]).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Inbound {
     /// An envelope from another node, for the home worker of its topic.
     Remote(Envelope),
@@ -237,6 +238,23 @@ impl Cluster {
     /// Count a forwarded request that timed out.
     pub fn count_forward_timeout(&self) {
         ClusterStats::add(&self.stats.forward_timeouts, 1);
+    }
+}
+
+#[cfg(test)]
+impl Cluster {
+    /// A link without threads or Redis, for tests of the workers' side: what it is asked to
+    /// publish, acquire or subscribe waits in the returned receivers.
+    pub(crate) fn detached(
+        node: &str,
+        timeout: Duration,
+        queue: usize,
+    ) -> (Cluster, crossbeam_channel::Receiver<publisher::Cmd>, crossbeam_channel::Receiver<subscriber::Cmd>)
+    {
+        let (pubs, pub_rx) = crossbeam_channel::bounded(queue);
+        let (subs, sub_rx) = crossbeam_channel::bounded(queue);
+        let cluster = Cluster { node: node.into(), pubs, subs, stats: Default::default(), timeout };
+        (cluster, pub_rx, sub_rx)
     }
 }
 

@@ -26,7 +26,7 @@ const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 
 /// What workers ask of the publishing thread.
 #[derive(Debug)]
-pub(super) enum Cmd {
+pub(crate) enum Cmd {
     Publish { channel: String, payload: Vec<u8> },
     Acquire { topic: Arc<str> },
     Release { topic: Arc<str> },

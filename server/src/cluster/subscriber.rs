@@ -21,7 +21,7 @@ const MAX_DOWN: usize = 1024;
 
 /// Subscription changes asked by workers.
 #[derive(Debug)]
-pub(super) enum Cmd {
+pub(crate) enum Cmd {
     Subscribe(Arc<str>),
     Unsubscribe(Arc<str>),
 }

@@ -7,6 +7,7 @@
 #[cfg(test)]
 mod conformance;
 mod postgres;
+mod reconnect;
 mod redis;
 mod sqlite;
 #[cfg(test)]
@@ -16,6 +17,7 @@ mod thread;
 use std::borrow::Cow;
 use std::sync::Arc;
 
+pub(crate) use self::postgres::describe as postgres_error_text;
 pub use self::postgres::PostgresStore;
 pub use self::redis::RedisStore;
 pub use sqlite::SqliteStore;

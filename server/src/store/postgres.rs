@@ -24,6 +24,7 @@ use postgres::{Client, NoTls, Row, Statement};
 
 mod geo;
 
+use super::reconnect::Reconnect;
 use super::{
     from_i64, redact_url, seq_to_i64, to_i64, Backend, ChatMessage, CollabState, CollabUpdate,
     GeoFenceChange, GeoLog, GeoPosition, GeoState, Page, StoreError, SynchronousCommit,
@@ -44,10 +45,6 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// A connection idle for this long is checked before use (see [`PostgresStore::with`]). Under steady load
 /// no call pays for the check; after a pause, one call pays at most [`LIVENESS_WAIT`].
 const IDLE_CHECK_AFTER: Duration = Duration::from_millis(100);
-
-/// After a failed attempt to connect, calls fail at once for this long instead of each trying (and, with
-/// an unreachable host, each waiting out the connect timeout) again.
-const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
 
 /// How long the check lets the connection's event loop look for a message the server sent meanwhile.
 const LIVENESS_WAIT: Duration = Duration::from_millis(1);
@@ -237,8 +234,8 @@ pub struct PostgresStore {
     label: String,
     /// `None` once the connection was found broken: the next call connects again.
     conn: Option<Conn>,
-    /// The last failed attempt to connect: when, and why.
-    failed_connect: Option<(Instant, String)>,
+    /// Throttles connection attempts while the database is away.
+    reconnect: Reconnect,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -339,7 +336,8 @@ impl PostgresStore {
             config.application_name("rusher");
         }
         let label = label(&config);
-        let mut store = PostgresStore { config, synchronous_commit, label, conn: None, failed_connect: None };
+        let mut store =
+            PostgresStore { config, synchronous_commit, label, conn: None, reconnect: Reconnect::default() };
         let mut client = store.connect()?;
         let (from, to) = migrate(&mut client)?;
         let st = Statements::prepare(&mut client).map_err(pg_err)?;
@@ -377,7 +375,7 @@ impl PostgresStore {
     }
 
     /// Runs `op` on the connection, connecting first if there is none (one attempt, unless the last one
-    /// failed less than [`RECONNECT_BACKOFF`] ago). A connection that turns out broken is dropped, so the
+    /// failed less than [`RECONNECT_BACKOFF`](super::reconnect::RECONNECT_BACKOFF) ago). A connection that turns out broken is dropped, so the
     /// next call connects afresh.
     fn with<T>(
         &mut self,
@@ -398,26 +396,14 @@ impl PostgresStore {
             }
         }
         if self.conn.is_none() {
-            if let Some((at, why)) = &self.failed_connect {
-                if at.elapsed() < RECONNECT_BACKOFF {
-                    return Err(StoreError::Unavailable(why.clone()));
-                }
-            }
+            self.reconnect.ready()?;
             let connected = self.connect().and_then(|mut client| {
                 let st = Statements::prepare(&mut client).map_err(pg_err)?;
                 Ok(Conn { client, st, last_used: Instant::now() })
             });
-            match connected {
-                Ok(conn) => {
-                    tracing::info!(db = %self.label, "postgres connection re-established");
-                    self.failed_connect = None;
-                    self.conn = Some(conn);
-                }
-                Err(e) => {
-                    self.failed_connect = Some((Instant::now(), e.to_string()));
-                    return Err(e);
-                }
-            }
+            self.reconnect.record(&connected);
+            self.conn = Some(connected?);
+            tracing::info!(db = %self.label, "postgres connection re-established");
         }
         let conn = self.conn.as_mut().expect("connected above");
         let result = op(&mut conn.client, &conn.st);
@@ -655,7 +641,7 @@ fn label(config: &postgres::Config) -> String {
 }
 
 /// The message of an error with the server's detail (which row, which key) when there is one.
-fn describe(e: &postgres::Error) -> String {
+pub(crate) fn describe(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => match db.detail() {
             Some(detail) => format!("{} ({}): {detail}", db.message(), db.code().code()),

@@ -51,7 +51,7 @@
 //!
 //! As with PostgreSQL: a call that finds the connection broken fails with [`StoreError::Unavailable`]
 //! and the next call connects again (connect timeout [`CONNECT_TIMEOUT`], at most one attempt per
-//! [`RECONNECT_BACKOFF`]); reads and writes time out after [`IO_TIMEOUT`], so a hung server turns into
+//! [`RECONNECT_BACKOFF`](super::reconnect::RECONNECT_BACKOFF)); reads and writes time out after [`IO_TIMEOUT`], so a hung server turns into
 //! errors instead of a stalled storage thread. A connection idle for [`IDLE_CHECK_AFTER`] is checked with
 //! a `PING` first, so a Redis restart during a quiet spell fails no request.
 
@@ -63,6 +63,7 @@ use redis::{Connection, ErrorKind, RedisError, Script, Value};
 mod aof;
 mod geo;
 
+use super::reconnect::Reconnect;
 use super::{
     from_i64, head_of, history_bounds, redact_url, seq_to_i64, to_i64, AppendFsync, Backend, ChatMessage,
     CollabState, CollabUpdate, GeoFenceChange, GeoLog, GeoPosition, GeoState, Page, StoreError,
@@ -78,9 +79,6 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection idle for this long is checked with a `PING` before use. Under steady load no call pays
 /// for the check.
 const IDLE_CHECK_AFTER: Duration = Duration::from_millis(100);
-
-/// After a failed attempt to connect, calls fail at once for this long instead of each trying again.
-const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Where keys go unless the URL's `prefix` parameter says otherwise.
 const DEFAULT_PREFIX: &str = "rusher:";
@@ -224,8 +222,8 @@ pub struct RedisStore {
     scripts: Scripts,
     /// `None` once the connection was found broken: the next call connects again.
     conn: Option<Conn>,
-    /// The last failed attempt to connect: when, and why.
-    failed_connect: Option<(Instant, String)>,
+    /// Throttles connection attempts while the database is away.
+    reconnect: Reconnect,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -296,7 +294,7 @@ impl RedisStore {
             keys: Keys { prefix: target.prefix },
             scripts: Scripts::new(),
             conn: None,
-            failed_connect: None,
+            reconnect: Reconnect::default(),
         };
         let (mut conn, how) = store.connect()?;
         let version = aof::server_version(&mut conn).unwrap_or_else(|e| format!("unknown ({e})"));
@@ -330,7 +328,7 @@ impl RedisStore {
     }
 
     /// Runs `op` on the connection, connecting first if there is none (one attempt, unless the last one
-    /// failed less than [`RECONNECT_BACKOFF`] ago). A connection that turns out broken is dropped, so the
+    /// failed less than [`RECONNECT_BACKOFF`](super::reconnect::RECONNECT_BACKOFF) ago). A connection that turns out broken is dropped, so the
     /// next call connects afresh.
     fn with<T>(
         &mut self,
@@ -347,22 +345,12 @@ impl RedisStore {
             }
         }
         if self.conn.is_none() {
-            if let Some((at, why)) = &self.failed_connect {
-                if at.elapsed() < RECONNECT_BACKOFF {
-                    return Err(StoreError::Unavailable(why.clone()));
-                }
-            }
-            match self.connect() {
-                Ok((conn, how)) => {
-                    tracing::info!(db = %self.label, appendfsync = self.appendfsync.as_str(), how, "redis connection re-established");
-                    self.failed_connect = None;
-                    self.conn = Some(Conn { conn, last_used: Instant::now() });
-                }
-                Err(e) => {
-                    self.failed_connect = Some((Instant::now(), e.to_string()));
-                    return Err(e);
-                }
-            }
+            self.reconnect.ready()?;
+            let attempt = self.connect();
+            self.reconnect.record(&attempt);
+            let (conn, how) = attempt?;
+            tracing::info!(db = %self.label, appendfsync = self.appendfsync.as_str(), how, "redis connection re-established");
+            self.conn = Some(Conn { conn, last_used: Instant::now() });
         }
         let c = self.conn.as_mut().expect("connected above");
         let result = op(&mut c.conn, &self.scripts, &self.keys);

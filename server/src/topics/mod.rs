@@ -178,9 +178,27 @@ impl Topics {
         }
     }
 
-    /// A message from the cluster link.
+    /// A message from the cluster link: for the kind of its topic, or for every kind.
     pub fn on_cluster(&mut self, ctx: &mut OwnerCtx<'_>, msg: cluster::Inbound) {
-        self.chat.on_cluster(ctx, msg);
+        let topic = match &msg {
+            cluster::Inbound::Remote(env) => &env.topic,
+            cluster::Inbound::Lease { topic, .. }
+            | cluster::Inbound::LeaseLost { topic }
+            | cluster::Inbound::Subscribed { topic } => topic,
+            cluster::Inbound::NodeDown { .. } | cluster::Inbound::NodeUp { .. } => {
+                self.chat.on_cluster(ctx, msg.clone());
+                self.collab.on_cluster(ctx, msg.clone());
+                self.geo.on_cluster(ctx, msg);
+                return;
+            }
+        };
+        if collab::is_topic(topic) {
+            self.collab.on_cluster(ctx, msg);
+        } else if TopicKind::of(topic) == Some(TopicKind::Geo) {
+            self.geo.on_cluster(ctx, msg);
+        } else {
+            self.chat.on_cluster(ctx, msg);
+        }
     }
 
     /// Once a second.

@@ -249,6 +249,19 @@ fn header_len(payload_len: usize) -> usize {
     }
 }
 
+/// The payload of a whole unmasked frame as [`encode`] makes it; `None` if `frame` is not one.
+pub fn payload_of(frame: &[u8]) -> Option<&[u8]> {
+    if frame.get(1).is_none_or(|b1| b1 & 0x80 != 0) || peek_total_len(frame)? != frame.len() as u64 {
+        return None;
+    }
+    let len = match frame[1] {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    frame.get(2 + len..)
+}
+
 /// Encode a whole unmasked server frame (FIN set) into a new `Vec` of exactly the frame's size.
 pub fn encode(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(header_len(payload.len()) + payload.len());
@@ -525,6 +538,18 @@ mod tests {
 
     fn payload_of(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 + 3) as u8).collect()
+    }
+
+    #[test]
+    fn payloads_come_back_out_of_encoded_frames() {
+        for len in [0, 1, 125, 126, 65_535, 65_536, 70_000] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let frame = encode(OpCode::Binary, &payload);
+            assert_eq!(super::payload_of(&frame), Some(&payload[..]), "length {len}");
+            assert_eq!(super::payload_of(&frame[..frame.len() - 1]), None, "cut {len}");
+        }
+        assert_eq!(super::payload_of(&[]), None);
+        assert_eq!(super::payload_of(&[0x82, 0x81, 1, 2, 3, 4, 5]), None, "masked frames are not ours");
     }
 
     #[test]

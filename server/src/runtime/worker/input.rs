@@ -1,8 +1,6 @@
 //! Input on a connection: the HTTP request that starts it, then WebSocket frames and the messages
 //! they carry (Phoenix, conformance echo, shootout).
 
-use std::sync::Arc;
-
 use super::*;
 use crate::topics::collab;
 
@@ -79,7 +77,7 @@ impl Worker {
             }
             Route::Echo { response } => self.upgraded(key, response, Phase::Other(Stage::Echo)),
             Route::Collab { doc, response } => {
-                let doc: Arc<str> = doc.into();
+                let doc = collab::topic(&doc);
                 let list = self.local.intern(&collab::list_name(&doc));
                 let slot = self.local.join(&list, key);
                 self.collab_slots.insert(key, (doc.clone(), slot));
@@ -93,7 +91,7 @@ impl Worker {
                 let conn = self.conn_id(key);
                 collab::send(
                     &mut self.out,
-                    collab::CollabMsg::Text { doc: doc.into(), conn, name: name.into() },
+                    collab::CollabMsg::Text { doc: collab::topic(&doc), conn, name: name.into() },
                 );
                 false
             }

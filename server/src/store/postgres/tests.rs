@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::store::conformance::{conformance_suite, msg, seqs, Inspect, Scratch, Store};
+use crate::store::reconnect::RECONNECT_BACKOFF;
 
 const NEEDS_DB: &str = "needs PostgreSQL: scripts/test starts one";
 

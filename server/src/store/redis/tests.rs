@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::*;
 use crate::store::conformance::{conformance_suite, entry, msg, seqs, upd, Inspect, Scratch, Store};
+use crate::store::reconnect::RECONNECT_BACKOFF;
 
 #[path = "../../../tests/common/redis_server.rs"]
 mod redis_server;

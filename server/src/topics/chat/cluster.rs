@@ -1,14 +1,14 @@
 //! Chat rooms across nodes (cluster mode).
 //!
-//! **Order from one owner.** At any time one node owns a room: the node whose id is in the room's
-//! lease key in Redis (`SET NX PX`, renewed by the cluster link while the node lives). A node asks
-//! for the lease when a message must be assigned and nobody is known to own the room. The node that
-//! gets it reads the room's head from the shared store before it assigns a seq, so it continues
-//! where the previous owner stopped; a stale owner that still assigns a seq taken meanwhile is
-//! refused by the store (a duplicate (room, seq)), answers "storage failed" and asks for the lease
-//! again. Other nodes forward pushes to the owner's node channel; the owner stores, answers the
-//! forwarding node once the message is durable, and only then publishes `new_msg` to the room's
-//! channel. A forwarded push unanswered within the cluster timeout gets an error reply.
+//! **Order from one owner.** One node at a time owns a room, through the lease every owned topic
+//! uses ([`crate::cluster::ownership`]); a node asks for it when a message must be assigned and
+//! nobody is known to own the room. The node that gets it reads the room's head from the shared
+//! store before it assigns a seq, so it continues where the previous owner stopped; a stale owner
+//! that still assigns a seq taken meanwhile is refused by the store (a duplicate (room, seq)),
+//! answers "storage failed" and asks for the lease again. Other nodes forward pushes to the owner's
+//! node channel; the owner stores, answers the forwarding node once the message is durable, and
+//! only then publishes `new_msg` to the room's channel. A forwarded push unanswered within the
+//! cluster timeout gets an error reply.
 //!
 //! **Presence.** Each node's home worker of a room publishes its members' presence changes; every
 //! other node keeps them per origin node and tells its own members. When a node (re)subscribes a
@@ -19,34 +19,19 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use super::{fan_out, refuse, Chat, JoinReq, Origin, OwnerCtx, Pending, Room};
+use crate::cluster::ownership::{self, HeadRead, Lease, Owned, Route};
 use crate::cluster::{Cluster, Envelope, Inbound, Kind};
 use crate::phoenix::presence::{self, Meta};
 use crate::store::{ChatMessage, StoreRequest};
 use crate::topics::MAX_QUEUED_WHILE_LOADING;
 use crate::wire::phoenix as wire;
 
-/// Pushes one worker may have forwarded and not yet answered.
-const MAX_FORWARDS: usize = 65_536;
 /// Times a push is sent to an owner that turns out not to own the room, before it is refused.
 const MAX_ATTEMPTS: u8 = 3;
-
-/// This node's place in a room.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Role {
-    /// Nobody known to own it; the next message asks for the lease.
-    Unknown,
-    /// The lease was asked for.
-    Acquiring,
-    /// This node holds the lease; `ready` once the head was read from the store.
-    Owner { ready: bool },
-    /// Another node holds the lease.
-    Follower(Arc<str>),
-}
 
 /// A new message on its way to the owner.
 #[derive(Debug)]
@@ -61,25 +46,20 @@ pub(super) struct Publish {
 /// A room's state across nodes, on its home worker.
 #[derive(Debug)]
 pub(super) struct ClusterRoom {
-    role: Role,
-    /// Messages waiting for the owner to be known, or for the new owner's head read.
-    waiting: Vec<Publish>,
+    /// Who owns the room, and the messages waiting for the owner to be known or ready.
+    own: Owned<Publish>,
     /// Presences of the room's members on other nodes: by node, phx_ref → user.
     remote: HashMap<Arc<str>, HashMap<u64, Arc<str>>>,
-    /// Pushes of this room forwarded and not answered yet.
-    forwards: u32,
 }
 
 impl ClusterRoom {
     fn new() -> Self {
-        ClusterRoom { role: Role::Unknown, waiting: Vec::new(), remote: HashMap::new(), forwards: 0 }
+        ClusterRoom { own: Owned::new(MAX_QUEUED_WHILE_LOADING), remote: HashMap::new() }
     }
 
     /// Whether the room may leave memory (no member left is checked by the caller).
     pub(super) fn idle(&self) -> bool {
-        self.waiting.is_empty()
-            && self.forwards == 0
-            && !matches!(self.role, Role::Acquiring | Role::Owner { ready: false })
+        self.own.idle()
     }
 
     /// The presences of other nodes.
@@ -89,27 +69,12 @@ impl ClusterRoom {
 
     /// The room left memory: stop listening and let another node own it.
     pub(super) fn unloaded(&self, cluster: &Cluster, name: Arc<str>) {
-        if matches!(self.role, Role::Owner { .. }) {
-            cluster.release(name.clone());
-        }
-        cluster.unsubscribe(name);
+        self.own.unloaded(cluster, name);
     }
 }
 
 /// Pushes forwarded to owner nodes, by request id.
-#[derive(Debug, Default)]
-pub(super) struct Forwards {
-    pending: HashMap<u64, Forwarded>,
-    next_id: u64,
-}
-
-#[derive(Debug)]
-struct Forwarded {
-    room: Arc<str>,
-    publish: Publish,
-    owner: Arc<str>,
-    deadline: Instant,
-}
+pub(super) type Forwards = ownership::Forwards<Publish>;
 
 /// A presence change between nodes: (user, phx_ref) pairs.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -229,50 +194,45 @@ impl Chat {
 
     /// A new message: assign it if this node owns the room, else find the owner and forward.
     pub(super) fn cluster_publish(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, p: Publish) {
+        let Some(cluster) = ctx.cluster else { return };
         let Some(cr) = self.rooms.get_mut(name).and_then(|r| r.cluster.as_mut()) else {
             return self.refuse_publish(ctx, name, p.origin, "not joined");
         };
-        match cr.role.clone() {
-            Role::Owner { ready: true } => self.assign(ctx, name, p.origin, p.user, p.body),
-            Role::Owner { ready: false } | Role::Acquiring => self.wait(ctx, name, p),
-            Role::Unknown => {
-                self.wait(ctx, name, p);
-                self.resolve(ctx, name);
-            }
-            Role::Follower(owner) => match p.origin {
+        let route = cr.own.route(cluster, name, p);
+        self.follow(ctx, name, route);
+    }
+
+    /// Carry out where the room's ownership sends a message.
+    fn follow(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, route: Route<Publish>) {
+        match route {
+            Route::Here(p) => self.assign(ctx, name, p.origin, p.user, p.body),
+            Route::Held => {}
+            Route::Forward(owner, p) => match p.origin {
                 // A forwarded message is never forwarded again: its node asks for the lease anew.
                 Origin::Remote { node, req_id } => {
                     send_reply(ctx, &node, name, req_id, &ForwardReply::NotOwner)
                 }
                 Origin::Local { .. } => self.forward(ctx, name, owner, p),
             },
+            Route::Refused(ps, reason) => {
+                for p in ps {
+                    self.refuse_publish(ctx, name, p.origin, reason);
+                }
+            }
         }
-    }
-
-    fn wait(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, p: Publish) {
-        let Some(cr) = self.rooms.get_mut(name).and_then(|r| r.cluster.as_mut()) else { return };
-        if cr.waiting.len() >= MAX_QUEUED_WHILE_LOADING {
-            return self.refuse_publish(ctx, name, p.origin, "overloaded");
-        }
-        cr.waiting.push(p);
     }
 
     fn forward(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, owner: Arc<str>, p: Publish) {
         let Some(cluster) = ctx.cluster else { return };
-        if self.forwards.pending.len() >= MAX_FORWARDS {
-            return self.refuse_publish(ctx, name, p.origin, "overloaded");
-        }
-        self.forwards.next_id += 1;
-        let req_id = self.forwards.next_id;
         let request = ForwardRequest { user: p.user.to_string(), body: p.body.to_string() };
         let body = serde_json::to_vec(&request).expect("requests serialise");
-        if cluster.send(&owner, name, Kind::Request, req_id, &body).is_err() {
-            return self.refuse_publish(ctx, name, p.origin, "overloaded");
-        }
-        let deadline = Instant::now() + cluster.timeout();
-        self.forwards.pending.insert(req_id, Forwarded { room: name.clone(), publish: p, owner, deadline });
-        if let Some(cr) = self.rooms.get_mut(name).and_then(|r| r.cluster.as_mut()) {
-            cr.forwards += 1;
+        match self.forwards.send(cluster, owner, name, &body, p) {
+            Ok(()) => {
+                if let Some(cr) = self.rooms.get_mut(name).and_then(|r| r.cluster.as_mut()) {
+                    cr.own.forwarded();
+                }
+            }
+            Err(p) => self.refuse_publish(ctx, name, p.origin, "overloaded"),
         }
     }
 
@@ -286,21 +246,16 @@ impl Chat {
         let Some(room) = self.rooms.get_mut(name) else { return };
         room.inflight -= 1;
         let Some(cr) = room.cluster.as_mut() else { return };
-        if cr.role != (Role::Owner { ready: false }) {
+        match cr.own.head_read(head.is_ok()) {
             // The lease was lost while the head loaded: ask again for what waits.
-            return self.resolve(ctx, name);
-        }
-        let waiting = std::mem::take(&mut cr.waiting);
-        match head {
-            Ok(head) => {
-                room.last_seq = head;
-                cr.role = Role::Owner { ready: true };
+            HeadRead::Stale => self.resolve(ctx, name),
+            HeadRead::Ready(waiting) => {
+                room.last_seq = head.unwrap_or(0);
                 for p in waiting {
                     self.cluster_publish(ctx, name, p);
                 }
             }
-            Err(_) => {
-                cr.role = Role::Unknown;
+            HeadRead::Failed(waiting) => {
                 for p in waiting {
                     self.refuse_publish(ctx, name, p.origin, "storage failed");
                 }
@@ -316,32 +271,19 @@ impl Chat {
         else {
             return;
         };
-        if matches!(cr.role, Role::Owner { ready: true }) {
-            cr.role = if cluster.acquire(name.clone()).is_ok() { Role::Acquiring } else { Role::Unknown };
-        }
+        cr.own.recheck(cluster, name);
     }
 
     /// Once a second: answer forwarded pushes whose owner did not answer in time.
     pub fn tick(&mut self, ctx: &mut OwnerCtx<'_>) {
         let Some(cluster) = ctx.cluster else { return };
-        if self.forwards.pending.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        let expired: Vec<u64> =
-            self.forwards.pending.iter().filter(|(_, f)| f.deadline <= now).map(|(id, _)| *id).collect();
-        for id in expired {
-            let Some(f) = self.forwards.pending.remove(&id) else { continue };
-            cluster.count_forward_timeout();
-            tracing::warn!(room = %f.room, owner = %f.owner, "a forwarded message got no answer from the room's owner");
-            if let Some(cr) = self.rooms.get_mut(&f.room).and_then(|r| r.cluster.as_mut()) {
-                cr.forwards -= 1;
-                if cr.role == Role::Follower(f.owner.clone()) {
-                    cr.role = Role::Unknown;
-                }
+        for f in self.forwards.expired(cluster) {
+            if let Some(cr) = self.rooms.get_mut(&f.topic).and_then(|r| r.cluster.as_mut()) {
+                cr.own.answered();
+                cr.own.forget(&f.owner);
             }
-            self.refuse_publish(ctx, &f.room, f.publish.origin, "the room's owner did not answer");
-            self.maybe_unload(ctx, &f.room);
+            self.refuse_publish(ctx, &f.topic, f.payload.origin, "the room's owner did not answer");
+            self.maybe_unload(ctx, &f.topic);
         }
     }
 
@@ -352,9 +294,7 @@ impl Chat {
             Inbound::Lease { topic, owner } => self.on_lease(ctx, &topic, owner),
             Inbound::LeaseLost { topic } => {
                 if let Some(cr) = self.rooms.get_mut(&topic).and_then(|r| r.cluster.as_mut()) {
-                    if matches!(cr.role, Role::Owner { .. }) {
-                        cr.role = Role::Unknown;
-                    }
+                    cr.own.lease_lost();
                 }
                 self.resolve(ctx, &topic);
             }
@@ -390,12 +330,9 @@ impl Chat {
             return;
         };
         let Some(cr) = room.cluster.as_mut() else { return };
-        if cr.role != Role::Acquiring {
-            return;
-        }
-        match owner {
-            Some(_) if mine => {
-                cr.role = Role::Owner { ready: false };
+        match cr.own.on_lease(mine, owner) {
+            Lease::Ignored => {}
+            Lease::ReadHead => {
                 let tag = self.tag(Pending::OwnerHead);
                 let read = StoreRequest::RoomHead { room: name.clone(), recent: 0, tag };
                 match ctx.store.submit(self.me, read) {
@@ -410,13 +347,16 @@ impl Chat {
                     }
                 }
             }
-            Some(owner) => {
-                cr.role = Role::Follower(owner);
-                for p in std::mem::take(&mut cr.waiting) {
+            Lease::Reroute(waiting) => {
+                for p in waiting {
                     self.cluster_publish(ctx, name, p);
                 }
             }
-            None => self.fail_waiting(ctx, name, "cluster unavailable"),
+            Lease::Refused(waiting) => {
+                for p in waiting {
+                    self.refuse_publish(ctx, name, p.origin, "cluster unavailable");
+                }
+            }
         }
         self.maybe_unload(ctx, name);
     }
@@ -425,20 +365,14 @@ impl Chat {
     fn resolve(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>) {
         let Some(cluster) = ctx.cluster else { return };
         let Some(cr) = self.rooms.get_mut(name).and_then(|r| r.cluster.as_mut()) else { return };
-        if cr.role != Role::Unknown || cr.waiting.is_empty() {
-            return;
-        }
-        match cluster.acquire(name.clone()) {
-            Ok(()) => cr.role = Role::Acquiring,
-            Err(_) => self.fail_waiting(ctx, name, "cluster unavailable"),
-        }
+        let route = cr.own.resolve(cluster, name);
+        self.follow(ctx, name, route);
     }
 
     /// Give up on the messages waiting for an owner.
     fn fail_waiting(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, reason: &str) {
         let Some(cr) = self.rooms.get_mut(name).and_then(|r| r.cluster.as_mut()) else { return };
-        cr.role = Role::Unknown;
-        for p in std::mem::take(&mut cr.waiting) {
+        for p in cr.own.fail() {
             self.refuse_publish(ctx, name, p.origin, reason);
         }
     }
@@ -476,16 +410,16 @@ impl Chat {
 
     fn on_reply(&mut self, ctx: &mut OwnerCtx<'_>, env: Envelope) {
         // A reply after the timeout finds nothing: the pusher had its error already.
-        let Some(f) = self.forwards.pending.remove(&env.req_id) else { return };
-        if let Some(cr) = self.rooms.get_mut(&f.room).and_then(|r| r.cluster.as_mut()) {
-            cr.forwards -= 1;
+        let Some(f) = self.forwards.answer(env.req_id) else { return };
+        let name = f.topic;
+        if let Some(cr) = self.rooms.get_mut(&name).and_then(|r| r.cluster.as_mut()) {
+            cr.own.answered();
         }
-        let name = f.room;
         let reply = serde_json::from_slice::<ForwardReply>(&env.body)
             .unwrap_or_else(|_| ForwardReply::Error("malformed answer from the room's owner".into()));
         match reply {
             ForwardReply::Ok { seq, id, ts } => {
-                if let Origin::Local { conn, join_ref, msg_ref } = f.publish.origin {
+                if let Origin::Local { conn, join_ref, msg_ref } = f.payload.origin {
                     let ack = super::ack_json(seq, id, ts);
                     ctx.to_conn(
                         conn,
@@ -494,12 +428,10 @@ impl Chat {
                 }
             }
             ForwardReply::NotOwner => {
-                let mut p = f.publish;
+                let mut p = f.payload;
                 p.attempts += 1;
                 if let Some(cr) = self.rooms.get_mut(&name).and_then(|r| r.cluster.as_mut()) {
-                    if cr.role == Role::Follower(f.owner) {
-                        cr.role = Role::Unknown;
-                    }
+                    cr.own.forget(&f.owner);
                 }
                 if p.attempts >= MAX_ATTEMPTS {
                     self.refuse_publish(ctx, &name, p.origin, "no node owns this room");
@@ -507,7 +439,7 @@ impl Chat {
                     self.cluster_publish(ctx, &name, p);
                 }
             }
-            ForwardReply::Error(reason) => self.refuse_publish(ctx, &name, f.publish.origin, &reason),
+            ForwardReply::Error(reason) => self.refuse_publish(ctx, &name, f.payload.origin, &reason),
         }
         self.maybe_unload(ctx, &name);
     }
@@ -588,9 +520,7 @@ impl Chat {
         let mut gone = Vec::new();
         for (name, room) in &mut self.rooms {
             let Some(cr) = room.cluster.as_mut() else { continue };
-            if cr.role == Role::Follower(node.clone()) {
-                cr.role = Role::Unknown;
-            }
+            cr.own.forget(node);
             if let Some(table) = cr.remote.remove(node) {
                 let leaves: Vec<(Arc<str>, u64)> = table.into_iter().map(|(r, u)| (u, r)).collect();
                 gone.push((name.clone(), leaves));

@@ -136,28 +136,53 @@ impl CollabDoc {
     ///
     /// Stored data is loaded whatever its size: the bound applies to what clients add later.
     pub fn load(snapshot: Option<&[u8]>, updates: &[&[u8]]) -> Result<Self, DocError> {
-        let me = Self::new();
+        let mut me = Self::new();
+        match me.merge_stored(snapshot, updates) {
+            Ok(_) => {}
+            // A panic leaves only this fresh document behind, and it is dropped.
+            Err(DocError::Poisoned(why)) => return Err(DocError::BadUpdate(format!("stored data: {why}"))),
+            Err(e) => return Err(e),
+        }
+        me.measured_len.store(snapshot.map_or(Update::EMPTY_V1.len(), <[u8]>::len), Ordering::Relaxed);
+        me.unmeasured_len.store(updates.iter().map(|u| u.len()).sum(), Ordering::Relaxed);
+        Ok(me)
+    }
+
+    /// Merge stored data (a snapshot, then later updates, in order) into this document, whatever its
+    /// size: the bound applies to what clients add. The document may already hold some or all of
+    /// it: CRDT updates merge in any order and any number of times. Returns whether anything was
+    /// new. On an error the parts before the failing one stay merged; a panic in `yrs` poisons the
+    /// document.
+    pub fn merge_stored(&mut self, snapshot: Option<&[u8]>, updates: &[&[u8]]) -> Result<bool, DocError> {
+        self.check_poisoned()?;
         let parts = snapshot.into_iter().chain(updates.iter().copied());
-        // A panic here leaves only this fresh document behind, and it is dropped.
-        let loaded = catch_unwind(AssertUnwindSafe(|| -> Result<(), DocError> {
+        let doc = &self.doc;
+        let merged = catch_unwind(AssertUnwindSafe(|| -> Result<bool, DocError> {
+            let mut changed = false;
             for (i, bytes) in parts.enumerate() {
                 let update = decode_update(bytes).map_err(|e| stored_part_error(i, snapshot.is_some(), e))?;
                 // One transaction per part: yrs merges adjacent blocks only when a transaction
                 // commits, and integrating into long runs of unmerged blocks gets slow (a whole
                 // editing trace in one transaction is several times slower than one per update).
-                me.doc.transact_mut().apply_update(update).map_err(|e| {
+                let mut txn = doc.transact_mut();
+                let pending_before = pending(&txn);
+                txn.apply_update(update).map_err(|e| {
                     stored_part_error(i, snapshot.is_some(), DocError::BadUpdate(e.to_string()))
                 })?;
+                changed |= txn.has_changes() || pending(&txn) != pending_before;
             }
-            Ok(())
+            Ok(changed)
         }));
-        match loaded {
+        let changed = match merged {
             Ok(result) => result?,
-            Err(panic) => return Err(DocError::BadUpdate(format!("stored data: {}", panic_message(&panic)))),
+            Err(panic) => return Err(self.poison(&panic)),
+        };
+        if changed {
+            let bytes: usize =
+                snapshot.map_or(0, <[u8]>::len) + updates.iter().map(|u| u.len()).sum::<usize>();
+            self.unmeasured_len.fetch_add(bytes, Ordering::Relaxed);
         }
-        me.measured_len.store(snapshot.map_or(Update::EMPTY_V1.len(), <[u8]>::len), Ordering::Relaxed);
-        me.unmeasured_len.store(updates.iter().map(|u| u.len()).sum(), Ordering::Relaxed);
-        Ok(me)
+        Ok(changed)
     }
 
     /// Apply a client update (v1). Returns `Ok(false)` if it brought nothing new (every block and
@@ -693,6 +718,27 @@ mod tests {
             server.apply_update(u).unwrap();
         }
         (server, updates)
+    }
+
+    #[test]
+    fn stored_data_merges_into_a_document_that_has_part_of_it() {
+        let (full, updates) = seeded();
+        // A replica that saw the last update only (its predecessors pending), and an awareness state.
+        let mut replica = CollabDoc::new();
+        assert!(replica.apply_update(&updates[3]).unwrap());
+        replica.apply_awareness(&awareness_update(&[(7, 1, "{}")])).unwrap();
+        let snapshot = CollabDoc::load(None, &[&updates[0], &updates[1]]).unwrap().snapshot();
+        let rest: Vec<&[u8]> = updates[2..].iter().map(Vec::as_slice).collect();
+        assert!(replica.merge_stored(Some(&snapshot), &rest).unwrap());
+        assert_eq!(replica.text("quill"), full.text("quill"));
+        assert_eq!(replica.state_vector(), full.state_vector());
+        assert_eq!(replica.awareness_clients(), [7], "awareness stays");
+        assert!(!replica.merge_stored(Some(&snapshot), &rest).unwrap(), "nothing new the second time");
+        assert!(replica.encoded_len() >= replica.snapshot().len());
+        // Bad stored data is an error naming the part; what came before it stays.
+        let err = replica.merge_stored(None, &[&updates[0], &[1, 2, 3]]).unwrap_err();
+        assert!(err.to_string().contains("stored update 1"), "{err}");
+        assert_eq!(replica.text("quill"), full.text("quill"));
     }
 
     #[test]

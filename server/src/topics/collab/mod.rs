@@ -8,7 +8,12 @@
 //!
 //! An update is relayed to the other editors, and shows in `/text`, only once it is durable: what
 //! anyone has seen survives a crash. (The sender's own document already has it.)
+//!
+//! A document is known by its topic, `collab:<doc>`: the key of its state here and its name across
+//! the cluster, where every node with editors holds a replica and one node persists (see
+//! [`cluster`]).
 
+mod cluster;
 pub mod doc;
 pub mod proto;
 
@@ -20,7 +25,7 @@ use self::doc::{CollabDoc, DocError};
 use super::{binary_frame, fan_out, OwnerCtx, TopicMsg, MAX_QUEUED_WHILE_LOADING};
 use crate::mailbox::{ConnId, Msg};
 use crate::metrics::WorkerStats;
-use crate::store::{CollabUpdate, StoreRequest, StoreResult};
+use crate::store::{CollabState, CollabUpdate, StoreRequest, StoreResult};
 use crate::wire::handshake;
 
 /// Longest document name, in bytes.
@@ -31,12 +36,26 @@ pub fn valid_doc_name(name: &str) -> bool {
     (1..=MAX_DOC_NAME).contains(&name.len()) && !name.chars().any(|c| c.is_control() || c == '/')
 }
 
-/// The name of a document's subscriber list on each worker; not a valid Phoenix topic.
-pub fn list_name(doc: &str) -> String {
-    format!("\0collab:{doc}")
+/// What a document's topic starts with.
+const PREFIX: &str = "collab:";
+
+/// A document's topic: `collab:<doc>`.
+pub fn topic(doc: &str) -> Arc<str> {
+    format!("{PREFIX}{doc}").into()
 }
 
-/// Work for a document's owner.
+/// Whether a topic names a document.
+pub fn is_topic(topic: &str) -> bool {
+    topic.starts_with(PREFIX)
+}
+
+/// The name of a document's subscriber list on each worker, from its topic; not a valid Phoenix
+/// topic.
+pub fn list_name(topic: &str) -> String {
+    format!("\0{topic}")
+}
+
+/// Work for a document's owner worker; `doc` is the document's topic.
 #[derive(Debug)]
 pub enum CollabMsg {
     /// A connection upgraded on `/collab/<doc>`.
@@ -60,9 +79,11 @@ impl CollabMsg {
     }
 }
 
-/// A document on its owner.
+/// A document on its owner worker.
 #[derive(Debug)]
 struct DocState {
+    /// The document's name in the store.
+    stored: Arc<str>,
     /// Messages that arrived while the document was loading.
     loading: Option<Vec<CollabMsg>>,
     doc: CollabDoc,
@@ -77,18 +98,54 @@ struct DocState {
     list: Arc<str>,
     /// Storage requests in flight.
     inflight: u32,
-    /// Updates applied but not yet durable, with the frame to relay once they are; seqs ascending.
-    unrelayed: std::collections::VecDeque<(u64, crate::mailbox::Frame)>,
+    /// Updates applied but not yet durable, to relay once they are; seqs ascending.
+    unrelayed: std::collections::VecDeque<Unrelayed>,
     /// `/text` requests waiting for the updates before them to become durable.
     text_waiters: Vec<(ConnId, Box<str>)>,
     idle_since: Option<Instant>,
+    /// The document across nodes, in cluster mode only.
+    cluster: Option<Box<cluster::ClusterDoc>>,
+}
+
+impl DocState {
+    /// Whether this node stores the document's updates and snapshots: always alone, and in cluster
+    /// mode only while it owns the document.
+    fn may_write(&self) -> bool {
+        self.cluster.as_ref().is_none_or(|c| c.own.is_ready_owner())
+    }
+}
+
+/// An update applied on the owner, waiting to become durable.
+#[derive(Debug)]
+struct Unrelayed {
+    seq: u64,
+    /// The y-websocket message for every editor.
+    frame: crate::mailbox::Frame,
+    /// Who sent it: a node that forwarded it hears once it is durable.
+    origin: Origin,
+}
+
+/// Who sent an update, and hears how it ended.
+#[derive(Debug, Clone)]
+enum Origin {
+    /// An editor connected to this node.
+    Local(ConnId),
+    /// Another node forwarded it to this one, the document's owner.
+    Remote { node: Arc<str>, req_id: u64 },
 }
 
 #[derive(Debug)]
 enum Pending {
     Load,
     Append,
-    Compact { upto: u64 },
+    Compact {
+        upto: u64,
+    },
+    /// Cluster mode: a read of what is stored, merged into the replica; `head` when this node just
+    /// became the owner and continues the stored seqs.
+    Merge {
+        head: bool,
+    },
 }
 
 /// Collab state on one worker: the documents it owns.
@@ -98,12 +155,20 @@ pub struct Collab {
     docs: HashMap<Arc<str>, DocState>,
     pending: HashMap<u64, (Arc<str>, Pending)>,
     next_tag: u64,
+    /// Updates forwarded to other nodes (cluster mode).
+    forwards: cluster::Forwards,
 }
 
 impl Collab {
     /// State for worker `me`.
     pub fn new(me: usize) -> Self {
-        Collab { me, docs: HashMap::new(), pending: HashMap::new(), next_tag: 0 }
+        Collab {
+            me,
+            docs: HashMap::new(),
+            pending: HashMap::new(),
+            next_tag: 0,
+            forwards: cluster::Forwards::default(),
+        }
     }
 
     fn submit(
@@ -177,7 +242,9 @@ impl Collab {
     }
 
     fn load(&mut self, ctx: &mut OwnerCtx<'_>, name: Arc<str>, first: CollabMsg) {
+        let stored: Arc<str> = name.strip_prefix(PREFIX).unwrap_or(&name).into();
         let state = DocState {
+            stored: stored.clone(),
             loading: Some(vec![first]),
             doc: CollabDoc::new().with_max_len(ctx.cfg.max_doc_bytes),
             last_seq: 0,
@@ -190,11 +257,11 @@ impl Collab {
             unrelayed: Default::default(),
             text_waiters: Vec::new(),
             idle_since: None,
+            cluster: ctx.cluster.map(|c| cluster::ClusterDoc::open(c, &name)),
         };
         self.docs.insert(name.clone(), state);
         WorkerStats::add(&ctx.stats.collab_docs, 1);
-        let doc = name.clone();
-        if !self.submit(ctx, &name, Pending::Load, |tag| StoreRequest::CollabLoad { doc, tag }) {
+        if !self.submit(ctx, &name, Pending::Load, |tag| StoreRequest::CollabLoad { doc: stored, tag }) {
             self.fail_load(ctx, &name, "storage is overloaded");
         }
     }
@@ -203,6 +270,9 @@ impl Collab {
     fn fail_load(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, why: &str) {
         let Some(state) = self.docs.remove(name) else { return };
         WorkerStats::sub(&ctx.stats.collab_docs, 1);
+        if let (Some(c), Some(cd)) = (ctx.cluster, &state.cluster) {
+            cd.own.unloaded(c, name.clone());
+        }
         for msg in state.loading.unwrap_or_default() {
             match msg {
                 CollabMsg::Open { conn, .. } => {
@@ -252,42 +322,10 @@ impl Collab {
                 Err(e) => close(ctx, conn, e.close_code(), &e.to_string()),
             },
             proto::Inbound::SyncStep2 { update } | proto::Inbound::Update { update } => {
-                match state.doc.apply_update(update) {
-                    Ok(true) => {
-                        state.last_seq += 1;
-                        WorkerStats::add(&ctx.stats.collab_updates, 1);
-                        let seq = state.last_seq;
-                        let frame = binary_frame(&proto::update(update));
-                        state.unrelayed.push_back((seq, frame));
-                        let u = CollabUpdate { doc: name.clone(), seq, update: update.into() };
-                        if !self.submit(ctx, name, Pending::Append, |tag| StoreRequest::CollabAppend {
-                            update: u,
-                            tag,
-                        }) {
-                            // Relay anyway so editors converge; the next snapshot stores it.
-                            tracing::warn!(doc = %name, seq, "storage queue full: update relayed before it is durable");
-                            if let Some(state) = self.docs.get_mut(name) {
-                                relay_durable(ctx, state, seq);
-                            }
-                        }
-                        self.maybe_compact(ctx, name);
-                    }
-                    Ok(false) => {}
-                    Err(DocError::Poisoned(why)) => {
-                        // yrs failed inside an update: this copy cannot be trusted. Everyone
-                        // reconnects and the document reloads from what is stored.
-                        tracing::error!(doc = %name, error = %why, "document poisoned: closing its editors");
-                        for c in state.conns.keys() {
-                            close(ctx, *c, 1011, "document reloading after an internal error");
-                        }
-                        WorkerStats::sub(&ctx.stats.collab_editors, state.conns.len() as u64);
-                        state.conns.clear();
-                        state.per_worker.iter_mut().for_each(|n| *n = 0);
-                        state.idle_since =
-                            Some(Instant::now() - Duration::from_secs(ctx.cfg.collab_idle_secs));
-                        state.last_seq = state.snapshot_seq;
-                    }
-                    Err(e) => close(ctx, conn, e.close_code(), &e.to_string()),
+                if state.cluster.is_some() {
+                    self.cluster_update(ctx, name, conn, update);
+                } else {
+                    self.apply(ctx, name, update, Origin::Local(conn));
                 }
             }
             proto::Inbound::Awareness { update } => match state.doc.apply_awareness(update) {
@@ -299,13 +337,9 @@ impl Collab {
                             }
                         }
                     }
-                    fan_out(
-                        ctx,
-                        &state.per_worker,
-                        &state.list,
-                        binary_frame(&proto::awareness(update)),
-                        None,
-                    );
+                    let message = proto::awareness(update);
+                    fan_out(ctx, &state.per_worker, &state.list, binary_frame(&message), None);
+                    cluster::publish_awareness(ctx, name, &message);
                 }
                 Err(e) => close(ctx, conn, e.close_code(), &e.to_string()),
             },
@@ -319,13 +353,62 @@ impl Collab {
         }
     }
 
+    /// Apply an update on the document's owner: give it the next seq, store it, and relay it once
+    /// it is durable.
+    fn apply(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, update: &[u8], origin: Origin) {
+        let Some(state) = self.docs.get_mut(name) else { return };
+        match state.doc.apply_update(update) {
+            Ok(true) => {
+                state.last_seq += 1;
+                WorkerStats::add(&ctx.stats.collab_updates, 1);
+                let seq = state.last_seq;
+                let frame = binary_frame(&proto::update(update));
+                if matches!(origin, Origin::Remote { .. }) && state.conns.is_empty() {
+                    // Editors on other nodes keep the document busy here, its owner.
+                    state.idle_since = Some(Instant::now());
+                }
+                state.unrelayed.push_back(Unrelayed { seq, frame, origin });
+                let u = CollabUpdate { doc: state.stored.clone(), seq, update: update.into() };
+                if !self
+                    .submit(ctx, name, Pending::Append, |tag| StoreRequest::CollabAppend { update: u, tag })
+                {
+                    // Relay anyway so editors converge; the next snapshot stores it.
+                    tracing::warn!(doc = %name, seq, "storage queue full: update relayed before it is durable");
+                    if let Some(state) = self.docs.get_mut(name) {
+                        relay_durable(ctx, state, name, seq);
+                    }
+                }
+                self.maybe_compact(ctx, name);
+            }
+            Ok(false) => cluster::answer(ctx, name, &origin, None),
+            Err(DocError::Poisoned(why)) => {
+                // yrs failed inside an update: this copy cannot be trusted. Everyone
+                // reconnects and the document reloads from what is stored.
+                tracing::error!(doc = %name, error = %why, "document poisoned: closing its editors");
+                cluster::answer(
+                    ctx,
+                    name,
+                    &origin,
+                    Some((1011, "document reloading after an internal error")),
+                );
+                poisoned(ctx, state);
+            }
+            Err(e) => match origin {
+                Origin::Local(conn) => close(ctx, conn, e.close_code(), &e.to_string()),
+                remote => cluster::answer(ctx, name, &remote, Some((e.close_code(), &e.to_string()))),
+            },
+        }
+    }
+
     fn close(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, conn: ConnId) {
         let Some(state) = self.docs.get_mut(name) else { return };
         let Some(ids) = state.conns.remove(&conn) else { return };
         state.per_worker[conn.worker()] -= 1;
         WorkerStats::sub(&ctx.stats.collab_editors, 1);
         if let Some(gone) = state.doc.remove_clients(&ids) {
-            fan_out(ctx, &state.per_worker, &state.list, binary_frame(&proto::awareness(&gone)), None);
+            let message = proto::awareness(&gone);
+            fan_out(ctx, &state.per_worker, &state.list, binary_frame(&message), None);
+            cluster::publish_awareness(ctx, name, &message);
         }
         if state.conns.is_empty() {
             state.idle_since = Some(Instant::now());
@@ -336,7 +419,8 @@ impl Collab {
     fn maybe_compact(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>) {
         let every = ctx.cfg.collab_snapshot_every;
         let Some(state) = self.docs.get_mut(name) else { return };
-        if state.compacting || state.last_seq - state.snapshot_seq < every {
+        if state.compacting || !state.may_write() || state.last_seq.saturating_sub(state.snapshot_seq) < every
+        {
             return;
         }
         self.compact(ctx, name);
@@ -347,7 +431,7 @@ impl Collab {
         let upto = state.last_seq;
         let snapshot: Box<[u8]> = state.doc.snapshot().into();
         state.compacting = true;
-        let doc = name.clone();
+        let doc = state.stored.clone();
         let ok = self.submit(ctx, name, Pending::Compact { upto }, |tag| StoreRequest::CollabCompact {
             doc,
             upto_seq: upto,
@@ -361,8 +445,10 @@ impl Collab {
         }
     }
 
-    /// Once a second: snapshot idle documents and let them leave memory.
+    /// Once a second: snapshot idle documents and let them leave memory; in cluster mode, look
+    /// forwarded updates up again when their owner did not answer, and retry failed store reads.
     pub fn tick(&mut self, ctx: &mut OwnerCtx<'_>) {
+        self.cluster_tick(ctx);
         let idle = Duration::from_secs(ctx.cfg.collab_idle_secs);
         let due: Vec<Arc<str>> = self
             .docs
@@ -372,13 +458,17 @@ impl Collab {
             .collect();
         for name in due {
             let Some(state) = self.docs.get(&name) else { continue };
-            if state.last_seq > state.snapshot_seq {
+            if state.last_seq > state.snapshot_seq && state.may_write() {
                 if !state.compacting {
                     self.compact(ctx, &name);
                 }
-            } else if state.inflight == 0 {
-                self.docs.remove(&name);
-                WorkerStats::sub(&ctx.stats.collab_docs, 1);
+            } else if state.inflight == 0 && state.cluster.as_ref().is_none_or(|c| c.own.idle()) {
+                if let Some(state) = self.docs.remove(&name) {
+                    WorkerStats::sub(&ctx.stats.collab_docs, 1);
+                    if let (Some(c), Some(cd)) = (ctx.cluster, state.cluster) {
+                        cd.own.unloaded(c, name);
+                    }
+                }
             }
         }
     }
@@ -397,21 +487,12 @@ impl Collab {
         }
         match (pending, result) {
             (Pending::Load, StoreResult::CollabLoaded { result, .. }) => {
-                let loaded = result.map_err(|e| e.to_string()).and_then(|stored| {
-                    let updates: Vec<&[u8]> = stored.updates.iter().map(|(_, u)| &u[..]).collect();
-                    let doc = CollabDoc::load(stored.snapshot.as_ref().map(|(_, s)| &s[..]), &updates)
-                        .map_err(|e| e.to_string())?
-                        .with_max_len(ctx.cfg.max_doc_bytes);
-                    let snapshot_seq = stored.snapshot.as_ref().map_or(0, |(seq, _)| *seq);
-                    let last_seq = stored.updates.last().map_or(snapshot_seq, |(seq, _)| *seq);
-                    Ok((doc, snapshot_seq, last_seq))
-                });
-                match loaded {
-                    Ok((doc, snapshot_seq, last_seq)) => {
-                        let Some(state) = self.docs.get_mut(&name) else { return };
-                        state.doc = doc;
-                        state.snapshot_seq = snapshot_seq;
-                        state.last_seq = last_seq;
+                let Some(state) = self.docs.get_mut(&name) else { return };
+                match merge(state, result.map_err(|e| e.to_string())) {
+                    Ok(stored) => {
+                        if state.cluster.is_none() {
+                            (state.snapshot_seq, state.last_seq) = stored_seqs(&stored);
+                        }
                         let queued = state.loading.take().unwrap_or_default();
                         for msg in queued {
                             self.on_msg(ctx, msg);
@@ -423,13 +504,24 @@ impl Collab {
                     }
                 }
             }
+            (Pending::Merge { head }, StoreResult::CollabLoaded { result, .. }) => {
+                self.merged(ctx, &name, head, result.map_err(|e| e.to_string()));
+            }
             (Pending::Append, StoreResult::CollabAppended { seq, result, .. }) => {
+                let failed = result.is_err();
                 if let Err(e) = result {
                     // Still relayed so editors converge; the next snapshot tries to store it again.
                     tracing::error!(doc = %name, seq, error = %e, "collab update not stored");
                 }
                 if let Some(state) = self.docs.get_mut(&name) {
-                    relay_durable(ctx, state, seq);
+                    relay_durable(ctx, state, &name, seq);
+                    if failed {
+                        if let (Some(c), Some(cd)) = (ctx.cluster, state.cluster.as_mut()) {
+                            // Perhaps another node owns the document now and stored this seq:
+                            // ask for the lease again, and read the head anew if it is still ours.
+                            cd.own.recheck(c, &name);
+                        }
+                    }
                 }
             }
             (Pending::Compact { upto }, StoreResult::CollabCompacted { result, .. }) => {
@@ -450,18 +542,53 @@ impl Collab {
     }
 }
 
-/// Relay every update up to `seq` (acks arrive in order), then answer `/text` requests that waited
-/// for them.
-fn relay_durable(ctx: &mut OwnerCtx<'_>, state: &mut DocState, seq: u64) {
-    while state.unrelayed.front().is_some_and(|(s, _)| *s <= seq) {
-        let (_, frame) = state.unrelayed.pop_front().expect("checked");
-        fan_out(ctx, &state.per_worker, &state.list, frame, None);
+/// Relay every update up to `seq` (acks arrive in order) to this node's editors, and in cluster mode
+/// to the other nodes' (answering nodes that forwarded them), then answer `/text` requests that
+/// waited for them.
+fn relay_durable(ctx: &mut OwnerCtx<'_>, state: &mut DocState, name: &Arc<str>, seq: u64) {
+    while state.unrelayed.front().is_some_and(|u| u.seq <= seq) {
+        let u = state.unrelayed.pop_front().expect("checked");
+        if state.cluster.is_some() {
+            cluster::publish_update(ctx, name, &u.frame);
+            cluster::answer(ctx, name, &u.origin, None);
+        }
+        fan_out(ctx, &state.per_worker, &state.list, u.frame, None);
     }
     if state.unrelayed.is_empty() {
         for (conn, shared) in std::mem::take(&mut state.text_waiters) {
             reply_text(ctx, state, conn, &shared);
         }
     }
+}
+
+/// Merge what the store holds into the document (a fresh one at load, a replica in cluster mode).
+fn merge(state: &mut DocState, stored: Result<CollabState, String>) -> Result<CollabState, String> {
+    let stored = stored?;
+    let updates: Vec<&[u8]> = stored.updates.iter().map(|(_, u)| &u[..]).collect();
+    state
+        .doc
+        .merge_stored(stored.snapshot.as_ref().map(|(_, s)| &s[..]), &updates)
+        .map_err(|e| e.to_string())?;
+    Ok(stored)
+}
+
+/// The seq the stored snapshot covers and the last stored seq.
+fn stored_seqs(stored: &CollabState) -> (u64, u64) {
+    let snapshot_seq = stored.snapshot.as_ref().map_or(0, |(seq, _)| *seq);
+    (snapshot_seq, stored.updates.last().map_or(snapshot_seq, |(seq, _)| *seq))
+}
+
+/// The document's copy here cannot be trusted: close its editors here and let it leave memory
+/// (it reloads from the store on the next open), storing nothing more from it.
+fn poisoned(ctx: &mut OwnerCtx<'_>, state: &mut DocState) {
+    for c in state.conns.keys() {
+        close(ctx, *c, 1011, "document reloading after an internal error");
+    }
+    WorkerStats::sub(&ctx.stats.collab_editors, state.conns.len() as u64);
+    state.conns.clear();
+    state.per_worker.iter_mut().for_each(|n| *n = 0);
+    state.idle_since = Some(Instant::now() - Duration::from_secs(ctx.cfg.collab_idle_secs));
+    state.last_seq = state.snapshot_seq;
 }
 
 fn reply_text(ctx: &mut OwnerCtx<'_>, state: &DocState, conn: ConnId, shared: &str) {

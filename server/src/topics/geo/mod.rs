@@ -6,6 +6,7 @@
 //! ([`detect`]) over spatial indexes ([`index`]).
 
 pub mod detect;
+pub mod evaluate;
 pub mod fence;
 pub mod index;
 mod owner;

@@ -1,6 +1,9 @@
 //! The owner side of `geo:<tenant>`: each tenant lives on one worker, which loads it from storage,
 //! applies updates, answers queries, and delivers events to subscribers in order — the logged ones
-//! (`enter`, `exit`, `cross`, `dwell`) only once durable.
+//! (`enter`, `exit`, `cross`, `dwell`) only once durable. In cluster mode one node's home worker owns
+//! the tenant and the others keep only their members (see [`cluster`]).
+
+mod cluster;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write;
@@ -42,7 +45,17 @@ pub enum GeoMsg {
         join_ref: JoinRef,
         msg_ref: Option<Box<str>>,
         op: Op,
+        /// The push as sent, in cluster mode: what is forwarded when another node owns the tenant.
+        raw: Option<Raw>,
     },
+}
+
+/// A push as its client sent it.
+#[derive(Debug)]
+pub struct Raw {
+    pub event: Box<str>,
+    /// The JSON payload.
+    pub payload: Box<str>,
 }
 
 impl GeoMsg {
@@ -112,20 +125,32 @@ pub enum Op {
     },
 }
 
-/// Where a reply goes.
+/// Where a reply goes: a connection of this node, or (cluster mode) the node that forwarded the
+/// request for one of its connections.
 #[derive(Debug)]
-struct ReplyTo {
-    conn: ConnId,
-    join_ref: JoinRef,
-    msg_ref: Option<Box<str>>,
+enum ReplyTo {
+    Local { conn: ConnId, join_ref: JoinRef, msg_ref: Option<Box<str>> },
+    Remote { node: Arc<str>, req_id: u64, conn: ConnId },
 }
 
 impl ReplyTo {
     fn send(&self, ctx: &mut OwnerCtx<'_>, topic: &str, status: &str, response: &str) {
-        ctx.to_conn(
-            self.conn,
-            &wire::encode_reply(Some(&self.join_ref), self.msg_ref.as_deref(), topic, status, response),
-        );
+        match self {
+            ReplyTo::Local { conn, join_ref, msg_ref } => ctx.to_conn(
+                *conn,
+                &wire::encode_reply(Some(join_ref), msg_ref.as_deref(), topic, status, response),
+            ),
+            ReplyTo::Remote { node, req_id, .. } => {
+                cluster::reply(ctx, node, topic, *req_id, status, response)
+            }
+        }
+    }
+    /// Who holds the live queries the request makes.
+    fn endpoint(&self) -> Endpoint {
+        match self {
+            ReplyTo::Local { conn, .. } => Endpoint { node: None, conn: *conn },
+            ReplyTo::Remote { node, conn, .. } => Endpoint { node: Some(node.clone()), conn: *conn },
+        }
     }
     fn ok(&self, ctx: &mut OwnerCtx<'_>, topic: &str, response: &str) {
         self.send(ctx, topic, "ok", response);
@@ -141,17 +166,22 @@ struct Member {
     access: Access,
     /// Fence ids subscribed one by one.
     fences: HashSet<Arc<str>>,
-    /// Live queries by the member's key.
-    queries: HashMap<Arc<str>, Ix>,
+}
+
+/// A connection of this node (`node: None`) or of another node: who holds live queries.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Endpoint {
+    node: Option<Arc<str>>,
+    conn: ConnId,
 }
 
 /// Who an event goes to.
 #[derive(Debug)]
 enum To {
-    /// The subscribers of a fence.
+    /// The subscribers of a fence, on every node.
     Fence(Arc<str>),
     /// The connection that owns a live query.
-    Conn(ConnId),
+    Query(Endpoint),
 }
 
 /// Events of one step, in order; `waiting` for the log write that makes them durable.
@@ -170,8 +200,10 @@ struct TenantState {
     members: HashMap<ConnId, Member>,
     subs_all: HashSet<ConnId>,
     subs: HashMap<Arc<str>, HashSet<ConnId>>,
-    /// The member and key of each live query.
-    query_owner: HashMap<Ix, (ConnId, Arc<str>)>,
+    /// Live queries by their holder and key.
+    queries: HashMap<Endpoint, HashMap<Arc<str>, Ix>>,
+    /// The holder and key of each live query.
+    query_owner: HashMap<Ix, (Endpoint, Arc<str>)>,
     outq: VecDeque<Outgoing>,
     /// Storage requests in flight.
     inflight: u32,
@@ -181,12 +213,44 @@ struct TenantState {
     creating: usize,
     /// Gauges this tenant has added to the worker's stats.
     counted: (u64, u64),
+    /// The tenant across nodes, in cluster mode only.
+    cluster: Option<Box<cluster::ClusterTenant>>,
+}
+
+impl TenantState {
+    /// An empty tenant, counted in the worker's stats.
+    fn new(
+        ctx: &mut OwnerCtx<'_>,
+        loading: Option<Vec<GeoMsg>>,
+        cluster: Option<Box<cluster::ClusterTenant>>,
+    ) -> Self {
+        WorkerStats::add(&ctx.stats.geo_tenants, 1);
+        TenantState {
+            loading,
+            t: Tenant::new(ctx.cfg.geo_history),
+            members: HashMap::new(),
+            subs_all: HashSet::new(),
+            subs: HashMap::new(),
+            queries: HashMap::new(),
+            query_owner: HashMap::new(),
+            outq: VecDeque::new(),
+            inflight: 0,
+            changing: HashSet::new(),
+            creating: 0,
+            counted: (0, 0),
+            cluster,
+        }
+    }
 }
 
 #[derive(Debug)]
 enum Pending {
+    /// The tenant's stored state; in cluster mode, the head a new owner reads.
     Load,
-    Fence { to: ReplyTo, change: FenceChange },
+    Fence {
+        to: ReplyTo,
+        change: FenceChange,
+    },
     Log,
     Positions,
 }
@@ -205,12 +269,21 @@ pub struct Geo {
     pending: HashMap<u64, (Arc<str>, Pending)>,
     next_tag: u64,
     fired: Vec<Fired>,
+    /// Requests forwarded to other nodes (cluster mode).
+    forwards: cluster::Forwards,
 }
 
 impl Geo {
     /// State for worker `me`.
     pub fn new(me: usize) -> Self {
-        Geo { me, tenants: HashMap::new(), pending: HashMap::new(), next_tag: 0, fired: Vec::new() }
+        Geo {
+            me,
+            tenants: HashMap::new(),
+            pending: HashMap::new(),
+            next_tag: 0,
+            fired: Vec::new(),
+            forwards: cluster::Forwards::default(),
+        }
     }
 
     fn submit(
@@ -236,12 +309,15 @@ impl Geo {
 
     /// A message for a tenant this worker owns.
     pub fn on_msg(&mut self, ctx: &mut OwnerCtx<'_>, msg: GeoMsg) {
+        if ctx.cluster.is_some() {
+            return self.cluster_msg(ctx, msg);
+        }
         let name = msg.tenant().clone();
         let Some(ts) = self.tenants.get_mut(&name) else {
             match msg {
                 GeoMsg::Join { .. } => self.load(ctx, name, msg),
                 GeoMsg::Push { conn, join_ref, msg_ref, .. } => {
-                    ReplyTo { conn, join_ref, msg_ref }.error(ctx, &name, "not joined")
+                    ReplyTo::Local { conn, join_ref, msg_ref }.error(ctx, &name, "not joined")
                 }
                 GeoMsg::Leave { .. } => {}
             }
@@ -257,33 +333,22 @@ impl Geo {
         }
         match msg {
             GeoMsg::Join { conn, join_ref, msg_ref, access, fences, .. } => {
-                let ts = self.tenants.get_mut(&name).expect("checked");
-                let member = Member { join_ref, access, fences: HashSet::new(), queries: HashMap::new() };
-                if let Some(old) = ts.members.insert(conn, member) {
-                    unsubscribe_all(ts, conn, &old);
-                }
-                if let Some(f) = fences {
-                    // At most a thousand ids arrive with a join: within the bound.
-                    let _ = subscribe(ts, conn, f, true);
-                }
-                let reply =
-                    format!(r#"{{"fences":{},"objects":{}}}"#, ts.t.fence_count(), ts.t.object_count());
-                joined(ctx, &name, ReplyTo { conn, join_ref, msg_ref }, true, &reply);
+                let to = ReplyTo::Local { conn, join_ref, msg_ref };
+                self.join_here(ctx, &name, to, access, fences);
             }
             GeoMsg::Leave { conn, join_ref, .. } => {
-                let ts = self.tenants.get_mut(&name).expect("checked");
-                if ts.members.get(&conn).is_some_and(|m| m.join_ref == join_ref) {
-                    let m = ts.members.remove(&conn).expect("checked");
-                    unsubscribe_all(ts, conn, &m);
-                }
+                self.leave(&name, conn, join_ref);
             }
             GeoMsg::Push { conn, join_ref, msg_ref, op, .. } => {
-                let to = ReplyTo { conn, join_ref, msg_ref };
+                let to = ReplyTo::Local { conn, join_ref, msg_ref };
                 let ts = self.tenants.get(&name).expect("checked");
                 match ts.members.get(&conn) {
                     Some(m) if m.join_ref == join_ref => {
                         let access = m.access.clone();
-                        self.push(ctx, &name, to, &access, op);
+                        match op {
+                            Op::Subscribe { fences, on } => self.subscribe_op(ctx, &name, &to, fences, on),
+                            op => self.push(ctx, &name, to, &access, op),
+                        }
                     }
                     _ => to.error(ctx, &name, "not joined"),
                 }
@@ -291,22 +356,58 @@ impl Geo {
         }
     }
 
+    /// A join served by the tenant's owner: a member of this node is admitted; one of another node
+    /// is recorded (the tenant stays while it is there) and its node admits it.
+    fn join_here(
+        &mut self,
+        ctx: &mut OwnerCtx<'_>,
+        name: &Arc<str>,
+        to: ReplyTo,
+        access: Access,
+        fences: Option<Fences>,
+    ) {
+        let Some(ts) = self.tenants.get_mut(name) else { return };
+        let reply = format!(r#"{{"fences":{},"objects":{}}}"#, ts.t.fence_count(), ts.t.object_count());
+        match to {
+            ReplyTo::Local { conn, join_ref, msg_ref } => {
+                admit(ctx, name, ts, conn, join_ref, msg_ref, access, fences, &reply)
+            }
+            remote @ ReplyTo::Remote { .. } => {
+                cluster::remote_joined(ts, &remote);
+                remote.ok(ctx, name, &reply);
+            }
+        }
+    }
+
+    /// A member of this node leaves; true if it was one.
+    fn leave(&mut self, name: &Arc<str>, conn: ConnId, join_ref: JoinRef) -> bool {
+        let Some(ts) = self.tenants.get_mut(name) else { return false };
+        if !ts.members.get(&conn).is_some_and(|m| m.join_ref == join_ref) {
+            return false;
+        }
+        let m = ts.members.remove(&conn).expect("checked");
+        unsubscribe_all(ts, conn, &m);
+        true
+    }
+
+    /// `subscribe` and `unsubscribe`: kept by the member's own node.
+    fn subscribe_op(
+        &mut self,
+        ctx: &mut OwnerCtx<'_>,
+        name: &Arc<str>,
+        to: &ReplyTo,
+        fences: Fences,
+        on: bool,
+    ) {
+        let (Some(ts), ReplyTo::Local { conn, .. }) = (self.tenants.get_mut(name), to) else { return };
+        match subscribe(ts, *conn, fences, on) {
+            Ok(()) => to.ok(ctx, name, "{}"),
+            Err(reason) => to.error(ctx, name, &reason),
+        }
+    }
+
     fn load(&mut self, ctx: &mut OwnerCtx<'_>, name: Arc<str>, join: GeoMsg) {
-        let state = TenantState {
-            loading: Some(vec![join]),
-            t: Tenant::new(ctx.cfg.geo_history),
-            members: HashMap::new(),
-            subs_all: HashSet::new(),
-            subs: HashMap::new(),
-            query_owner: HashMap::new(),
-            outq: VecDeque::new(),
-            inflight: 0,
-            changing: HashSet::new(),
-            creating: 0,
-            counted: (0, 0),
-        };
-        self.tenants.insert(name.clone(), state);
-        WorkerStats::add(&ctx.stats.geo_tenants, 1);
+        self.tenants.insert(name.clone(), TenantState::new(ctx, Some(vec![join]), None));
         let tenant = name.clone();
         if let Err((_, e)) =
             self.submit(ctx, &name, Pending::Load, |tag| StoreRequest::GeoLoad { tenant, tag })
@@ -321,19 +422,13 @@ impl Geo {
 
     fn loaded(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, result: Result<GeoState, Arc<StoreError>>) {
         let Some(ts) = self.tenants.get_mut(name) else { return };
+        if ts.cluster.is_some() {
+            return self.cluster_loaded(ctx, name, result);
+        }
         let queued = ts.loading.take().unwrap_or_default();
         match result {
             Ok(state) => {
-                let limits = Limits { max_vertices: usize::MAX };
-                let (t, skipped) = Tenant::restore(state, ctx.cfg.geo_history, |json| {
-                    let v = serde_json::from_str(json).map_err(|e| e.to_string())?;
-                    super::fence::parse(&v, limits)
-                });
-                for why in skipped {
-                    tracing::warn!(tenant = %name, why, "stored geofencing data skipped");
-                }
-                ts.t = t;
-                recount(ctx, ts);
+                restore(ctx, name, ts, state);
                 for msg in queued {
                     self.on_msg(ctx, msg);
                 }
@@ -467,20 +562,19 @@ impl Geo {
                 let _ = write!(out, r#"],"more":{more}}}"#);
                 to.ok(ctx, name, &out);
             }
-            Op::Subscribe { fences, on } => match subscribe(ts, to.conn, fences, on) {
-                Ok(()) => to.ok(ctx, name, "{}"),
-                Err(reason) => to.error(ctx, name, &reason),
-            },
+            // Kept by the member's node; never forwarded.
+            Op::Subscribe { .. } => to.error(ctx, name, "subscriptions are kept by the member's node"),
             Op::Query { key, at, radius } => {
-                let Some(m) = ts.members.get(&to.conn) else { return };
-                let existing = m.queries.get(&*key).copied();
-                if existing.is_none() && m.queries.len() >= MAX_QUERIES {
+                let who = to.endpoint();
+                let mine = ts.queries.get(&who);
+                let existing = mine.and_then(|m| m.get(&*key)).copied();
+                if existing.is_none() && mine.map_or(0, HashMap::len) >= MAX_QUERIES {
                     return to.error(ctx, name, &format!("a member has at most {MAX_QUERIES} live queries"));
                 }
                 let (q, inside) = ts.t.put_query(existing, at, radius);
                 let key: Arc<str> = key.into();
-                ts.query_owner.insert(q, (to.conn, key.clone()));
-                ts.members.get_mut(&to.conn).expect("checked").queries.insert(key, q);
+                ts.query_owner.insert(q, (who.clone(), key.clone()));
+                ts.queries.entry(who).or_default().insert(key, q);
                 let mut out = objects_json(&ts.t, &inside[..inside.len().min(MAX_LIMIT)]);
                 out.pop();
                 let _ = write!(out, r#","more":{}}}"#, inside.len() > MAX_LIMIT);
@@ -488,11 +582,14 @@ impl Geo {
                 self.emit(ctx, name, &[], now);
             }
             Op::QueryCancel { key } => {
-                let Some(m) = ts.members.get_mut(&to.conn) else { return };
-                match m.queries.remove(&*key) {
+                let who = to.endpoint();
+                match ts.queries.get_mut(&who).and_then(|m| m.remove(&*key)) {
                     Some(q) => {
                         ts.t.drop_query(q);
                         ts.query_owner.remove(&q);
+                        if ts.queries.get(&who).is_some_and(HashMap::is_empty) {
+                            ts.queries.remove(&who);
+                        }
                         to.ok(ctx, name, "{}");
                     }
                     None => to.error(ctx, name, &format!("no live query {:?}", &*key)),
@@ -622,7 +719,7 @@ impl Geo {
         }
         let ts = self.tenants.get_mut(name).expect("live");
         ts.outq.push_back(Outgoing { waiting, events });
-        deliver(ctx, ts);
+        deliver(ctx, name, ts);
     }
 
     /// A storage result for this worker.
@@ -648,7 +745,7 @@ impl Geo {
                     if let Some(o) = ts.outq.iter_mut().find(|o| o.waiting == Some(tag)) {
                         o.waiting = None;
                     }
-                    deliver(ctx, ts);
+                    deliver(ctx, &name, ts);
                 }
             }
             (Pending::Positions, StoreResult::GeoDone { result, .. }) => {
@@ -702,8 +799,10 @@ impl Geo {
         self.fired = fired;
     }
 
-    /// Once a second: fire due dwell timers, write positions behind, let idle tenants go.
+    /// Once a second: fire due dwell timers, write positions behind, let idle tenants go (in
+    /// cluster mode, answer forwarded pushes whose owner did not answer in time).
     pub fn tick(&mut self, ctx: &mut OwnerCtx<'_>) {
+        self.cluster_tick(ctx);
         let now = now_ms();
         let names: Vec<Arc<str>> = self.tenants.keys().cloned().collect();
         for name in names {
@@ -711,18 +810,27 @@ impl Geo {
             if ts.loading.is_some() {
                 continue;
             }
-            let mut fired = std::mem::take(&mut self.fired);
-            fired.clear();
-            ts.t.due_dwells(now, &mut fired);
-            self.emit(ctx, &name, &fired, now);
-            self.fired = fired;
-            self.flush_positions(ctx, &name);
+            if ts.cluster.as_ref().is_none_or(|c| c.owns()) {
+                let mut fired = std::mem::take(&mut self.fired);
+                fired.clear();
+                ts.t.due_dwells(now, &mut fired);
+                self.emit(ctx, &name, &fired, now);
+                self.fired = fired;
+                self.flush_positions(ctx, &name);
+            }
             let ts = self.tenants.get(&name).expect("listed");
-            if ts.members.is_empty() && ts.inflight == 0 && ts.outq.is_empty() {
+            if ts.members.is_empty()
+                && ts.inflight == 0
+                && ts.outq.is_empty()
+                && ts.cluster.as_ref().is_none_or(|c| c.idle())
+            {
                 let ts = self.tenants.remove(&name).expect("listed");
                 WorkerStats::sub(&ctx.stats.geo_tenants, 1);
                 WorkerStats::sub(&ctx.stats.geo_fences, ts.counted.0);
                 WorkerStats::sub(&ctx.stats.geo_objects, ts.counted.1);
+                if let (Some(c), Some(ct)) = (ctx.cluster, ts.cluster) {
+                    ct.own.unloaded(c, name);
+                }
             }
         }
     }
@@ -751,6 +859,22 @@ impl Geo {
             tracing::warn!(tenant = %name, error = %e, "positions not written behind");
         }
     }
+}
+
+/// Puts the stored state in place of the tenant's (live queries end: they refer to the old one).
+fn restore(ctx: &mut OwnerCtx<'_>, name: &Arc<str>, ts: &mut TenantState, state: GeoState) {
+    let limits = Limits { max_vertices: usize::MAX };
+    let (t, skipped) = Tenant::restore(state, ctx.cfg.geo_history, |json| {
+        let v = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        super::fence::parse(&v, limits)
+    });
+    for why in skipped {
+        tracing::warn!(tenant = %name, why, "stored geofencing data skipped");
+    }
+    ts.t = t;
+    ts.queries.clear();
+    ts.query_owner.clear();
+    recount(ctx, ts);
 }
 
 /// Applies one position report; `Err` is the reason it was refused.
@@ -785,34 +909,46 @@ fn locate(
     }
 }
 
-/// Sends the events at the front of the queue whose log write is done, in order.
-fn deliver(ctx: &mut OwnerCtx<'_>, ts: &mut TenantState) {
-    let workers = ctx.out.workers();
+/// Sends the events at the front of the queue whose log write is done, in order: to this node's
+/// subscribers and query holders, and in cluster mode, in one message per step and node, to the
+/// other nodes'.
+fn deliver(ctx: &mut OwnerCtx<'_>, name: &Arc<str>, ts: &mut TenantState) {
     while ts.outq.front().is_some_and(|o| o.waiting.is_none()) {
         let out = ts.outq.pop_front().expect("checked");
+        let mut published = cluster::Batch::default();
         for (to, frame) in out.events {
-            let fence = match to {
-                To::Conn(conn) => {
+            match to {
+                To::Query(Endpoint { node: None, conn }) => {
                     ctx.out.send(conn.worker(), Msg::ToConn { conn, frame });
-                    continue;
                 }
-                To::Fence(fence) => fence,
-            };
-            WorkerStats::add(&ctx.stats.geo_events, 1);
-            let mut per_worker: Vec<Vec<ConnId>> = vec![Vec::new(); workers];
-            for &c in &ts.subs_all {
-                per_worker[c.worker()].push(c);
-            }
-            if let Some(subs) = ts.subs.get(&fence) {
-                for &c in subs.iter().filter(|c| !ts.subs_all.contains(c)) {
-                    per_worker[c.worker()].push(c);
+                To::Query(Endpoint { node: Some(node), conn }) => published.query(node, conn, frame),
+                To::Fence(fence) => {
+                    WorkerStats::add(&ctx.stats.geo_events, 1);
+                    to_subscribers(ctx, ts, &fence, &frame);
+                    if ctx.cluster.is_some() {
+                        published.fence(fence, frame);
+                    }
                 }
             }
-            for (w, conns) in per_worker.into_iter().enumerate() {
-                if !conns.is_empty() {
-                    ctx.out.send(w, Msg::ToConns { conns, frame: frame.clone() });
-                }
-            }
+        }
+        published.send(ctx, name);
+    }
+}
+
+/// Sends an event of `fence` to this node's members subscribed to it.
+fn to_subscribers(ctx: &mut OwnerCtx<'_>, ts: &TenantState, fence: &str, frame: &Frame) {
+    let mut per_worker: Vec<Vec<ConnId>> = vec![Vec::new(); ctx.out.workers()];
+    for &c in &ts.subs_all {
+        per_worker[c.worker()].push(c);
+    }
+    if let Some(subs) = ts.subs.get(fence) {
+        for &c in subs.iter().filter(|c| !ts.subs_all.contains(c)) {
+            per_worker[c.worker()].push(c);
+        }
+    }
+    for (w, conns) in per_worker.into_iter().enumerate() {
+        if !conns.is_empty() {
+            ctx.out.send(w, Msg::ToConns { conns, frame: frame.clone() });
         }
     }
 }
@@ -867,7 +1003,12 @@ fn unsubscribe_all(ts: &mut TenantState, conn: ConnId, m: &Member) {
     for id in &m.fences {
         drop_sub(&mut ts.subs, id, conn);
     }
-    for &q in m.queries.values() {
+    drop_queries(ts, &Endpoint { node: None, conn });
+}
+
+/// Ends the live queries of one holder.
+fn drop_queries(ts: &mut TenantState, who: &Endpoint) {
+    for (_, q) in ts.queries.remove(who).unwrap_or_default() {
         ts.t.drop_query(q);
         ts.query_owner.remove(&q);
     }
@@ -877,7 +1018,7 @@ fn unsubscribe_all(ts: &mut TenantState, conn: ConnId, m: &Member) {
 fn query_frames(ts: &mut TenantState, name: &str) -> Vec<(To, Frame)> {
     let mut out = Vec::new();
     for e in std::mem::take(&mut ts.t.query_events) {
-        let Some((conn, key)) = ts.query_owner.get(&e.query) else { continue };
+        let Some((who, key)) = ts.query_owner.get(&e.query) else { continue };
         let o = ts.t.object(e.object);
         let payload = format!(
             r#"{{"query":{},"id":{},"lat":{},"lon":{},"ts":{},"dist":{}}}"#,
@@ -888,7 +1029,10 @@ fn query_frames(ts: &mut TenantState, name: &str) -> Vec<(To, Frame)> {
             o.fix.ts,
             round_m(e.dist)
         );
-        out.push((To::Conn(*conn), text_frame(&wire::encode(None, None, name, e.kind.event(), &payload))));
+        out.push((
+            To::Query(who.clone()),
+            text_frame(&wire::encode(None, None, name, e.kind.event(), &payload)),
+        ));
     }
     out
 }
@@ -911,11 +1055,42 @@ fn recount(ctx: &mut OwnerCtx<'_>, ts: &mut TenantState) {
     ts.counted = now;
 }
 
+/// Makes a connection of this node a member, subscribed to `fences`, and tells it `reply`.
+#[allow(clippy::too_many_arguments)] // The parts of a join; a struct would only repeat GeoMsg::Join.
+fn admit(
+    ctx: &mut OwnerCtx<'_>,
+    name: &Arc<str>,
+    ts: &mut TenantState,
+    conn: ConnId,
+    join_ref: JoinRef,
+    msg_ref: Option<Box<str>>,
+    access: Access,
+    fences: Option<Fences>,
+    reply: &str,
+) {
+    let member = Member { join_ref, access, fences: HashSet::new() };
+    if let Some(old) = ts.members.insert(conn, member) {
+        unsubscribe_all(ts, conn, &old);
+    }
+    if let Some(f) = fences {
+        // At most a thousand ids arrive with a join: within the bound.
+        let _ = subscribe(ts, conn, f, true);
+    }
+    joined(ctx, name, conn, join_ref, msg_ref, true, reply);
+}
+
 /// Tells the joiner's worker how its join ended, with the reply to send.
-fn joined(ctx: &mut OwnerCtx<'_>, name: &Arc<str>, to: ReplyTo, ok: bool, response: &str) {
+fn joined(
+    ctx: &mut OwnerCtx<'_>,
+    name: &Arc<str>,
+    conn: ConnId,
+    join_ref: JoinRef,
+    msg_ref: Option<Box<str>>,
+    ok: bool,
+    response: &str,
+) {
     let status = if ok { "ok" } else { "error" };
-    let reply = wire::encode_reply(Some(&to.join_ref), to.msg_ref.as_deref(), name, status, response);
-    let (conn, join_ref) = (to.conn, to.join_ref);
+    let reply = wire::encode_reply(Some(&join_ref), msg_ref.as_deref(), name, status, response);
     let frames = vec![text_frame(&reply)];
     ctx.out.send(
         conn.worker(),
@@ -928,10 +1103,10 @@ fn refuse(ctx: &mut OwnerCtx<'_>, name: &Arc<str>, msg: GeoMsg, reason: &str) {
     let response = serde_json::json!({ "reason": reason }).to_string();
     match msg {
         GeoMsg::Join { conn, join_ref, msg_ref, .. } => {
-            joined(ctx, name, ReplyTo { conn, join_ref, msg_ref }, false, &response)
+            joined(ctx, name, conn, join_ref, msg_ref, false, &response)
         }
         GeoMsg::Push { conn, join_ref, msg_ref, .. } => {
-            ReplyTo { conn, join_ref, msg_ref }.error(ctx, name, reason)
+            ReplyTo::Local { conn, join_ref, msg_ref }.error(ctx, name, reason)
         }
         GeoMsg::Leave { .. } => {}
     }
@@ -1019,7 +1194,7 @@ mod tests {
         let v = serde_json::json!({"id": "zone", "geometry": {"type": "Point", "coordinates": [2.35, 48.85], "radius": 1000},
             "detect": ["enter", "inside"]});
         let def = fence::parse(&v, Limits { max_vertices: 100 }).unwrap();
-        let push = |op| GeoMsg::Push { tenant: tenant.clone(), conn, join_ref, msg_ref: None, op };
+        let push = |op| GeoMsg::Push { tenant: tenant.clone(), conn, join_ref, msg_ref: None, op, raw: None };
         geo.on_msg(&mut ctx, push(Op::FencePut { def, create: true }));
         geo.on_store(&mut ctx, StoreResult::GeoDone { tenant: tenant.clone(), tag: 2, result: Ok(()) });
         let at = |i: usize| Loc {

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::detect::{self, LatLon, MAX_RADIUS_M};
 use super::fence::{self, valid_id, Limits, MAX_ID};
-use super::owner::{GeoMsg, Loc, Op};
+use super::owner::{GeoMsg, Loc, Op, Raw};
 use super::tenant::Fix;
 use super::{
     now_ms, Access, Fences, DEFAULT_LIMIT, MAX_BATCH, MAX_FUTURE_MS, MAX_LIMIT, MAX_PROPS, MAX_TENANT,
@@ -115,15 +115,38 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: &Push<'_>) {
         return push.error(ctx, "geo events take JSON payloads");
     };
     let limits = Limits { max_vertices: ctx.cfg.geo_max_vertices };
-    let op = match push.event {
-        "location" => location(p.get()).map(Op::Location),
-        "locations" => locations(p.get()),
-        "fence_create" | "fence_update" => value(p.get()).and_then(|v| {
+    match parse_op(push.event, p.get(), limits) {
+        Ok(op) => {
+            // In cluster mode the tenant's owner may be another node: it gets the push as sent
+            // (subscriptions stay with the member's node).
+            let forwardable = ctx.cfg.cluster.is_some() && !matches!(op, Op::Subscribe { .. });
+            let raw = forwardable.then(|| Raw { event: push.event.into(), payload: p.get().into() });
+            let msg = GeoMsg::Push {
+                tenant: push.topic.clone(),
+                conn: ctx.me,
+                join_ref: push.join_ref,
+                msg_ref: push.msg_ref.map(Into::into),
+                op,
+                raw,
+            };
+            let owner = ctx.out.owner(push.topic);
+            ctx.out.send(owner, Msg::Topic(TopicMsg::Geo(msg)));
+        }
+        Err(reason) => push.error(ctx, &reason),
+    }
+}
+
+/// Check a push's JSON payload and turn it into an operation; `Err` is the reason it is refused.
+pub(super) fn parse_op(event: &str, json: &str, limits: Limits) -> Result<Op, String> {
+    match event {
+        "location" => location(json).map(Op::Location),
+        "locations" => locations(json),
+        "fence_create" | "fence_update" => value(json).and_then(|v| {
             let def = fence::parse(&v, limits)?;
-            Ok(Op::FencePut { def, create: push.event == "fence_create" })
+            Ok(Op::FencePut { def, create: event == "fence_create" })
         }),
-        "fence_delete" => value(p.get()).and_then(|v| Ok(Op::FenceDelete { id: id_of(&v, "id")? })),
-        "fence_list" => value(p.get()).and_then(|v| {
+        "fence_delete" => value(json).and_then(|v| Ok(Op::FenceDelete { id: id_of(&v, "id")? })),
+        "fence_list" => value(json).and_then(|v| {
             only(&v, &["after", "limit"])?;
             let after = match v.get("after") {
                 None | Some(Value::Null) => None,
@@ -132,35 +155,35 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: &Push<'_>) {
             };
             Ok(Op::FenceList { after, limit: limit(&v)? })
         }),
-        "subscribe" | "unsubscribe" => value(p.get()).and_then(|v| {
+        "subscribe" | "unsubscribe" => value(json).and_then(|v| {
             only(&v, &["fences"])?;
             let fences = parse_fences(v.get("fences").unwrap_or(&Value::Null))?;
-            Ok(Op::Subscribe { fences, on: push.event == "subscribe" })
+            Ok(Op::Subscribe { fences, on: event == "subscribe" })
         }),
-        "query" => value(p.get()).and_then(|v| {
+        "query" => value(json).and_then(|v| {
             only(&v, &["key", "lat", "lon", "radius"])?;
             let key = id_of(&v, "key")?;
             Ok(Op::Query { key, at: position(&v)?, radius: radius(&v)? })
         }),
-        "query_cancel" => value(p.get()).and_then(|v| {
+        "query_cancel" => value(json).and_then(|v| {
             only(&v, &["key"])?;
             Ok(Op::QueryCancel { key: id_of(&v, "key")? })
         }),
-        "nearby" => value(p.get()).and_then(|v| {
+        "nearby" => value(json).and_then(|v| {
             only(&v, &["lat", "lon", "radius", "limit"])?;
             Ok(Op::Nearby { at: position(&v)?, radius: radius(&v)?, limit: limit(&v)? })
         }),
-        "within" => value(p.get()).and_then(|v| {
+        "within" => value(json).and_then(|v| {
             only(&v, &["geometry", "limit"])?;
             let g = v.get("geometry").ok_or("within needs a geometry")?;
             let shape = detect::parse_shape(g, limits.max_vertices).map_err(|e| format!("geometry: {e}"))?;
             Ok(Op::Within { shape, limit: limit(&v)? })
         }),
-        "object" => value(p.get()).and_then(|v| {
+        "object" => value(json).and_then(|v| {
             only(&v, &["id"])?;
             Ok(Op::Object { id: id_of(&v, "id")? })
         }),
-        "history" => value(p.get()).and_then(|v| {
+        "history" => value(json).and_then(|v| {
             only(&v, &["id", "limit"])?;
             Ok(Op::History { id: id_of(&v, "id")?, limit: limit(&v)? })
         }),
@@ -168,20 +191,6 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: &Push<'_>) {
             "unknown event {other:?} (known: location, locations, fence_create, fence_update, fence_delete, fence_list, \
              subscribe, unsubscribe, query, query_cancel, nearby, within, object, history)"
         )),
-    };
-    match op {
-        Ok(op) => {
-            let msg = GeoMsg::Push {
-                tenant: push.topic.clone(),
-                conn: ctx.me,
-                join_ref: push.join_ref,
-                msg_ref: push.msg_ref.map(Into::into),
-                op,
-            };
-            let owner = ctx.out.owner(push.topic);
-            ctx.out.send(owner, Msg::Topic(TopicMsg::Geo(msg)));
-        }
-        Err(reason) => push.error(ctx, &reason),
     }
 }
 

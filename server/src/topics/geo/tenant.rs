@@ -18,7 +18,7 @@ use crate::store::{GeoInside, GeoPosition, GeoState};
 pub type Ix = u32;
 
 /// Grid cell size for objects and roaming centres, in degrees (about 1 km at the equator).
-const CELL_DEG: f64 = 0.01;
+pub(crate) const CELL_DEG: f64 = 0.01;
 
 /// One position report.
 #[derive(Debug, Clone, Copy, PartialEq)]
