@@ -193,6 +193,11 @@ pub struct RunArgs {
     /// connection's establish time counts from when it was opened.
     #[arg(long, default_value_t = 0)]
     pub max_pending: u64,
+    /// Times a connection whose connect, upgrade or join fails or times out is opened again (after 1 s,
+    /// 2 s, 4 s, then 8 s, plus up to 1 s of spread), as a reconnecting client does, before it counts as
+    /// failed. Its establish time counts from its first attempt; retries are counted in the results.
+    #[arg(long, default_value_t = 0)]
+    pub connect_retries: u32,
     /// Seconds to hold the connections after the ramp, heartbeating.
     #[arg(long, default_value_t = 10)]
     pub hold: u64,
@@ -363,6 +368,7 @@ fn plan_from(run: &RunArgs, scenario: Scenario, per_topic: u64) -> anyhow::Resul
         step_timeout_s: run.step_timeout,
         heartbeat_s: run.heartbeat,
         max_pending: run.max_pending,
+        connect_retries: run.connect_retries,
     })
 }
 

@@ -158,9 +158,10 @@ pub fn run(spec: RunSpec) -> anyhow::Result<Outcome> {
     let connect_deadline = if spec.plan.max_pending > 0 {
         deadline
     } else {
-        deadline.min(
-            Instant::now() + Duration::from_secs_f64(ramp + 3.0 * spec.plan.step_timeout_s as f64 + 30.0),
-        )
+        // Each retry may add its backoff (at most 9 s) and another three steps.
+        let per_attempt = 3.0 * spec.plan.step_timeout_s as f64;
+        let retries = f64::from(spec.plan.connect_retries) * (per_attempt + 9.0);
+        deadline.min(Instant::now() + Duration::from_secs_f64(ramp + per_attempt + retries + 30.0))
     };
     wait_phase(&mut agents, &rx, "connect", connect_deadline, &mut progress, &open_gauge);
     let connect_seconds = connect_started.elapsed().as_secs_f64();

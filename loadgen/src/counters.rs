@@ -24,6 +24,8 @@ pub struct Counters {
     /// Connections open now (gauge).
     pub open: AtomicU64,
     pub failures: [AtomicU64; Failure::ALL.len()],
+    /// Connection attempts that failed and were made again (`--connect-retries`); not in `failures`.
+    pub retried: AtomicU64,
     /// Messages published (geo: updates, `batch` per push).
     pub published: AtomicU64,
     /// Geo pushes sent.
@@ -87,6 +89,7 @@ impl Counters {
             upgraded: l(&self.upgraded),
             joined: l(&self.joined),
             open: l(&self.open),
+            retried: l(&self.retried),
             failures: Failure::ALL
                 .iter()
                 .map(|f| (*f, l(&self.failures[f.index()])))
@@ -123,6 +126,10 @@ pub struct Snapshot {
     pub joined: u64,
     pub open: u64,
     pub failures: Vec<(Failure, u64)>,
+    /// Failed attempts made again (`--connect-retries`), by any cause; a connection that failed on its
+    /// last attempt is in `failures` instead.
+    #[serde(default)]
+    pub retried: u64,
     pub published: u64,
     #[serde(default)]
     pub pushes: u64,
@@ -176,6 +183,7 @@ impl Snapshot {
         self.upgraded += o.upgraded;
         self.joined += o.joined;
         self.open += o.open;
+        self.retried += o.retried;
         self.published += o.published;
         self.pushes += o.pushes;
         self.acked += o.acked;

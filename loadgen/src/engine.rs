@@ -3,7 +3,8 @@
 //!
 //! Memory per idle connection is a few dozen bytes: no read or write buffer is held between events.
 
-use std::collections::{HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -20,7 +21,7 @@ use crate::counters::Counters;
 use crate::geo::{self, walk::Walker};
 use crate::hist;
 use crate::phoenix::{self, json_str, Reply};
-use crate::plan::{Plan, Scenario};
+use crate::plan::{self, Plan, Scenario};
 use crate::sources::{connect_from, Failure};
 use crate::ws;
 
@@ -236,6 +237,8 @@ struct Client {
     st: St,
     /// Intended open time, ms since the thread's connect phase began.
     intended_ms: u32,
+    /// Attempts made before this one (`--connect-retries`).
+    attempt: u8,
     // An `Option<Box<Vec>>` is 8 bytes where an `Option<Vec>` is 24, and every idle connection
     // pays for these two fields.
     #[allow(clippy::box_collection)]
@@ -298,6 +301,8 @@ struct Thread {
     settled: u64,
     connect_reported: bool,
     timeouts: VecDeque<(usize, u32, St, Instant)>,
+    /// Connections to open again: (when, index, intended open time in ms, attempt), earliest first.
+    retries: BinaryHeap<Reverse<(Instant, u64, u32, u8)>>,
     hb_cursor: usize,
     hb_last: Instant,
     hb_ref: u64,
@@ -345,6 +350,7 @@ impl Thread {
             settled: 0,
             connect_reported: false,
             timeouts: VecDeque::new(),
+            retries: BinaryHeap::new(),
             hb_cursor: 0,
             hb_last: Instant::now(),
             hb_ref: 0,
@@ -417,6 +423,9 @@ impl Thread {
                 let due = start + self.intended_offset(self.next_k);
                 t = t.min(due.saturating_duration_since(Instant::now()));
             }
+        }
+        if let Some(Reverse((due, ..))) = self.retries.peek() {
+            t = t.min(due.saturating_duration_since(Instant::now()));
         }
         if let Some(m) = self.measure.as_ref().filter(|m| m.rate > 0.0) {
             if m.drain_until.is_none() {
@@ -570,6 +579,11 @@ impl Thread {
         };
         let now = Instant::now();
         let mut opened = 0;
+        while opened < OPEN_BATCH && self.retries.peek().is_some_and(|Reverse((due, ..))| *due <= now) {
+            let Some(Reverse((_, idx, intended_ms, attempt))) = self.retries.pop() else { break };
+            opened += 1;
+            self.open(idx, intended_ms, attempt);
+        }
         let max_pending = self.max_pending();
         while self.next_k < self.mine
             && opened < OPEN_BATCH
@@ -586,7 +600,7 @@ impl Thread {
                 Some(_) => now.duration_since(start),
                 None => self.intended_offset(k),
             };
-            self.open(idx, intended.as_millis() as u32);
+            self.open(idx, intended.as_millis() as u32, 0);
         }
     }
 
@@ -595,15 +609,18 @@ impl Thread {
         (self.plan.max_pending > 0).then(|| self.plan.max_pending.div_ceil(self.plan.threads.max(1) as u64))
     }
 
-    fn open(&mut self, idx: u64, intended_ms: u32) {
-        Counters::inc(&self.counters.attempted);
+    /// Open connection `idx`; `attempt` counts the attempts before this one.
+    fn open(&mut self, idx: u64, intended_ms: u32, attempt: u8) {
+        if attempt == 0 {
+            Counters::inc(&self.counters.attempted);
+        }
         let plan = &self.plan;
         let target = plan.targets[(idx % plan.targets.len() as u64) as usize];
         let source =
             (!plan.sources.is_empty()).then(|| plan.sources[(idx % plan.sources.len() as u64) as usize]);
         let mut stream = match connect_from(source, target) {
             Ok(s) => s,
-            Err(e) => return self.failed_before_open(Failure::of(&e)),
+            Err(e) => return self.settle_failed(idx, intended_ms, attempt, Failure::of(&e)),
         };
         let entry = self.conns.vacant_entry();
         let key = entry.key();
@@ -612,7 +629,7 @@ impl Thread {
         if let Err(e) =
             self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
         {
-            return self.failed_before_open(Failure::of(&e));
+            return self.settle_failed(idx, intended_ms, attempt, Failure::of(&e));
         }
         entry.insert(Client {
             stream,
@@ -620,13 +637,22 @@ impl Thread {
             idx,
             st: St::Connecting,
             intended_ms,
+            attempt,
             rbuf: None,
             wbuf: None,
         });
         self.arm_timeout(key);
     }
 
-    fn failed_before_open(&mut self, f: Failure) {
+    /// A connection that failed before it joined: open it again later while it has retries left,
+    /// else count the failure and settle it.
+    fn settle_failed(&mut self, idx: u64, intended_ms: u32, attempt: u8, f: Failure) {
+        if u32::from(attempt) < self.plan.connect_retries && attempt < u8::MAX {
+            Counters::inc(&self.counters.retried);
+            let due = Instant::now() + plan::retry_backoff(u32::from(attempt) + 1, idx);
+            self.retries.push(Reverse((due, idx, intended_ms, attempt + 1)));
+            return;
+        }
         self.counters.fail(f);
         self.settled += 1;
     }
@@ -1266,9 +1292,12 @@ impl Thread {
         if !self.conns.contains(key) {
             return;
         }
-        self.counters.fail(f);
-        if self.conns[key].st != St::Open {
-            self.settled += 1;
+        let c = &self.conns[key];
+        if c.st == St::Open {
+            self.counters.fail(f);
+        } else {
+            let (idx, intended_ms, attempt) = (c.idx, c.intended_ms, c.attempt);
+            self.settle_failed(idx, intended_ms, attempt, f);
         }
         self.drop_conn(key);
     }

@@ -160,6 +160,18 @@ pub struct Plan {
     /// (up to `rate`), and each connection's establish time counts from when it was opened.
     #[serde(default)]
     pub max_pending: u64,
+    /// Times a connection whose TCP connect, upgrade or join failed or timed out is opened again, after
+    /// [`retry_backoff`], before it counts as failed (as a client that reconnects by itself does).
+    #[serde(default)]
+    pub connect_retries: u32,
+}
+
+/// The wait before attempt `attempt` (1 for the first retry) of connection `idx`: 1 s doubling to at
+/// most 8 s, plus up to a second spread by the connection's index so that a burst of failures does not
+/// come back at once.
+pub fn retry_backoff(attempt: u32, idx: u64) -> std::time::Duration {
+    let base_ms = 1000u64 << attempt.saturating_sub(1).min(3);
+    std::time::Duration::from_millis(base_ms + idx % 1000)
 }
 
 fn yes() -> bool {
@@ -245,6 +257,7 @@ mod tests {
             heartbeat_s: 30,
             presence: true,
             max_pending: 0,
+            connect_retries: 0,
         }
     }
 

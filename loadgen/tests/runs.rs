@@ -86,6 +86,7 @@ fn spec(target: SocketAddr, scenario: Scenario, connections: u64, per_topic: u64
             heartbeat_s: 30,
             presence: true,
             max_pending: 0,
+            connect_retries: 0,
         },
         connections,
         rate: 4000.0,
@@ -117,6 +118,48 @@ fn chat_with_2000_connections_has_no_errors_and_one_sample_per_delivery() {
     assert_eq!(count("ack"), c.acked);
     assert_eq!(count("establish"), 2000);
     srv.shutdown();
+}
+
+/// A loopback port nothing listens on (bound once by the system, then released).
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+#[test]
+fn refused_connections_are_retried_until_the_server_is_up_and_counted_as_retries() {
+    let addr = free_port();
+    // The server comes up 1.5 s into the run: the first attempts are refused.
+    let late = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        let args = ServeArgs {
+            listen: Some(addr),
+            store: Some("sqlite://:memory:".into()),
+            workers: Some(2),
+            ..Default::default()
+        };
+        server::start(args.resolve().unwrap()).expect("server starts on the released port")
+    });
+    let mut run = spec(addr, Scenario::Connect, 300, 10, Agents::Local { count: 1, exe: loadgen_exe() });
+    run.plan.connect_retries = 3;
+    let out = coordinator::run(run).expect("run completes");
+    let srv = late.join().unwrap();
+    let c = &out.counters;
+    assert_eq!(c.failed(), 0, "every refused attempt was made again: {:?}", c.failures);
+    assert_eq!((c.attempted, c.joined), (300, 300), "each connection counted once, however many attempts");
+    assert!(c.retried > 0, "the attempts before the server was up were retried");
+    srv.shutdown();
+
+    // Without retries, refusals are failures.
+    let out = coordinator::run(spec(
+        free_port(),
+        Scenario::Connect,
+        50,
+        10,
+        Agents::Local { count: 1, exe: loadgen_exe() },
+    ))
+    .unwrap();
+    let c = &out.counters;
+    assert_eq!((c.failed(), c.retried, c.joined), (50, 0, 0), "{:?}", c.failures);
 }
 
 struct Agent(Child);

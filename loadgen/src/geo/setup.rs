@@ -388,6 +388,7 @@ mod tests {
             heartbeat_s: 30,
             presence: false,
             max_pending: 0,
+            connect_retries: 0,
         }
     }
 

@@ -83,11 +83,15 @@ fn headline(html: &mut String, s: &Summary) {
     let peak = s.peak_connections.map_or(String::new(), |p| format!(" (peak open {})", thousands(p)));
     row(html, "connections", &format!("{}{peak}", thousands(s.connections)));
     let c = &s.counters;
+    let retried = match c.retried {
+        0 => String::new(),
+        n => format!(" ({} failed attempts made again)", thousands(n)),
+    };
     row(
         html,
         "connection steps",
         &format!(
-            "{} attempted, {} TCP connected, {} upgraded, {} joined",
+            "{} attempted, {} TCP connected, {} upgraded, {} joined{retried}",
             thousands(c.attempted),
             thousands(c.tcp_connected),
             thousands(c.upgraded),
@@ -397,7 +401,29 @@ fn inline(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::inline;
+    use super::{headline, inline};
+    use crate::parse::summary::Summary;
+
+    fn steps_row(counters: &str) -> String {
+        let s: Summary = serde_json::from_str(&format!(
+            r#"{{"scenario": {{"kind": "connect"}}, "connections": 10, "counters": {counters}}}"#
+        ))
+        .unwrap();
+        let mut html = String::new();
+        headline(&mut html, &s);
+        let at = html.find("connection steps").expect("the steps row");
+        html[at..].lines().next().unwrap().to_string()
+    }
+
+    #[test]
+    fn retried_attempts_are_shown_only_when_there_were_some() {
+        let row = steps_row(
+            r#"{"attempted": 10, "tcp_connected": 10, "upgraded": 10, "joined": 10, "retried": 1234}"#,
+        );
+        assert!(row.contains("10 joined (1,234 failed attempts made again)"), "{row}");
+        let row = steps_row(r#"{"attempted": 10, "joined": 10}"#);
+        assert!(!row.contains("again"), "{row}");
+    }
 
     #[test]
     fn inline_code_spans() {

@@ -147,6 +147,9 @@ pub struct Counters {
     pub upgraded: u64,
     /// Channel joins acknowledged.
     pub joined: u64,
+    /// Failed attempts made again (`--connect-retries`); connections that failed on their last attempt
+    /// are in `failures`.
+    pub retried: u64,
     /// Messages (or updates) sent.
     pub published: u64,
     /// Replies received.
