@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
+mod checkpoint;
 mod geo;
+
+use checkpoint::Checkpointer;
 
 use super::{
     from_i64, seq_to_i64, to_i64, Backend, ChatMessage, CollabState, CollabUpdate, GeoFenceChange, GeoLog,
@@ -102,6 +105,8 @@ const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 pub struct SqliteStore {
     /// Always in WAL mode (unless in memory) and at [`SCHEMA_VERSION`].
     conn: Connection,
+    /// Copies the WAL back into a file database off the commit path; `None` in memory.
+    checkpointer: Option<Checkpointer>,
 }
 
 impl SqliteStore {
@@ -111,17 +116,21 @@ impl SqliteStore {
     pub fn open(path: &Path, sync: Synchronous) -> Result<Self, StoreError> {
         let conn = Connection::open(path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        Self::init(conn, sync, &path.display().to_string())
+        Self::init(conn, sync, Some(path))
     }
 
     /// Opens a private in-memory database, for tests.
     pub fn open_in_memory() -> Result<Self, StoreError> {
         let conn = Connection::open_in_memory()
             .map_err(|e| StoreError::Unavailable(format!("cannot open in-memory database: {e}")))?;
-        Self::init(conn, Synchronous::Off, ":memory:")
+        Self::init(conn, Synchronous::Off, None)
     }
 
-    fn init(mut conn: Connection, sync: Synchronous, label: &str) -> Result<Self, StoreError> {
+    /// Configures `conn` (opened on `path`, or in memory when `None`), migrates it and starts the
+    /// checkpoint thread of a file database in WAL mode.
+    fn init(mut conn: Connection, sync: Synchronous, path: Option<&Path>) -> Result<Self, StoreError> {
+        let label = path.map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string());
+        let label = label.as_str();
         conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
         // In WAL readers never block the writer and a commit is one sequential append to the log.
         let journal_mode: String =
@@ -141,6 +150,16 @@ impl SqliteStore {
         // order (positions, who is inside), and pages read again from the OS cost the storage thread.
         conn.pragma_update(None, "cache_size", -65_536).map_err(db_err)?;
         let (from, to) = migrate(&mut conn)?;
+        let file_wal =
+            journal_mode.eq_ignore_ascii_case("wal") && path.is_some_and(|p| p != Path::new(":memory:"));
+        let checkpointer = match path {
+            Some(path) if file_wal => {
+                // The checkpoint thread keeps the WAL short; the writer checkpoints only as a backstop.
+                conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES).map_err(db_err)?;
+                Some(Checkpointer::start(path, sync_value)?)
+            }
+            _ => None,
+        };
         tracing::info!(
             db = label,
             journal_mode,
@@ -149,7 +168,7 @@ impl SqliteStore {
             schema_to = to,
             "sqlite store open"
         );
-        Ok(Self { conn })
+        Ok(Self { conn, checkpointer })
     }
 }
 
@@ -176,6 +195,15 @@ fn migrate(conn: &mut Connection) -> Result<(u32, u32), StoreError> {
     Ok((current, SCHEMA_VERSION))
 }
 
+impl SqliteStore {
+    /// Before a write transaction: empties the WAL if the checkpoint thread asked for it.
+    fn before_write(&self) {
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.restart_if_due(&self.conn);
+        }
+    }
+}
+
 impl Backend for SqliteStore {
     fn name(&self) -> &'static str {
         "sqlite"
@@ -190,6 +218,7 @@ impl Backend for SqliteStore {
             .iter()
             .map(|m| Ok((to_i64(m.seq, "seq", m)?, to_i64(m.id, "id", m)?, to_i64(m.ts_ms, "ts_ms", m)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
+        self.before_write();
         // IMMEDIATE so a competing writer makes us wait out the busy timeout here, instead of failing the
         // batch halfway when a deferred transaction tries to upgrade its lock.
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
@@ -267,6 +296,7 @@ impl Backend for SqliteStore {
             return Ok(());
         }
         let seqs = batch.iter().map(|u| seq_to_i64(u.seq, &u.doc)).collect::<Result<Vec<_>, _>>()?;
+        self.before_write();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
         {
             // A seq at or below the snapshot's was stored before and compacted away; taking it again would
@@ -375,14 +405,17 @@ impl Backend for SqliteStore {
     }
 
     fn geo_fences(&mut self, batch: &[GeoFenceChange]) -> Result<(), StoreError> {
+        self.before_write();
         geo::fences(&mut self.conn, batch)
     }
 
     fn geo_log(&mut self, batch: &[GeoLog]) -> Result<(), StoreError> {
+        self.before_write();
         geo::log(&mut self.conn, batch)
     }
 
     fn geo_positions(&mut self, tenant: &str, rows: &[GeoPosition]) -> Result<(), StoreError> {
+        self.before_write();
         geo::positions(&mut self.conn, tenant, rows)
     }
 }
@@ -516,6 +549,45 @@ mod tests {
         drop(store);
         let mut store = SqliteStore::open(&path, Synchronous::Off).unwrap();
         assert_eq!(store.room_head("room:a", 0).unwrap().0, 6);
+    }
+
+    #[test]
+    fn checkpoint_thread_keeps_the_wal_bounded() {
+        let dir = TempDir::new();
+        let path = dir.0.join("chat.db");
+        let wal = dir.0.join("chat.db-wal");
+        let mut store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        let backstop: i64 = store.conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0)).unwrap();
+        assert_eq!(backstop, checkpoint::BACKSTOP_PAGES);
+        let page_size: u64 = store.conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        // Each batch touches 2,000 rooms, so about 2,000 pages of WAL: well past the limit in total.
+        let body = "x".repeat(200);
+        for round in 1..=20u64 {
+            let batch: Vec<_> = (0..2000).map(|r| msg(&format!("room:{r}"), round, &body)).collect();
+            store.append(&batch).unwrap();
+            let bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+            // Frame headers and the WAL header come on top of the pages.
+            assert!(bytes <= (checkpoint::BACKSTOP_PAGES as u64 + 2_100) * (page_size + 24) + 32, "{bytes}");
+        }
+        // Once the thread has seen the WAL at its limit, the writer's next transaction starts by emptying it
+        // (bounded wait: one small write every 20 ms).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut seq = 0;
+        loop {
+            seq += 1;
+            store.append(&[msg("room:tick", seq, "tick")]).unwrap();
+            let bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+            if bytes < checkpoint::LIMIT_PAGES as u64 * page_size {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "WAL still {bytes} bytes");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Everything is still there, read through the writer's connection.
+        assert_eq!(store.room_head("room:1999", 1).unwrap().0, 20);
+        drop(store);
+        let mut store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        assert_eq!(store.history("room:0", None, None, 50).unwrap().messages.len(), 20);
     }
 
     #[test]

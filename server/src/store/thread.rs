@@ -12,7 +12,9 @@ use super::{
 };
 
 /// Most requests taken from the queue for one group; bounds the time before the first ack of a group.
-const MAX_GROUP: usize = 4096;
+/// Large enough that, when the writer falls behind, a group spread over many rooms carries several
+/// messages per room: each room's page is then written once for all of them.
+const MAX_GROUP: usize = 16_384;
 
 /// Upper bounds (seconds) of the commit-latency histogram buckets exported on `/metrics`.
 pub const COMMIT_BUCKETS: [f64; 12] =
