@@ -229,7 +229,11 @@ impl Backend for SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(db_err)?;
-            for (m, (seq, id, ts_ms)) in batch.iter().zip(rows) {
+            // In key order, each leaf page of the (room, seq) key is visited once per group instead of
+            // once per message: a group interleaves many rooms.
+            let mut order: Vec<(&ChatMessage, (i64, i64, i64))> = batch.iter().zip(rows).collect();
+            order.sort_unstable_by(|a, b| (&*a.0.room, a.0.seq).cmp(&(&*b.0.room, b.0.seq)));
+            for (m, (seq, id, ts_ms)) in order {
                 insert.execute(params![&*m.room, seq, id, &*m.user, &*m.body, ts_ms]).map_err(|e| match e
                     .sqlite_error_code()
                 {
