@@ -168,9 +168,9 @@ impl Topics {
     /// A storage result for this worker.
     pub fn on_store(&mut self, ctx: &mut OwnerCtx<'_>, result: StoreResult) {
         match result {
-            StoreResult::CollabAppended { .. }
-            | StoreResult::CollabLoaded { .. }
-            | StoreResult::CollabCompacted { .. } => self.collab.on_store(ctx, result),
+            StoreResult::LogAppended { .. }
+            | StoreResult::LogLoaded { .. }
+            | StoreResult::LogCompacted { .. } => self.collab.on_store(ctx, result),
             StoreResult::GeoLoaded { .. } | StoreResult::GeoDone { .. } => self.geo.on_store(ctx, result),
             StoreResult::Appended { .. } | StoreResult::RoomHead { .. } | StoreResult::History { .. } => {
                 self.chat.on_store(ctx, result)
