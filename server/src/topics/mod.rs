@@ -1,6 +1,7 @@
 //! Topics: what a channel means. Each kind has a worker-side part (validate a push, forward it to the
 //! topic's owner) and an owner-side part (the topic's state, on one worker).
 
+pub mod bet;
 pub mod chat;
 pub mod collab;
 pub mod geo;
@@ -28,6 +29,8 @@ pub enum TopicKind {
     Geo,
     /// `user:<name>`: a user's wallet and private events.
     User,
+    /// `bet:<market>`: a live bet market.
+    Bet,
 }
 
 impl TopicKind {
@@ -39,6 +42,7 @@ impl TopicKind {
             "room" if id_ok => Some(TopicKind::Chat),
             "geo" if geo::valid_tenant(id) => Some(TopicKind::Geo),
             "user" if id.len() <= crate::auth::MAX_USER_LEN && id_ok => Some(TopicKind::User),
+            "bet" if bet::valid_market(id) => Some(TopicKind::Bet),
             _ => None,
         }
     }
@@ -51,6 +55,7 @@ pub enum TopicMsg {
     Collab(collab::CollabMsg),
     Geo(geo::GeoMsg),
     Wallet(wallet::WalletMsg),
+    Bet(bet::BetMsg),
 }
 
 /// A push on a joined channel, as the worker serving the connection sees it.
@@ -154,6 +159,7 @@ pub struct Topics {
     pub collab: collab::Collab,
     pub geo: geo::Geo,
     pub wallet: wallet::Wallets,
+    pub bet: bet::Markets,
 }
 
 impl Topics {
@@ -164,6 +170,7 @@ impl Topics {
             collab: collab::Collab::new(me),
             geo: geo::Geo::new(me),
             wallet: wallet::Wallets::new(me),
+            bet: bet::Markets::new(me),
         }
     }
 
@@ -174,6 +181,7 @@ impl Topics {
             TopicMsg::Collab(m) => self.collab.on_msg(ctx, m),
             TopicMsg::Geo(m) => self.geo.on_msg(ctx, m),
             TopicMsg::Wallet(m) => self.wallet.on_msg(ctx, m),
+            TopicMsg::Bet(m) => self.bet.on_msg(ctx, m),
         }
     }
 
@@ -185,6 +193,7 @@ impl Topics {
             | StoreResult::LogCompacted { stream, .. } => match crate::store::log_family(stream) {
                 None => self.collab.on_store(ctx, result),
                 Some(wallet::FAMILY) => self.wallet.on_store(ctx, result),
+                Some(bet::FAMILY) => self.bet.on_store(ctx, result),
                 Some(other) => tracing::error!(family = other, "journal result for no family"),
             },
             StoreResult::GeoLoaded { .. } | StoreResult::GeoDone { .. } => self.geo.on_store(ctx, result),
@@ -223,6 +232,7 @@ impl Topics {
         self.collab.tick(ctx);
         self.geo.tick(ctx);
         self.wallet.tick(ctx);
+        self.bet.tick(ctx);
     }
 
     /// The server is draining: write behind what is still in memory only.
@@ -245,6 +255,7 @@ pub fn on_join(
         TopicKind::Chat => chat::on_join(ctx, topic, join_ref, msg_ref, params_json, user),
         TopicKind::Geo => geo::on_join(ctx, topic, join_ref, msg_ref, params_json, user),
         TopicKind::User => wallet::on_join(ctx, topic, join_ref, msg_ref, params_json, user),
+        TopicKind::Bet => bet::on_join(ctx, topic, join_ref, msg_ref, params_json, user),
     }
 }
 
@@ -254,6 +265,7 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: Push<'_>) {
         Some(TopicKind::Chat) => chat::on_push(ctx, &push),
         Some(TopicKind::Geo) => geo::on_push(ctx, &push),
         Some(TopicKind::User) => wallet::on_push(ctx, &push),
+        Some(TopicKind::Bet) => bet::on_push(ctx, &push),
         None => push.error(ctx, "unmatched topic"),
     }
 }
@@ -263,6 +275,7 @@ pub fn leave_msg(topic: Arc<str>, conn: ConnId, join_ref: JoinRef) -> TopicMsg {
     match TopicKind::of(&topic) {
         Some(TopicKind::Geo) => TopicMsg::Geo(geo::GeoMsg::Leave { tenant: topic, conn, join_ref }),
         Some(TopicKind::User) => TopicMsg::Wallet(wallet::WalletMsg::Leave { topic, conn, join_ref }),
+        Some(TopicKind::Bet) => TopicMsg::Bet(bet::BetMsg::Leave { topic, conn, join_ref }),
         Some(TopicKind::Chat) | None => TopicMsg::Chat(chat::ChatMsg::Leave { room: topic, conn, join_ref }),
     }
 }

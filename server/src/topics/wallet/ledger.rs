@@ -5,9 +5,9 @@
 //! Money is integer minor units (`u64`, checked arithmetic). Funds move between the available
 //! balance and holds: a hold is money reserved for a request (a bet's stake, an order) until it is
 //! released (back to the balance) or settled (a payout, possibly zero, credited in its place). A
-//! hold is named by its requester's key, so every operation is idempotent: reserving a hold that
-//! exists or was closed recently changes nothing, and releasing or settling a hold that is not open
-//! changes nothing — a payout is made exactly once.
+//! hold is named by its requester's key, so every operation is idempotent: reserving a hold that is
+//! open changes nothing (reserving one closed recently is refused), and releasing or settling a hold
+//! that is not open changes nothing — a payout is made exactly once.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
@@ -76,6 +76,9 @@ pub enum Refusal {
     /// Keys are 1 to [`MAX_KEY`] bytes.
     #[error("bad request key")]
     BadKey,
+    /// The key names a hold already closed, or an open hold of another amount.
+    #[error("request id already used")]
+    KeyUsed,
 }
 
 /// A wallet. Invariant: `balance + sum(holds)` changes only by credits and by settlements (the
@@ -119,8 +122,11 @@ impl Ledger {
                 self.remember(key);
             }
             Op::Reserve { key, amount } => {
-                if self.knows(key) {
-                    return Ok(Applied::AlreadyDone);
+                match self.holds.get(key) {
+                    Some(held) if held == amount => return Ok(Applied::AlreadyDone),
+                    Some(_) => return Err(Refusal::KeyUsed),
+                    None if self.recent_set.contains(key) => return Err(Refusal::KeyUsed),
+                    None => {}
                 }
                 if *amount == 0 {
                     return Err(Refusal::Zero);
@@ -224,9 +230,10 @@ mod tests {
         assert_eq!(l.apply(&Op::Settle { key: "b1".into(), payout: 75 }), Ok(Applied::Changed));
         assert_eq!(l.apply(&Op::Settle { key: "b1".into(), payout: 75 }), Ok(Applied::AlreadyDone));
         assert_eq!((l.balance, l.held()), (145, 0));
-        // A closed hold is not opened again by a late retry of its reserve.
-        assert_eq!(l.apply(&reserve("b1", 30)), Ok(Applied::AlreadyDone));
+        // A closed hold is not opened again by a late retry of its reserve, nor an open one changed.
+        assert_eq!(l.apply(&reserve("b1", 30)), Err(Refusal::KeyUsed));
         assert_eq!(l.apply(&reserve("b3", 45)), Ok(Applied::Changed));
+        assert_eq!(l.apply(&reserve("b3", 46)), Err(Refusal::KeyUsed));
         assert_eq!(l.apply(&Op::Release { key: "b3".into() }), Ok(Applied::Changed));
         assert_eq!((l.balance, l.held()), (145, 0));
     }
