@@ -434,7 +434,14 @@ impl Markets {
         result: Result<(), String>,
     ) {
         let Some(live) = self.markets.get_mut(topic) else { return };
-        let Some(p) = live.placing.remove(&key) else { return };
+        let Some(p) = live.placing.remove(&key) else {
+            // The market reloaded meanwhile and forgot the request: give the stake back unless the bet
+            // was taken (a retry with the same req_id starts over).
+            if result.is_ok() && !live.market.bets.contains_key(&key) {
+                wallet::send_op(ctx.out, &key.0, Op::Release { key: hold_key(topic, &key.1) }, None);
+            }
+            return;
+        };
         if let Err(why) = result {
             for o in &p.origins {
                 o.error(ctx, &why);
