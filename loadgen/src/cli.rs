@@ -133,6 +133,9 @@ pub enum Command {
     /// Gather a database comparison (scripts/bench-db) into one result folder: summary.json,
     /// RESULTS.md with the ratios to the first configuration, SETUP.md; move it to RESULTS/<date>-db.
     DbSummary(crate::dbsummary::DbSummaryArgs),
+    /// Live bets on bet:<market> (an open server, no secret): an operator funds --bettors users and
+    /// changes odds at --odds-rate; bets at --rate; measures place→ack and odds change→delivery.
+    Bets(BetsArgs),
     /// Serve a coordinator: take a share of its run.
     Agent {
         /// The coordinator's address.
@@ -591,5 +594,42 @@ mod tests {
         assert_eq!(shell_quote("two words"), "'two words'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(""), "''");
+    }
+}
+
+/// Flags of the live-bets scenario.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BetsArgs {
+    /// The server's address.
+    #[arg(long, default_value = "127.0.0.1:4000")]
+    pub target: SocketAddr,
+    /// Market id (also the prefix of the users' names). [default: loadgen-PID]
+    #[arg(long)]
+    pub market: Option<String>,
+    /// Connections placing bets, one user each.
+    #[arg(long, default_value_t = 4)]
+    pub bettors: usize,
+    /// Bets per second, all bettors together.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// Odds changes per second.
+    #[arg(long, default_value_t = 5.0)]
+    pub odds_rate: f64,
+    /// Seconds of betting.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+}
+
+impl BetsArgs {
+    /// The run these flags describe.
+    pub fn plan(&self) -> crate::bets::BetsPlan {
+        crate::bets::BetsPlan {
+            target: self.target,
+            market: self.market.clone().unwrap_or_else(|| format!("loadgen-{}", std::process::id())),
+            bettors: self.bettors,
+            rate: self.rate,
+            odds_rate: self.odds_rate,
+            duration: std::time::Duration::from_secs(self.duration),
+        }
     }
 }

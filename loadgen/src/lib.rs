@@ -6,6 +6,7 @@
 //! agents are child processes, so a run is not bound by one process's open-file limit.
 
 pub mod agent;
+pub mod bets;
 pub mod cli;
 pub mod control;
 pub mod coordinator;

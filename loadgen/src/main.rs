@@ -39,6 +39,11 @@ fn main() -> anyhow::Result<()> {
             print!("{}", storebench::describe(&outcome.summary));
             return Ok(());
         }
+        Command::Bets(args) => {
+            let summary = rusher_loadgen::bets::run(&args.plan())?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            return Ok(());
+        }
         Command::DbSummary(args) => {
             println!("{}", dbsummary::run(args)?.display());
             return Ok(());
