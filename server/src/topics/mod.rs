@@ -4,6 +4,7 @@
 pub mod chat;
 pub mod collab;
 pub mod geo;
+pub mod market;
 pub mod shootout;
 
 use std::sync::Arc;
