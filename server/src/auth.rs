@@ -82,6 +82,9 @@ pub struct Grants {
     /// May create, update and delete fences.
     #[serde(default, rename = "geo_admin", skip_serializing_if = "std::ops::Not::not")]
     pub geo_admin: bool,
+    /// Operates money: credits wallets (on `user:<self>`) and runs bet markets (`bet:*`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub operator: bool,
 }
 
 impl Grants {
@@ -478,16 +481,17 @@ mod tests {
 
     #[test]
     fn grants_round_trip_and_match_patterns() {
-        let grants = Grants { geo_move: vec!["truck-*".into(), "van-1".into()], geo_admin: true };
+        let grants =
+            Grants { geo_move: vec!["truck-*".into(), "van-1".into()], geo_admin: true, operator: false };
         let token = mint_with(&key(), "alice", &grants, Duration::from_secs(60), t0()).unwrap();
         let claims = verify(&key(), &token, t0()).unwrap();
         assert_eq!(claims.grants, grants);
         assert!(grants.may_move("truck-7") && grants.may_move("van-1"));
         assert!(!grants.may_move("van-10") && !grants.may_move("car"));
-        assert!(Grants { geo_move: vec!["*".into()], geo_admin: false }.may_move("anything"));
+        assert!(Grants { geo_move: vec!["*".into()], geo_admin: false, operator: false }.may_move("anything"));
         let plain = mint(&key(), "bob", Duration::from_secs(60), t0()).unwrap();
         assert_eq!(verify(&key(), &plain, t0()).unwrap().grants, Grants::default());
-        let huge = Grants { geo_move: vec!["x".repeat(900)], geo_admin: false };
+        let huge = Grants { geo_move: vec!["x".repeat(900)], geo_admin: false, operator: false };
         assert_eq!(mint_with(&key(), "a", &huge, Duration::from_secs(60), t0()), Err(TokenError::TooLong));
     }
 }

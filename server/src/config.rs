@@ -53,6 +53,10 @@ pub enum Command {
         /// Geofencing: may create, update and delete fences.
         #[arg(long)]
         geo_admin: bool,
+        /// Money: may credit wallets and create, change, suspend and settle bet markets. Pass the token
+        /// as the `token` join parameter of `user:<self>` and `bet:<market>` channels.
+        #[arg(long)]
+        operator: bool,
     },
 }
 

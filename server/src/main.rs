@@ -16,10 +16,12 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Token { user, ttl, secret, secret_file, geo_move, geo_admin }) = cli.command {
+    if let Some(Command::Token { user, ttl, secret, secret_file, geo_move, geo_admin, operator }) =
+        cli.command
+    {
         let key = load_secret(secret.as_deref(), secret_file.as_deref())?
             .context("no secret configured: set RUSHER_SECRET or --secret-file")?;
-        let grants = auth::Grants { geo_move, geo_admin };
+        let grants = auth::Grants { geo_move, geo_admin, operator };
         let token = auth::mint_with(&key, &user, &grants, Duration::from_secs(ttl), SystemTime::now())
             .map_err(|e| anyhow::anyhow!("cannot mint a token for {user:?}: {e}"))?;
         println!("{token}");

@@ -22,12 +22,14 @@ function tempDir() {
 
 /**
  * Mint a token with `rusher token`. `geoMove` (patterns for `--geo-move`) and `geoAdmin`
- * (`--geo-admin`) make it a grant token for the `geo:` channel.
+ * (`--geo-admin`) make it a grant token for the `geo:` channel; `operator` (`--operator`) one for
+ * crediting wallets and running bet markets.
  */
-export function mintToken(user, { secret = SECRET, geoMove = [], geoAdmin = false } = {}) {
+export function mintToken(user, { secret = SECRET, geoMove = [], geoAdmin = false, operator = false } = {}) {
   const args = ["token", "--user", user, "--secret", secret];
   for (const pattern of geoMove) args.push("--geo-move", pattern);
   if (geoAdmin) args.push("--geo-admin");
+  if (operator) args.push("--operator");
   return execFileSync(RUSHER_BIN, args, { encoding: "utf8" }).trim();
 }
 

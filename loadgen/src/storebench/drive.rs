@@ -147,9 +147,9 @@ fn tag_of(r: &StoreResult) -> u64 {
         StoreResult::Appended { tag, .. }
         | StoreResult::RoomHead { tag, .. }
         | StoreResult::History { tag, .. }
-        | StoreResult::CollabAppended { tag, .. }
-        | StoreResult::CollabLoaded { tag, .. }
-        | StoreResult::CollabCompacted { tag, .. }
+        | StoreResult::LogAppended { tag, .. }
+        | StoreResult::LogLoaded { tag, .. }
+        | StoreResult::LogCompacted { tag, .. }
         | StoreResult::GeoLoaded { tag, .. }
         | StoreResult::GeoDone { tag, .. } => *tag,
     }
@@ -159,12 +159,12 @@ fn tag_of(r: &StoreResult) -> u64 {
 fn error_of(r: &StoreResult) -> Option<String> {
     let e = match r {
         StoreResult::Appended { result, .. }
-        | StoreResult::CollabAppended { result, .. }
-        | StoreResult::CollabCompacted { result, .. }
+        | StoreResult::LogAppended { result, .. }
+        | StoreResult::LogCompacted { result, .. }
         | StoreResult::GeoDone { result, .. } => result.as_ref().err(),
         StoreResult::RoomHead { result, .. } => result.as_ref().err(),
         StoreResult::History { result, .. } => result.as_ref().err(),
-        StoreResult::CollabLoaded { result, .. } => result.as_ref().err(),
+        StoreResult::LogLoaded { result, .. } => result.as_ref().err(),
         StoreResult::GeoLoaded { result, .. } => result.as_ref().err(),
     };
     e.map(|e| e.to_string())

@@ -10,7 +10,7 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusher_server::store::{ChatMessage, CollabUpdate, GeoEvent, GeoLog, GeoLogKind, StoreRequest};
+use rusher_server::store::{ChatMessage, GeoEvent, GeoLog, GeoLogKind, LogEntry, StoreRequest};
 
 use crate::geo::walk::Rng;
 
@@ -214,8 +214,8 @@ impl Workload for Yjs {
         *seq += 1;
         let range = if large { &self.large_bytes } else { &self.update_bytes };
         let len = len_in(range, &mut self.rng);
-        let update = CollabUpdate { doc: Arc::clone(doc), seq: *seq, update: bytes(len, &mut self.rng) };
-        StoreRequest::CollabAppend { update, tag: Tag { ns, large }.encode() }
+        let entry = LogEntry { stream: Arc::clone(doc), seq: *seq, data: bytes(len, &mut self.rng) };
+        StoreRequest::LogAppend { entry, tag: Tag { ns, large }.encode() }
     }
 }
 
@@ -316,10 +316,10 @@ mod tests {
         let mut y = Yjs::new(&s, 0, 1);
         let mut large = 0;
         for i in 0..100 {
-            let StoreRequest::CollabAppend { update, tag } = y.next(i) else { panic!("not a collab append") };
+            let StoreRequest::LogAppend { entry, tag } = y.next(i) else { panic!("not a collab append") };
             let t = Tag::decode(tag);
             let range = if t.large { 4096..=8192 } else { 20..=200 };
-            assert!(range.contains(&update.update.len()), "{}", update.update.len());
+            assert!(range.contains(&entry.data.len()), "{}", entry.data.len());
             large += u32::from(t.large);
         }
         assert_eq!(large, 10);

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use super::{
-    Backend, ChatMessage, CollabState, CollabUpdate, GeoEvent, GeoFenceChange, GeoInside, GeoLog, GeoLogKind,
-    GeoPosition, GeoState, Page, StoreError,
+    Backend, ChatMessage, GeoEvent, GeoFenceChange, GeoInside, GeoLog, GeoLogKind, GeoPosition, GeoState,
+    LogEntry, LogState, Page, StoreError,
 };
 
 /// A backend under test, with a way to look at what it physically stores.
@@ -73,17 +73,17 @@ impl<B: Backend> Backend for Scratch<B> {
     ) -> Result<Page, StoreError> {
         self.store.history(room, before_seq, after_seq, limit)
     }
-    fn collab_append(&mut self, batch: &[CollabUpdate]) -> Result<(), StoreError> {
-        self.store.collab_append(batch)
+    fn log_append(&mut self, batch: &[LogEntry]) -> Result<(), StoreError> {
+        self.store.log_append(batch)
     }
-    fn collab_load(&mut self, doc: &str) -> Result<CollabState, StoreError> {
-        self.store.collab_load(doc)
+    fn log_load(&mut self, doc: &str) -> Result<LogState, StoreError> {
+        self.store.log_load(doc)
     }
-    fn collab_compact(&mut self, doc: &str, upto_seq: u64, snapshot: &[u8]) -> Result<(), StoreError> {
-        self.store.collab_compact(doc, upto_seq, snapshot)
+    fn log_compact(&mut self, doc: &str, upto_seq: u64, snapshot: &[u8]) -> Result<(), StoreError> {
+        self.store.log_compact(doc, upto_seq, snapshot)
     }
-    fn collab_bytes(&mut self) -> Result<u64, StoreError> {
-        self.store.collab_bytes()
+    fn log_bytes(&mut self) -> Result<u64, StoreError> {
+        self.store.log_bytes()
     }
     fn geo_load(&mut self, tenant: &str) -> Result<GeoState, StoreError> {
         self.store.geo_load(tenant)
@@ -123,19 +123,21 @@ macro_rules! conformance_suite {
             values_past_i64_max_are_refused_not_wrapped,
             unicode_bodies_and_users_round_trip,
             ten_thousand_messages_in_one_batch,
-            collab_unknown_doc_loads_empty,
-            collab_append_then_load_in_seq_order,
-            collab_docs_are_isolated_including_prefixes,
-            collab_duplicate_against_stored_row_rolls_back_whole_batch,
-            collab_duplicate_within_batch_stores_nothing,
-            collab_compact_replaces_snapshot_and_keeps_later_updates,
-            collab_compact_of_a_doc_without_updates_stores_the_snapshot,
-            collab_older_compact_is_ignored,
-            collab_seq_covered_by_snapshot_is_a_duplicate,
-            collab_seqs_past_i64_max_are_refused_not_wrapped,
-            collab_empty_and_binary_blobs_round_trip,
-            collab_large_blobs_round_trip,
-            collab_bytes_counts_snapshots_and_updates,
+            log_unknown_doc_loads_empty,
+            log_append_then_load_in_seq_order,
+            log_docs_are_isolated_including_prefixes,
+            log_duplicate_against_stored_row_rolls_back_whole_batch,
+            log_duplicate_within_batch_stores_nothing,
+            log_compact_replaces_snapshot_and_keeps_later_updates,
+            log_compact_of_a_doc_without_updates_stores_the_snapshot,
+            log_older_compact_is_ignored,
+            log_seq_covered_by_snapshot_is_a_duplicate,
+            log_seqs_past_i64_max_are_refused_not_wrapped,
+            log_empty_and_binary_blobs_round_trip,
+            log_large_blobs_round_trip,
+            log_bytes_counts_snapshots_and_updates,
+            log_family_streams_and_documents_stay_apart,
+            log_streams_of_one_batch_interleave_and_replay_in_order,
             the_inside_table_follows_the_event_log,
             logged_events_store_the_position_they_report,
             positions_are_upserted,
@@ -182,9 +184,9 @@ fn fill(store: &mut dyn Inspect) {
     store.append(&batch).unwrap();
 }
 
-/// A collab update of `doc`.
-pub(crate) fn upd(doc: &str, seq: u64, data: &[u8]) -> CollabUpdate {
-    CollabUpdate { doc: Arc::from(doc), seq, update: data.into() }
+/// A journal entry of `stream`.
+pub(crate) fn upd(stream: &str, seq: u64, data: &[u8]) -> LogEntry {
+    LogEntry { stream: Arc::from(stream), seq, data: data.into() }
 }
 
 /// A stored (seq, bytes) pair.
@@ -193,8 +195,8 @@ pub(crate) fn entry(seq: u64, data: &[u8]) -> (u64, Box<[u8]>) {
 }
 
 /// The seqs of a loaded document's updates.
-pub(crate) fn update_seqs(state: &CollabState) -> Vec<u64> {
-    state.updates.iter().map(|(seq, _)| *seq).collect()
+pub(crate) fn update_seqs(state: &LogState) -> Vec<u64> {
+    state.entries.iter().map(|(seq, _)| *seq).collect()
 }
 
 fn put(s: &mut dyn Inspect, tenant: &str, id: &str, json: &str) {
@@ -425,173 +427,211 @@ pub fn ten_thousand_messages_in_one_batch(mut store: Store) {
     assert!(!all.more);
 }
 
-pub fn collab_unknown_doc_loads_empty(mut store: Store) {
-    assert_eq!(store.collab_load("doc:x").unwrap(), CollabState::default());
-    assert_eq!(store.collab_bytes().unwrap(), 0);
-    store.collab_append(&[]).unwrap();
-    assert_eq!(store.collab_load("doc:x").unwrap(), CollabState::default());
+pub fn log_family_streams_and_documents_stay_apart(mut store: Store) {
+    let wallet = super::log_stream("wallet", "alice");
+    assert_eq!(&*wallet, "wallet/alice");
+    // A collab document may be called "wallet:alice" or "alice"; neither is the wallet's stream.
+    store.log_append(&[upd(&wallet, 1, br#"{"credit":5}"#), upd("wallet:alice", 1, b"doc")]).unwrap();
+    store.log_append(&[upd("alice", 1, b"doc too"), upd("bet/m1", 1, b"market")]).unwrap();
+    store.log_compact(&wallet, 1, br#"{"balance":5}"#).unwrap();
+    store.log_append(&[upd(&wallet, 2, br#"{"reserve":2}"#)]).unwrap();
+    assert_eq!(
+        store.log_load(&wallet).unwrap(),
+        LogState {
+            snapshot: Some(entry(1, br#"{"balance":5}"#)),
+            entries: vec![entry(2, br#"{"reserve":2}"#)]
+        }
+    );
+    assert_eq!(store.log_load("wallet:alice").unwrap().entries, [entry(1, b"doc")]);
+    assert_eq!(store.log_load("alice").unwrap().entries, [entry(1, b"doc too")]);
+    assert_eq!(store.log_load("bet/m1").unwrap().entries, [entry(1, b"market")]);
+    assert_eq!(store.log_load("wallet/bob").unwrap(), LogState::default());
+    assert_eq!(super::log_family(&wallet), Some("wallet"));
+    assert_eq!(super::log_family("wallet:alice"), None);
 }
 
-pub fn collab_append_then_load_in_seq_order(mut store: Store) {
-    store.collab_append(&[upd("d", 3, b"c"), upd("d", 1, b"a"), upd("other", 1, b"o")]).unwrap();
-    store.collab_append(&[upd("d", 2, b"b"), upd("d", 10, b"j"), upd("d", 9, b"i")]).unwrap();
-    let state = store.collab_load("d").unwrap();
+pub fn log_streams_of_one_batch_interleave_and_replay_in_order(mut store: Store) {
+    let streams: Vec<_> = (0..8).map(|i| super::log_stream("bet", &format!("m{i}"))).collect();
+    let batch: Vec<_> =
+        (1..=50u64).flat_map(|seq| streams.iter().map(move |s| upd(s, seq, &seq.to_be_bytes()))).collect();
+    store.log_append(&batch).unwrap();
+    store.log_compact(&streams[3], 20, b"upto 20").unwrap();
+    for (i, s) in streams.iter().enumerate() {
+        let state = store.log_load(s).unwrap();
+        let first = if i == 3 { 21 } else { 1 };
+        assert_eq!(update_seqs(&state), (first..=50).collect::<Vec<_>>(), "{s}");
+        assert!(state.entries.iter().all(|(seq, data)| **data == seq.to_be_bytes()));
+    }
+    assert_eq!(store.stored_updates(None), 7 * 50 + 30);
+}
+
+pub fn log_unknown_doc_loads_empty(mut store: Store) {
+    assert_eq!(store.log_load("doc:x").unwrap(), LogState::default());
+    assert_eq!(store.log_bytes().unwrap(), 0);
+    store.log_append(&[]).unwrap();
+    assert_eq!(store.log_load("doc:x").unwrap(), LogState::default());
+}
+
+pub fn log_append_then_load_in_seq_order(mut store: Store) {
+    store.log_append(&[upd("d", 3, b"c"), upd("d", 1, b"a"), upd("other", 1, b"o")]).unwrap();
+    store.log_append(&[upd("d", 2, b"b"), upd("d", 10, b"j"), upd("d", 9, b"i")]).unwrap();
+    let state = store.log_load("d").unwrap();
     assert_eq!(state.snapshot, None);
     assert_eq!(
-        state.updates,
+        state.entries,
         [entry(1, b"a"), entry(2, b"b"), entry(3, b"c"), entry(9, b"i"), entry(10, b"j")]
     );
-    assert_eq!(store.collab_load("other").unwrap().updates, [entry(1, b"o")]);
+    assert_eq!(store.log_load("other").unwrap().entries, [entry(1, b"o")]);
 }
 
-pub fn collab_docs_are_isolated_including_prefixes(mut store: Store) {
-    store.collab_append(&[upd("doc:1", 1, b"one"), upd("doc:10", 1, b"ten")]).unwrap();
-    store.collab_compact("doc:10", 1, b"snap ten").unwrap();
+pub fn log_docs_are_isolated_including_prefixes(mut store: Store) {
+    store.log_append(&[upd("doc:1", 1, b"one"), upd("doc:10", 1, b"ten")]).unwrap();
+    store.log_compact("doc:10", 1, b"snap ten").unwrap();
     assert_eq!(
-        store.collab_load("doc:1").unwrap(),
-        CollabState { snapshot: None, updates: vec![entry(1, b"one")] }
+        store.log_load("doc:1").unwrap(),
+        LogState { snapshot: None, entries: vec![entry(1, b"one")] }
     );
     assert_eq!(
-        store.collab_load("doc:10").unwrap(),
-        CollabState { snapshot: Some(entry(1, b"snap ten")), updates: vec![] }
+        store.log_load("doc:10").unwrap(),
+        LogState { snapshot: Some(entry(1, b"snap ten")), entries: vec![] }
     );
 }
 
-pub fn collab_duplicate_against_stored_row_rolls_back_whole_batch(mut store: Store) {
-    store.collab_append(&[upd("d", 1, b"a"), upd("d", 2, b"b")]).unwrap();
-    let err = store.collab_append(&[upd("d", 3, b"c"), upd("e", 1, b"x"), upd("d", 2, b"dup")]).unwrap_err();
+pub fn log_duplicate_against_stored_row_rolls_back_whole_batch(mut store: Store) {
+    store.log_append(&[upd("d", 1, b"a"), upd("d", 2, b"b")]).unwrap();
+    let err = store.log_append(&[upd("d", 3, b"c"), upd("e", 1, b"x"), upd("d", 2, b"dup")]).unwrap_err();
     assert!(matches!(err, StoreError::Db(_)), "{err:?}");
-    assert_eq!(store.collab_load("d").unwrap().updates, [entry(1, b"a"), entry(2, b"b")]);
-    assert_eq!(store.collab_load("e").unwrap(), CollabState::default());
+    assert_eq!(store.log_load("d").unwrap().entries, [entry(1, b"a"), entry(2, b"b")]);
+    assert_eq!(store.log_load("e").unwrap(), LogState::default());
     // The store stays usable after a rollback.
-    store.collab_append(&[upd("d", 3, b"c")]).unwrap();
-    assert_eq!(update_seqs(&store.collab_load("d").unwrap()), [1, 2, 3]);
+    store.log_append(&[upd("d", 3, b"c")]).unwrap();
+    assert_eq!(update_seqs(&store.log_load("d").unwrap()), [1, 2, 3]);
 }
 
-pub fn collab_duplicate_within_batch_stores_nothing(mut store: Store) {
-    let err = store.collab_append(&[upd("d", 1, b"a"), upd("d", 2, b"b"), upd("d", 1, b"a")]).unwrap_err();
+pub fn log_duplicate_within_batch_stores_nothing(mut store: Store) {
+    let err = store.log_append(&[upd("d", 1, b"a"), upd("d", 2, b"b"), upd("d", 1, b"a")]).unwrap_err();
     assert!(matches!(err, StoreError::Db(_)), "{err:?}");
-    assert_eq!(store.collab_load("d").unwrap(), CollabState::default());
-    assert_eq!(store.collab_bytes().unwrap(), 0);
+    assert_eq!(store.log_load("d").unwrap(), LogState::default());
+    assert_eq!(store.log_bytes().unwrap(), 0);
 }
 
-pub fn collab_compact_replaces_snapshot_and_keeps_later_updates(mut store: Store) {
+pub fn log_compact_replaces_snapshot_and_keeps_later_updates(mut store: Store) {
     let batch: Vec<_> = (1..=6).map(|s| upd("d", s, &[s as u8])).collect();
-    store.collab_append(&batch).unwrap();
-    store.collab_compact("d", 2, b"state@2").unwrap();
-    let state = store.collab_load("d").unwrap();
+    store.log_append(&batch).unwrap();
+    store.log_compact("d", 2, b"state@2").unwrap();
+    let state = store.log_load("d").unwrap();
     assert_eq!(state.snapshot, Some(entry(2, b"state@2")));
     assert_eq!(update_seqs(&state), [3, 4, 5, 6]);
 
-    store.collab_compact("d", 4, b"state@4").unwrap();
-    let state = store.collab_load("d").unwrap();
+    store.log_compact("d", 4, b"state@4").unwrap();
+    let state = store.log_load("d").unwrap();
     assert_eq!(state.snapshot, Some(entry(4, b"state@4")));
-    assert_eq!(state.updates, [entry(5, &[5]), entry(6, &[6])]);
+    assert_eq!(state.entries, [entry(5, &[5]), entry(6, &[6])]);
     // The covered rows are gone from the table, not just hidden by the load.
     assert_eq!(store.stored_updates(Some("d")), 2);
 
     // Compacting everything leaves only the snapshot; the same seq again replaces it.
-    store.collab_compact("d", 6, b"state@6").unwrap();
-    store.collab_compact("d", 6, b"state@6 smaller").unwrap();
+    store.log_compact("d", 6, b"state@6").unwrap();
+    store.log_compact("d", 6, b"state@6 smaller").unwrap();
     assert_eq!(
-        store.collab_load("d").unwrap(),
-        CollabState { snapshot: Some(entry(6, b"state@6 smaller")), updates: vec![] }
+        store.log_load("d").unwrap(),
+        LogState { snapshot: Some(entry(6, b"state@6 smaller")), entries: vec![] }
     );
-    store.collab_append(&[upd("d", 7, b"after")]).unwrap();
-    assert_eq!(store.collab_load("d").unwrap().updates, [entry(7, b"after")]);
+    store.log_append(&[upd("d", 7, b"after")]).unwrap();
+    assert_eq!(store.log_load("d").unwrap().entries, [entry(7, b"after")]);
 }
 
-pub fn collab_compact_of_a_doc_without_updates_stores_the_snapshot(mut store: Store) {
-    store.collab_compact("d", 0, b"initial").unwrap();
-    assert_eq!(store.collab_load("d").unwrap().snapshot, Some(entry(0, b"initial")));
-    store.collab_append(&[upd("d", 1, b"a")]).unwrap();
-    assert_eq!(update_seqs(&store.collab_load("d").unwrap()), [1]);
+pub fn log_compact_of_a_doc_without_updates_stores_the_snapshot(mut store: Store) {
+    store.log_compact("d", 0, b"initial").unwrap();
+    assert_eq!(store.log_load("d").unwrap().snapshot, Some(entry(0, b"initial")));
+    store.log_append(&[upd("d", 1, b"a")]).unwrap();
+    assert_eq!(update_seqs(&store.log_load("d").unwrap()), [1]);
 }
 
-pub fn collab_older_compact_is_ignored(mut store: Store) {
+pub fn log_older_compact_is_ignored(mut store: Store) {
     let batch: Vec<_> = (1..=5).map(|s| upd("d", s, b"u")).collect();
-    store.collab_append(&batch).unwrap();
-    store.collab_compact("d", 3, b"state@3").unwrap();
-    store.collab_compact("d", 2, b"stale state@2").unwrap();
-    let state = store.collab_load("d").unwrap();
+    store.log_append(&batch).unwrap();
+    store.log_compact("d", 3, b"state@3").unwrap();
+    store.log_compact("d", 2, b"stale state@2").unwrap();
+    let state = store.log_load("d").unwrap();
     assert_eq!(state.snapshot, Some(entry(3, b"state@3")));
     assert_eq!(update_seqs(&state), [4, 5]);
-    store.collab_compact("d", 0, b"stale state@0").unwrap();
-    assert_eq!(store.collab_load("d").unwrap(), state);
+    store.log_compact("d", 0, b"stale state@0").unwrap();
+    assert_eq!(store.log_load("d").unwrap(), state);
 }
 
-pub fn collab_seq_covered_by_snapshot_is_a_duplicate(mut store: Store) {
-    store.collab_append(&[upd("d", 1, b"a"), upd("d", 2, b"b"), upd("d", 3, b"c")]).unwrap();
-    store.collab_compact("d", 2, b"state@2").unwrap();
-    let err = store.collab_append(&[upd("d", 4, b"d"), upd("d", 2, b"again")]).unwrap_err();
+pub fn log_seq_covered_by_snapshot_is_a_duplicate(mut store: Store) {
+    store.log_append(&[upd("d", 1, b"a"), upd("d", 2, b"b"), upd("d", 3, b"c")]).unwrap();
+    store.log_compact("d", 2, b"state@2").unwrap();
+    let err = store.log_append(&[upd("d", 4, b"d"), upd("d", 2, b"again")]).unwrap_err();
     assert!(matches!(err, StoreError::Db(_)), "{err:?}");
-    let state = store.collab_load("d").unwrap();
+    let state = store.log_load("d").unwrap();
     assert_eq!(state.snapshot, Some(entry(2, b"state@2")));
-    assert_eq!(state.updates, [entry(3, b"c")]);
+    assert_eq!(state.entries, [entry(3, b"c")]);
     assert_eq!(store.stored_updates(None), 1);
 }
 
-pub fn collab_seqs_past_i64_max_are_refused_not_wrapped(mut store: Store) {
+pub fn log_seqs_past_i64_max_are_refused_not_wrapped(mut store: Store) {
     let too_big = i64::MAX as u64 + 1;
-    let err = store.collab_append(&[upd("d", 1, b"ok"), upd("d", too_big, b"x")]).unwrap_err();
+    let err = store.log_append(&[upd("d", 1, b"ok"), upd("d", too_big, b"x")]).unwrap_err();
     assert!(matches!(err, StoreError::Db(_)), "{err:?}");
-    assert_eq!(store.collab_load("d").unwrap(), CollabState::default());
-    let err = store.collab_compact("d", u64::MAX, b"snap").unwrap_err();
+    assert_eq!(store.log_load("d").unwrap(), LogState::default());
+    let err = store.log_compact("d", u64::MAX, b"snap").unwrap_err();
     assert!(matches!(err, StoreError::Db(_)), "{err:?}");
-    assert_eq!(store.collab_load("d").unwrap(), CollabState::default());
+    assert_eq!(store.log_load("d").unwrap(), LogState::default());
 
     let edge = i64::MAX as u64;
-    store.collab_append(&[upd("d", edge, b"edge")]).unwrap();
-    assert_eq!(store.collab_load("d").unwrap().updates, [entry(edge, b"edge")]);
-    store.collab_compact("d", edge, b"snap").unwrap();
+    store.log_append(&[upd("d", edge, b"edge")]).unwrap();
+    assert_eq!(store.log_load("d").unwrap().entries, [entry(edge, b"edge")]);
+    store.log_compact("d", edge, b"snap").unwrap();
     assert_eq!(
-        store.collab_load("d").unwrap(),
-        CollabState { snapshot: Some(entry(edge, b"snap")), updates: vec![] }
+        store.log_load("d").unwrap(),
+        LogState { snapshot: Some(entry(edge, b"snap")), entries: vec![] }
     );
 }
 
-pub fn collab_empty_and_binary_blobs_round_trip(mut store: Store) {
+pub fn log_empty_and_binary_blobs_round_trip(mut store: Store) {
     let all_bytes: Vec<u8> = (0..=255).collect();
-    store.collab_append(&[upd("d", 1, b""), upd("d", 2, &all_bytes), upd("d", 3, b"\0\0")]).unwrap();
-    store.collab_compact("e", 1, b"").unwrap();
+    store.log_append(&[upd("d", 1, b""), upd("d", 2, &all_bytes), upd("d", 3, b"\0\0")]).unwrap();
+    store.log_compact("e", 1, b"").unwrap();
     assert_eq!(
-        store.collab_load("d").unwrap().updates,
+        store.log_load("d").unwrap().entries,
         [entry(1, b""), entry(2, &all_bytes), entry(3, b"\0\0")]
     );
-    assert_eq!(store.collab_load("e").unwrap().snapshot, Some(entry(1, b"")));
-    assert_eq!(store.collab_bytes().unwrap(), 258);
+    assert_eq!(store.log_load("e").unwrap().snapshot, Some(entry(1, b"")));
+    assert_eq!(store.log_bytes().unwrap(), 258);
 }
 
-pub fn collab_large_blobs_round_trip(mut store: Store) {
+pub fn log_large_blobs_round_trip(mut store: Store) {
     const MIB: usize = 1 << 20;
     let big: Vec<u8> = (0..MIB).map(|i| (i * 7 + i / 251) as u8).collect();
     let mut snapshot = big.clone();
     snapshot.reverse();
-    store.collab_append(&[upd("d", 1, &big), upd("d", 2, &big[..MIB - 1]), upd("d", 3, b"tail")]).unwrap();
-    assert_eq!(store.collab_bytes().unwrap(), (2 * MIB - 1 + 4) as u64);
-    let state = store.collab_load("d").unwrap();
-    assert_eq!(state.updates, [entry(1, &big), entry(2, &big[..MIB - 1]), entry(3, b"tail")]);
+    store.log_append(&[upd("d", 1, &big), upd("d", 2, &big[..MIB - 1]), upd("d", 3, b"tail")]).unwrap();
+    assert_eq!(store.log_bytes().unwrap(), (2 * MIB - 1 + 4) as u64);
+    let state = store.log_load("d").unwrap();
+    assert_eq!(state.entries, [entry(1, &big), entry(2, &big[..MIB - 1]), entry(3, b"tail")]);
 
-    store.collab_compact("d", 2, &snapshot).unwrap();
-    let state = store.collab_load("d").unwrap();
+    store.log_compact("d", 2, &snapshot).unwrap();
+    let state = store.log_load("d").unwrap();
     assert_eq!(state.snapshot, Some(entry(2, &snapshot)));
-    assert_eq!(state.updates, [entry(3, b"tail")]);
-    assert_eq!(store.collab_bytes().unwrap(), (MIB + 4) as u64);
+    assert_eq!(state.entries, [entry(3, b"tail")]);
+    assert_eq!(store.log_bytes().unwrap(), (MIB + 4) as u64);
 }
 
-pub fn collab_bytes_counts_snapshots_and_updates(mut store: Store) {
+pub fn log_bytes_counts_snapshots_and_updates(mut store: Store) {
     store.append(&[msg("r", 1, "chat is not counted")]).unwrap();
-    assert_eq!(store.collab_bytes().unwrap(), 0);
-    store.collab_append(&[upd("a", 1, &[0; 10]), upd("a", 2, &[0; 20]), upd("b", 1, &[0; 5])]).unwrap();
-    assert_eq!(store.collab_bytes().unwrap(), 35);
-    store.collab_compact("a", 1, &[0; 100]).unwrap();
-    assert_eq!(store.collab_bytes().unwrap(), 125);
-    store.collab_compact("a", 0, &[0; 1000]).unwrap();
-    assert_eq!(store.collab_bytes().unwrap(), 125);
-    store.collab_compact("a", 2, &[0; 50]).unwrap();
-    assert_eq!(store.collab_bytes().unwrap(), 55);
-    assert!(store.collab_append(&[upd("b", 2, &[0; 7]), upd("b", 1, &[0; 9])]).is_err());
-    assert_eq!(store.collab_bytes().unwrap(), 55);
+    assert_eq!(store.log_bytes().unwrap(), 0);
+    store.log_append(&[upd("a", 1, &[0; 10]), upd("a", 2, &[0; 20]), upd("b", 1, &[0; 5])]).unwrap();
+    assert_eq!(store.log_bytes().unwrap(), 35);
+    store.log_compact("a", 1, &[0; 100]).unwrap();
+    assert_eq!(store.log_bytes().unwrap(), 125);
+    store.log_compact("a", 0, &[0; 1000]).unwrap();
+    assert_eq!(store.log_bytes().unwrap(), 125);
+    store.log_compact("a", 2, &[0; 50]).unwrap();
+    assert_eq!(store.log_bytes().unwrap(), 55);
+    assert!(store.log_append(&[upd("b", 2, &[0; 7]), upd("b", 1, &[0; 9])]).is_err());
+    assert_eq!(store.log_bytes().unwrap(), 55);
 }
 
 pub fn the_inside_table_follows_the_event_log(mut s: Store) {

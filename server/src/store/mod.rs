@@ -43,20 +43,38 @@ pub struct Page {
     pub more: bool,
 }
 
-/// One Yjs update of a collaborative document, in the order the document's owner applied it.
+/// One entry of a journal stream, in the order the stream's owner wrote it.
+///
+/// The journal is an append-only log per stream plus a snapshot that covers a prefix of it: each
+/// topic family keeps its state as entries and replays its stream on load (collab documents store Yjs
+/// updates; wallets and bet markets store their operations). Stream names: a collab document is its
+/// bare name, which never contains `/` (the names written before the journal served other families);
+/// every other family names its streams `<family>/<id>` (see [`log_stream`]), so they never meet.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CollabUpdate {
-    pub doc: Arc<str>,
+pub struct LogEntry {
+    pub stream: Arc<str>,
     pub seq: u64,
-    pub update: Box<[u8]>,
+    pub data: Box<[u8]>,
 }
 
-/// A document as stored: the latest snapshot (a full-state Yjs update, with the seq it covers) and
-/// every update after it, ascending.
+/// A journal stream as stored: the latest snapshot (with the seq it covers) and every entry after it,
+/// ascending.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CollabState {
+pub struct LogState {
     pub snapshot: Option<(u64, Box<[u8]>)>,
-    pub updates: Vec<(u64, Box<[u8]>)>,
+    pub entries: Vec<(u64, Box<[u8]>)>,
+}
+
+/// The journal stream of `id` in `family` (`"wallet"`, `"bet"`): `family/id`. Family names hold no
+/// `/`, so the family of a stream is the text before its first `/`.
+pub fn log_stream(family: &str, id: &str) -> Arc<str> {
+    debug_assert!(!family.contains('/'));
+    format!("{family}/{id}").into()
+}
+
+/// The family of a journal stream (`"wallet"` for `wallet/alice`); `None` for a collab document.
+pub fn log_family(stream: &str) -> Option<&str> {
+    stream.split_once('/').map(|(family, _)| family)
 }
 
 /// An object's last known position in a geofencing tenant.
@@ -273,16 +291,17 @@ pub trait Backend: Send {
         after_seq: Option<u64>,
         limit: usize,
     ) -> Result<Page, StoreError>;
-    /// Store a batch of collab updates in ONE transaction (durable on return, per the sync
-    /// setting). A duplicate (doc, seq) is an error and nothing of the batch is stored.
-    fn collab_append(&mut self, batch: &[CollabUpdate]) -> Result<(), StoreError>;
-    /// The document's snapshot and the updates after it.
-    fn collab_load(&mut self, doc: &str) -> Result<CollabState, StoreError>;
-    /// Replace the snapshot with `snapshot` covering every update with seq <= `upto_seq`, and delete
-    /// those updates, in one transaction. An older snapshot than the stored one is ignored.
-    fn collab_compact(&mut self, doc: &str, upto_seq: u64, snapshot: &[u8]) -> Result<(), StoreError>;
-    /// Bytes stored for collab documents (snapshots + updates), for metrics.
-    fn collab_bytes(&mut self) -> Result<u64, StoreError>;
+    /// Store a batch of journal entries in ONE transaction (durable on return, per the sync
+    /// setting). A duplicate (stream, seq), or a seq the stream's snapshot covers, is an error and
+    /// nothing of the batch is stored.
+    fn log_append(&mut self, batch: &[LogEntry]) -> Result<(), StoreError>;
+    /// The stream's snapshot and the entries after it.
+    fn log_load(&mut self, stream: &str) -> Result<LogState, StoreError>;
+    /// Replace the snapshot with `snapshot` covering every entry with seq <= `upto_seq`, and delete
+    /// those entries, in one transaction. An older snapshot than the stored one is ignored.
+    fn log_compact(&mut self, stream: &str, upto_seq: u64, snapshot: &[u8]) -> Result<(), StoreError>;
+    /// Bytes stored in every journal stream (snapshots + entries), for metrics.
+    fn log_bytes(&mut self) -> Result<u64, StoreError>;
     /// A geofencing tenant's fences, last positions and inside table.
     fn geo_load(&mut self, tenant: &str) -> Result<GeoState, StoreError>;
     /// Apply fence changes in ONE transaction; deleting a fence deletes its rows of the inside table.
@@ -304,12 +323,12 @@ pub enum StoreRequest {
     RoomHead { room: Arc<str>, recent: usize, tag: u64 },
     /// Fetch a page of history.
     History { room: Arc<str>, before_seq: Option<u64>, after_seq: Option<u64>, limit: usize, tag: u64 },
-    /// Make a collab update durable.
-    CollabAppend { update: CollabUpdate, tag: u64 },
-    /// Load a document's snapshot and later updates.
-    CollabLoad { doc: Arc<str>, tag: u64 },
-    /// Store a snapshot covering updates up to `upto_seq` and drop those updates.
-    CollabCompact { doc: Arc<str>, upto_seq: u64, snapshot: Box<[u8]>, tag: u64 },
+    /// Make a journal entry durable (group-committed).
+    LogAppend { entry: LogEntry, tag: u64 },
+    /// Load a journal stream's snapshot and later entries.
+    LogLoad { stream: Arc<str>, tag: u64 },
+    /// Store a snapshot covering entries up to `upto_seq` and drop those entries.
+    LogCompact { stream: Arc<str>, upto_seq: u64, snapshot: Box<[u8]>, tag: u64 },
     /// Load a geofencing tenant.
     GeoLoad { tenant: Arc<str>, tag: u64 },
     /// Change a fence (group-committed).
@@ -329,12 +348,12 @@ pub enum StoreResult {
     RoomHead { room: Arc<str>, tag: u64, result: Result<(u64, Page), Arc<StoreError>> },
     /// A history page.
     History { room: Arc<str>, tag: u64, result: Result<Page, Arc<StoreError>> },
-    /// A collab update is durable (or failed).
-    CollabAppended { doc: Arc<str>, seq: u64, tag: u64, result: Result<(), Arc<StoreError>> },
-    /// A document's stored state.
-    CollabLoaded { doc: Arc<str>, tag: u64, result: Result<CollabState, Arc<StoreError>> },
+    /// A journal entry is durable (or failed).
+    LogAppended { stream: Arc<str>, seq: u64, tag: u64, result: Result<(), Arc<StoreError>> },
+    /// A journal stream's stored state.
+    LogLoaded { stream: Arc<str>, tag: u64, result: Result<LogState, Arc<StoreError>> },
     /// A compaction finished (or failed).
-    CollabCompacted { doc: Arc<str>, tag: u64, result: Result<(), Arc<StoreError>> },
+    LogCompacted { stream: Arc<str>, tag: u64, result: Result<(), Arc<StoreError>> },
     /// A tenant's stored state.
     GeoLoaded { tenant: Arc<str>, tag: u64, result: Result<GeoState, Arc<StoreError>> },
     /// A fence change, a batch of events or of positions is durable (or failed).
@@ -396,11 +415,14 @@ fn to_i64(value: u64, field: &str, m: &ChatMessage) -> Result<i64, StoreError> {
     })
 }
 
-/// Converts the seq of a collab document for storage, refusing values a signed 64-bit column cannot
+/// Converts the seq of a journal stream for storage, refusing values a signed 64-bit column cannot
 /// hold.
-fn seq_to_i64(seq: u64, doc: &str) -> Result<i64, StoreError> {
+fn seq_to_i64(seq: u64, stream: &str) -> Result<i64, StoreError> {
     i64::try_from(seq).map_err(|_| {
-        StoreError::Db(format!("collab doc {doc}: seq {seq} exceeds the storable maximum {}", i64::MAX))
+        StoreError::Db(format!(
+            "journal stream {stream}: seq {seq} exceeds the storable maximum {}",
+            i64::MAX
+        ))
     })
 }
 

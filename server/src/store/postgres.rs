@@ -26,8 +26,8 @@ mod geo;
 
 use super::reconnect::Reconnect;
 use super::{
-    from_i64, redact_url, seq_to_i64, to_i64, Backend, ChatMessage, CollabState, CollabUpdate,
-    GeoFenceChange, GeoLog, GeoPosition, GeoState, Page, StoreError, SynchronousCommit,
+    from_i64, redact_url, seq_to_i64, to_i64, Backend, ChatMessage, GeoFenceChange, GeoLog, GeoPosition,
+    GeoState, LogEntry, LogState, Page, StoreError, SynchronousCommit,
 };
 
 /// How long opening a connection may take (unless the URL sets `connect_timeout`).
@@ -62,6 +62,8 @@ CREATE TABLE chat_messages (
     PRIMARY KEY (room, seq)
 );
 
+-- The journal: every stream's entries and snapshot (`doc` is the stream; the tables keep the names
+-- they had when only collab documents used them).
 CREATE TABLE collab_updates (
     doc  TEXT COLLATE "C" NOT NULL,
     seq  BIGINT NOT NULL CHECK (seq >= 0),
@@ -523,17 +525,17 @@ impl Backend for PostgresStore {
         Ok(Page { messages, more })
     }
 
-    fn collab_append(&mut self, batch: &[CollabUpdate]) -> Result<(), StoreError> {
+    fn log_append(&mut self, batch: &[LogEntry]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let seqs = batch.iter().map(|u| seq_to_i64(u.seq, &u.doc)).collect::<Result<Vec<_>, _>>()?;
-        let docs: Vec<&str> = batch.iter().map(|u| &*u.doc).collect();
-        let data: Vec<&[u8]> = batch.iter().map(|u| &*u.update).collect();
+        let seqs = batch.iter().map(|u| seq_to_i64(u.seq, &u.stream)).collect::<Result<Vec<_>, _>>()?;
+        let docs: Vec<&str> = batch.iter().map(|u| &*u.stream).collect();
+        let data: Vec<&[u8]> = batch.iter().map(|u| &*u.data).collect();
         self.with(|client, st| {
             client.execute(&st.collab_append, &[&docs, &seqs, &data]).map_err(|e| match e.code() {
                 Some(&SqlState::UNIQUE_VIOLATION) => {
-                    StoreError::Db(format!("collab updates not stored, batch rolled back: {}", describe(&e)))
+                    StoreError::Db(format!("journal entries not stored, batch rolled back: {}", describe(&e)))
                 }
                 _ => pg_err(e),
             })?;
@@ -541,10 +543,10 @@ impl Backend for PostgresStore {
         })
     }
 
-    fn collab_load(&mut self, doc: &str) -> Result<CollabState, StoreError> {
+    fn log_load(&mut self, doc: &str) -> Result<LogState, StoreError> {
         let rows = self.with(|client, st| client.query(&st.collab_load, &[&doc]).map_err(pg_err))?;
-        let corrupt = |e: postgres::Error| StoreError::Corrupt(format!("collab doc {doc}: {e}"));
-        let mut state = CollabState::default();
+        let corrupt = |e: postgres::Error| StoreError::Corrupt(format!("journal stream {doc}: {e}"));
+        let mut state = LogState::default();
         for row in &rows {
             let is_snapshot: bool = row.try_get(0).map_err(corrupt)?;
             let seq = from_i64(row.try_get(1).map_err(corrupt)?, "seq", doc)?;
@@ -552,13 +554,13 @@ impl Backend for PostgresStore {
             if is_snapshot {
                 state.snapshot = Some((seq, data.into_boxed_slice()));
             } else {
-                state.updates.push((seq, data.into_boxed_slice()));
+                state.entries.push((seq, data.into_boxed_slice()));
             }
         }
         Ok(state)
     }
 
-    fn collab_compact(&mut self, doc: &str, upto_seq: u64, snapshot: &[u8]) -> Result<(), StoreError> {
+    fn log_compact(&mut self, doc: &str, upto_seq: u64, snapshot: &[u8]) -> Result<(), StoreError> {
         let upto = seq_to_i64(upto_seq, doc)?;
         let replaced: i64 = self.with(|client, st| {
             client
@@ -568,12 +570,12 @@ impl Backend for PostgresStore {
                 .map_err(corrupt(doc))
         })?;
         if replaced == 0 {
-            tracing::debug!(doc, upto_seq, "collab snapshot older than the stored one ignored");
+            tracing::debug!(doc, upto_seq, "journal snapshot older than the stored one ignored");
         }
         Ok(())
     }
 
-    fn collab_bytes(&mut self) -> Result<u64, StoreError> {
+    fn log_bytes(&mut self) -> Result<u64, StoreError> {
         let total: i64 = self.with(|client, st| {
             client.query_one(&st.collab_bytes, &[]).map_err(pg_err)?.try_get(0).map_err(corrupt("collab"))
         })?;

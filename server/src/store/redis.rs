@@ -9,9 +9,9 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `chat:ROOM` | sorted set | the room's messages |
-//! | `collab:u:DOC` | sorted set | the document's updates after its snapshot |
-//! | `collab:s:DOC` | string | the document's snapshot: seq (8 bytes) then the state |
-//! | `collab-bytes` | integer | bytes of every stored snapshot and update, kept by the scripts that write them |
+//! | `collab:u:STREAM` | sorted set | a journal stream's entries after its snapshot (a collab document's updates) |
+//! | `collab:s:STREAM` | string | the stream's snapshot: seq (8 bytes) then the state |
+//! | `collab-bytes` | integer | bytes of every stored snapshot and entry, kept by the scripts that write them |
 //! | `geo:fences:TENANT` | hash | fence id → definition (JSON) |
 //! | `geo:objects:TENANT` | hash | object id → last position, `ts\nlat\nlon\nspeed\nheading[\nprops]` |
 //! | `geo:inside:LEN:TENANT:FENCE` | hash | object → `since_ms:dwelled` (0 or 1); LEN is the tenant's length in bytes |
@@ -22,7 +22,9 @@
 //! sorted sets give every member score 0 and order members by their bytes, which start with the seq as 8
 //! bytes big-endian: byte order is seq order, a history page is one `ZREVRANGEBYLEX`, and a seq is never
 //! rounded (a score is a double, exact only up to 2^53). A chat member is seq, id and ts_ms (8 bytes
-//! each), the user's length (4 bytes), the user and the body; an update member is seq then the update.
+//! each), the user's length (4 bytes), the user and the body; a journal member is seq then the entry.
+//! The journal keys keep the `collab:` names they had when only collab documents used them (see
+//! [`super::LogEntry`] for how stream names stay apart).
 //! As in the SQL backends every `u64` must fit in an `i64`; larger values are refused. Positions are
 //! decimal, written by Rust's shortest round-trip formatting, so they read back exactly and a script can
 //! compare timestamps. The event log keeps every event, like the SQL table; trim it with `XTRIM` if it
@@ -66,7 +68,7 @@ mod geo;
 use super::reconnect::Reconnect;
 use super::{
     from_i64, head_of, history_bounds, redact_url, seq_to_i64, to_i64, AppendFsync, Backend, ChatMessage,
-    CollabState, CollabUpdate, GeoFenceChange, GeoLog, GeoPosition, GeoState, Page, StoreError,
+    GeoFenceChange, GeoLog, GeoPosition, GeoState, LogEntry, LogState, Page, StoreError,
 };
 
 /// How long opening a connection (TCP, and `AUTH`/`SELECT` if the URL asks for them) may take.
@@ -440,18 +442,18 @@ impl Backend for RedisStore {
         page_of(&rows, limit, &Arc::from(room))
     }
 
-    fn collab_append(&mut self, batch: &[CollabUpdate]) -> Result<(), StoreError> {
+    fn log_append(&mut self, batch: &[LogEntry]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
         let members = batch
             .iter()
-            .map(|u| Ok(seq_bytes(u.seq, &u.doc)?.into_iter().chain(u.update.iter().copied()).collect()))
+            .map(|u| Ok(seq_bytes(u.seq, &u.stream)?.into_iter().chain(u.data.iter().copied()).collect()))
             .collect::<Result<Vec<Vec<u8>>, StoreError>>()?;
         let counter = self.keys.collab_bytes();
         let keys: Vec<(String, String)> = batch
             .iter()
-            .map(|u| (self.keys.collab_updates(&u.doc), self.keys.collab_snapshot(&u.doc)))
+            .map(|u| (self.keys.collab_updates(&u.stream), self.keys.collab_snapshot(&u.stream)))
             .collect();
         let refused = self.with(|conn, scripts, _| {
             let mut call = scripts.collab_append.prepare_invoke();
@@ -466,14 +468,14 @@ impl Backend for RedisStore {
             Some((i, why)) => {
                 let u = &batch[i];
                 Err(StoreError::Db(format!(
-                    "collab update {}#{} not stored, batch rolled back: {why}",
-                    u.doc, u.seq
+                    "journal entry {}#{} not stored, batch rolled back: {why}",
+                    u.stream, u.seq
                 )))
             }
         }
     }
 
-    fn collab_load(&mut self, doc: &str) -> Result<CollabState, StoreError> {
+    fn log_load(&mut self, doc: &str) -> Result<LogState, StoreError> {
         let (snapshot_key, updates_key) = (self.keys.collab_snapshot(doc), self.keys.collab_updates(doc));
         let (snapshot, updates) = self.with(|conn, _, _| {
             let replies = redis::pipe()
@@ -489,17 +491,17 @@ impl Backend for RedisStore {
         })?;
         let snapshot = snapshot.map(|s| split_seq(s, doc)).transpose()?;
         let after = snapshot.as_ref().map(|(seq, _)| *seq);
-        let mut state = CollabState { snapshot, updates: Vec::with_capacity(updates.len()) };
+        let mut state = LogState { snapshot, entries: Vec::with_capacity(updates.len()) };
         for member in updates {
             let (seq, data) = split_seq(member, doc)?;
             if after.is_none_or(|after| seq > after) {
-                state.updates.push((seq, data));
+                state.entries.push((seq, data));
             }
         }
         Ok(state)
     }
 
-    fn collab_compact(&mut self, doc: &str, upto_seq: u64, snapshot: &[u8]) -> Result<(), StoreError> {
+    fn log_compact(&mut self, doc: &str, upto_seq: u64, snapshot: &[u8]) -> Result<(), StoreError> {
         let seq = seq_bytes(upto_seq, doc)?;
         let value: Vec<u8> = seq.iter().chain(snapshot).copied().collect();
         // upto_seq fits an i64 (checked above), so one past it fits a u64.
@@ -518,12 +520,12 @@ impl Backend for RedisStore {
             decode::<i64>(reply, doc)
         })?;
         if replaced == 0 {
-            tracing::debug!(doc, upto_seq, "collab snapshot older than the stored one ignored");
+            tracing::debug!(doc, upto_seq, "journal snapshot older than the stored one ignored");
         }
         Ok(())
     }
 
-    fn collab_bytes(&mut self) -> Result<u64, StoreError> {
+    fn log_bytes(&mut self) -> Result<u64, StoreError> {
         let key = self.keys.collab_bytes();
         let total = self.with(|conn, _, _| {
             decode::<Option<i64>>(redis::cmd("GET").arg(&key).query(conn).map_err(redis_err)?, "collab")
@@ -575,7 +577,7 @@ fn seq_bytes(seq: u64, doc: &str) -> Result<[u8; 8], StoreError> {
 fn split_seq(mut value: Vec<u8>, doc: &str) -> Result<(u64, Box<[u8]>), StoreError> {
     let Some(seq) = value.first_chunk::<8>() else {
         return Err(StoreError::Corrupt(format!(
-            "collab doc {doc}: a stored value of {} bytes",
+            "journal stream {doc}: a stored value of {} bytes",
             value.len()
         )));
     };

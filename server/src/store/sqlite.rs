@@ -13,8 +13,8 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBeha
 mod geo;
 
 use super::{
-    from_i64, seq_to_i64, to_i64, Backend, ChatMessage, CollabState, CollabUpdate, GeoFenceChange, GeoLog,
-    GeoPosition, GeoState, Page, StoreError, Synchronous,
+    from_i64, seq_to_i64, to_i64, Backend, ChatMessage, GeoFenceChange, GeoLog, GeoPosition, GeoState,
+    LogEntry, LogState, Page, StoreError, Synchronous,
 };
 
 /// How long a statement waits for a lock held by another connection (a backup tool, the `sqlite3` shell)
@@ -36,9 +36,10 @@ const MIGRATIONS: &[&str] = &[
         ts_ms INTEGER NOT NULL CHECK (ts_ms >= 0),
         PRIMARY KEY (room, seq)
     ) STRICT, WITHOUT ROWID;",
-    // Collaborative documents. Updates are small (a Yjs update per edit) and read as one key range per
-    // document, so they are clustered by (doc, seq) like chat messages. Snapshots hold a whole document
-    // state and can be large; SQLite advises a rowid table for rows that big.
+    // The journal (first written for collaborative documents, whose names the tables keep; `doc` is the
+    // stream). Entries are small (a Yjs update per edit, a wallet operation) and read as one key range per
+    // stream, so they are clustered by (doc, seq) like chat messages. Snapshots hold a whole state and
+    // can be large; SQLite advises a rowid table for rows that big.
     "CREATE TABLE collab_updates (
         doc  TEXT    NOT NULL,
         seq  INTEGER NOT NULL CHECK (seq >= 0),
@@ -262,11 +263,11 @@ impl Backend for SqliteStore {
         Ok(Page { messages, more })
     }
 
-    fn collab_append(&mut self, batch: &[CollabUpdate]) -> Result<(), StoreError> {
+    fn log_append(&mut self, batch: &[LogEntry]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let seqs = batch.iter().map(|u| seq_to_i64(u.seq, &u.doc)).collect::<Result<Vec<_>, _>>()?;
+        let seqs = batch.iter().map(|u| seq_to_i64(u.seq, &u.stream)).collect::<Result<Vec<_>, _>>()?;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
         {
             // A seq at or below the snapshot's was stored before and compacted away; taking it again would
@@ -279,19 +280,19 @@ impl Backend for SqliteStore {
                 )
                 .map_err(db_err)?;
             for (u, seq) in batch.iter().zip(seqs) {
-                let inserted = insert.execute(params![&*u.doc, seq, &*u.update]).map_err(|e| {
+                let inserted = insert.execute(params![&*u.stream, seq, &*u.data]).map_err(|e| {
                     match e.sqlite_error_code() {
                         Some(ErrorCode::ConstraintViolation) => StoreError::Db(format!(
-                            "collab update {}#{} not stored, batch rolled back: {e}",
-                            u.doc, u.seq
+                            "journal entry {}#{} not stored, batch rolled back: {e}",
+                            u.stream, u.seq
                         )),
                         _ => db_err(e),
                     }
                 })?;
                 if inserted == 0 {
                     return Err(StoreError::Db(format!(
-                        "collab update {}#{} not stored, batch rolled back: the stored snapshot covers it",
-                        u.doc, u.seq
+                        "journal entry {}#{} not stored, batch rolled back: the stored snapshot covers it",
+                        u.stream, u.seq
                     )));
                 }
             }
@@ -299,10 +300,10 @@ impl Backend for SqliteStore {
         tx.commit().map_err(db_err)
     }
 
-    fn collab_load(&mut self, doc: &str) -> Result<CollabState, StoreError> {
+    fn log_load(&mut self, doc: &str) -> Result<LogState, StoreError> {
         // One read transaction, so the snapshot and the updates come from the same state of the database.
         let tx = self.conn.transaction().map_err(db_err)?;
-        let corrupt = |e: rusqlite::Error| StoreError::Corrupt(format!("collab doc {doc}: {e}"));
+        let corrupt = |e: rusqlite::Error| StoreError::Corrupt(format!("journal stream {doc}: {e}"));
         // Stored seqs are never negative, so -1 means "no snapshot: every update".
         let (after, snapshot) = {
             let mut stmt =
@@ -332,10 +333,10 @@ impl Backend for SqliteStore {
             }
         }
         tx.commit().map_err(db_err)?;
-        Ok(CollabState { snapshot, updates })
+        Ok(LogState { snapshot, entries: updates })
     }
 
-    fn collab_compact(&mut self, doc: &str, upto_seq: u64, snapshot: &[u8]) -> Result<(), StoreError> {
+    fn log_compact(&mut self, doc: &str, upto_seq: u64, snapshot: &[u8]) -> Result<(), StoreError> {
         let upto = seq_to_i64(upto_seq, doc)?;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
         // The conditional upsert changes no row when the stored snapshot is newer; an equal seq replaces it.
@@ -348,7 +349,7 @@ impl Backend for SqliteStore {
             .and_then(|mut stmt| stmt.execute(params![doc, upto, snapshot]))
             .map_err(db_err)?;
         if replaced == 0 {
-            tracing::debug!(doc, upto_seq, "collab snapshot older than the stored one ignored");
+            tracing::debug!(doc, upto_seq, "journal snapshot older than the stored one ignored");
             return Ok(());
         }
         tx.prepare_cached("DELETE FROM collab_updates WHERE doc = ?1 AND seq <= ?2")
@@ -357,7 +358,7 @@ impl Backend for SqliteStore {
         tx.commit().map_err(db_err)
     }
 
-    fn collab_bytes(&mut self) -> Result<u64, StoreError> {
+    fn log_bytes(&mut self) -> Result<u64, StoreError> {
         // length() of a BLOB comes from the record header; the blob itself is not read.
         let total: i64 = self
             .conn
@@ -567,13 +568,13 @@ mod tests {
     #[test]
     fn collab_negative_stored_seq_reads_as_corrupt() {
         let mut store = SqliteStore::open_in_memory().unwrap();
-        store.collab_append(&[upd("d", 2, b"b")]).unwrap();
-        store.collab_compact("d", 1, b"state@1").unwrap();
+        store.log_append(&[upd("d", 2, b"b")]).unwrap();
+        store.log_compact("d", 1, b"state@1").unwrap();
         store
             .conn
             .execute_batch("PRAGMA ignore_check_constraints = ON; UPDATE collab_snapshots SET seq = -1;")
             .unwrap();
-        let err = store.collab_load("d").unwrap_err();
+        let err = store.log_load("d").unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
     }
 
@@ -583,17 +584,17 @@ mod tests {
         let path = dir.0.join("chat.db");
         {
             let mut store = SqliteStore::open(&path, Synchronous::Full).unwrap();
-            store.collab_append(&[upd("d", 1, b"a"), upd("d", 2, b"b"), upd("d", 3, b"c")]).unwrap();
-            store.collab_compact("d", 2, b"state@2").unwrap();
+            store.log_append(&[upd("d", 1, b"a"), upd("d", 2, b"b"), upd("d", 3, b"c")]).unwrap();
+            store.log_compact("d", 2, b"state@2").unwrap();
         }
-        let expected = CollabState { snapshot: Some(entry(2, b"state@2")), updates: vec![entry(3, b"c")] };
+        let expected = LogState { snapshot: Some(entry(2, b"state@2")), entries: vec![entry(3, b"c")] };
         let mut store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
-        assert_eq!(store.collab_load("d").unwrap(), expected);
-        assert_eq!(store.collab_bytes().unwrap(), 8);
-        store.collab_append(&[upd("d", 4, b"d")]).unwrap();
+        assert_eq!(store.log_load("d").unwrap(), expected);
+        assert_eq!(store.log_bytes().unwrap(), 8);
+        store.log_append(&[upd("d", 4, b"d")]).unwrap();
         drop(store);
         let mut store = SqliteStore::open(&path, Synchronous::Off).unwrap();
-        assert_eq!(update_seqs(&store.collab_load("d").unwrap()), [3, 4]);
+        assert_eq!(update_seqs(&store.log_load("d").unwrap()), [3, 4]);
     }
 
     #[test]
@@ -618,16 +619,16 @@ mod tests {
         assert_eq!(head, 1);
         assert_eq!(page.messages, [msg("room:a", 1, "old")]);
         store.append(&[msg("room:a", 2, "new")]).unwrap();
-        store.collab_append(&[upd("d", 1, b"a"), upd("d", 2, b"b")]).unwrap();
-        store.collab_compact("d", 1, b"state@1").unwrap();
+        store.log_append(&[upd("d", 1, b"a"), upd("d", 2, b"b")]).unwrap();
+        store.log_compact("d", 1, b"state@1").unwrap();
         drop(store);
 
         let mut store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
         assert_eq!(user_version(&store), SCHEMA_VERSION);
         assert_eq!(seqs(&store.history("room:a", None, None, 10).unwrap()), [1, 2]);
         assert_eq!(
-            store.collab_load("d").unwrap(),
-            CollabState { snapshot: Some(entry(1, b"state@1")), updates: vec![entry(2, b"b")] }
+            store.log_load("d").unwrap(),
+            LogState { snapshot: Some(entry(1, b"state@1")), entries: vec![entry(2, b"b")] }
         );
         let tables: i64 = store
             .conn

@@ -2,8 +2,7 @@
 //! steer (appending messages, loading a room) run the closures given.
 
 use super::{
-    Backend, ChatMessage, CollabState, CollabUpdate, GeoFenceChange, GeoLog, GeoPosition, GeoState, Page,
-    StoreError,
+    Backend, ChatMessage, GeoFenceChange, GeoLog, GeoPosition, GeoState, LogEntry, LogState, Page, StoreError,
 };
 
 type AppendFn = Box<dyn FnMut(&[ChatMessage]) -> Result<(), StoreError> + Send>;
@@ -34,16 +33,16 @@ impl Backend for Scripted {
     fn history(&mut self, _: &str, _: Option<u64>, _: Option<u64>, _: usize) -> Result<Page, StoreError> {
         Ok(Page::default())
     }
-    fn collab_append(&mut self, _: &[CollabUpdate]) -> Result<(), StoreError> {
+    fn log_append(&mut self, _: &[LogEntry]) -> Result<(), StoreError> {
         Ok(())
     }
-    fn collab_load(&mut self, _: &str) -> Result<CollabState, StoreError> {
-        Ok(CollabState::default())
+    fn log_load(&mut self, _: &str) -> Result<LogState, StoreError> {
+        Ok(LogState::default())
     }
-    fn collab_compact(&mut self, _: &str, _: u64, _: &[u8]) -> Result<(), StoreError> {
+    fn log_compact(&mut self, _: &str, _: u64, _: &[u8]) -> Result<(), StoreError> {
         Ok(())
     }
-    fn collab_bytes(&mut self) -> Result<u64, StoreError> {
+    fn log_bytes(&mut self) -> Result<u64, StoreError> {
         Ok(0)
     }
     fn geo_load(&mut self, _: &str) -> Result<GeoState, StoreError> {

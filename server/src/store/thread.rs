@@ -7,9 +7,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use super::{
-    Backend, ChatMessage, CollabUpdate, GeoFenceChange, GeoLog, StoreError, StoreRequest, StoreResult,
-};
+use super::{Backend, ChatMessage, GeoFenceChange, GeoLog, LogEntry, StoreError, StoreRequest, StoreResult};
 
 /// Most requests taken from the queue for one group; bounds the time before the first ack of a group.
 const MAX_GROUP: usize = 4096;
@@ -128,24 +126,24 @@ fn run(
         for (worker, req) in group.drain(..) {
             match req {
                 StoreRequest::Append { msg, tag } => pending.chat.push(worker, tag, msg),
-                StoreRequest::CollabAppend { update, tag } => {
-                    stats.collab_bytes.fetch_add(update.update.len() as u64, Ordering::Relaxed);
-                    pending.collab.push(worker, tag, update)
+                StoreRequest::LogAppend { entry, tag } => {
+                    stats.collab_bytes.fetch_add(entry.data.len() as u64, Ordering::Relaxed);
+                    pending.log.push(worker, tag, entry)
                 }
-                StoreRequest::CollabLoad { doc, tag } => {
+                StoreRequest::LogLoad { stream, tag } => {
                     commit(backend, &mut pending, stats, deliver);
-                    let result = backend.collab_load(&doc).map_err(|e| failed(stats, e));
-                    deliver(worker, StoreResult::CollabLoaded { doc, tag, result });
+                    let result = backend.log_load(&stream).map_err(|e| failed(stats, e));
+                    deliver(worker, StoreResult::LogLoaded { stream, tag, result });
                 }
-                StoreRequest::CollabCompact { doc, upto_seq, snapshot, tag } => {
+                StoreRequest::LogCompact { stream, upto_seq, snapshot, tag } => {
                     commit(backend, &mut pending, stats, deliver);
                     stats.collab_bytes.fetch_add(snapshot.len() as u64, Ordering::Relaxed);
                     let result =
-                        backend.collab_compact(&doc, upto_seq, &snapshot).map_err(|e| failed(stats, e));
-                    if let Ok(bytes) = backend.collab_bytes() {
+                        backend.log_compact(&stream, upto_seq, &snapshot).map_err(|e| failed(stats, e));
+                    if let Ok(bytes) = backend.log_bytes() {
                         stats.collab_stored.store(bytes, Ordering::Relaxed);
                     }
-                    deliver(worker, StoreResult::CollabCompacted { doc, tag, result });
+                    deliver(worker, StoreResult::LogCompacted { stream, tag, result });
                 }
                 StoreRequest::GeoLog { log, tag } => pending.geo.push(worker, tag, log),
                 StoreRequest::GeoLoad { tenant, tag } => {
@@ -187,7 +185,7 @@ fn failed(stats: &StoreStats, e: StoreError) -> Arc<StoreError> {
 #[derive(Default)]
 struct Appends {
     chat: Batch<ChatMessage>,
-    collab: Batch<CollabUpdate>,
+    log: Batch<LogEntry>,
     geo: Batch<GeoLog>,
     /// Committed after the events of the same group, which were queued before.
     fences: Batch<GeoFenceChange>,
@@ -223,12 +221,12 @@ fn commit(
         deliver(worker, StoreResult::Appended { msg, tag, result })
     });
     commit_batch(
-        &mut pending.collab,
-        &mut |b| backend.collab_append(b),
+        &mut pending.log,
+        &mut |b| backend.log_append(b),
         stats,
-        &mut |worker, tag, u, result| {
-            let CollabUpdate { doc, seq, .. } = u;
-            deliver(worker, StoreResult::CollabAppended { doc, seq, tag, result })
+        &mut |worker, tag, entry, result| {
+            let LogEntry { stream, seq, .. } = entry;
+            deliver(worker, StoreResult::LogAppended { stream, seq, tag, result })
         },
     );
     commit_batch(&mut pending.geo, &mut |b| backend.geo_log(b), stats, &mut |worker, tag, log, result| {

@@ -488,9 +488,9 @@ impl Chat {
             StoreResult::RoomHead { room, tag, .. } | StoreResult::History { room, tag, .. } => {
                 (room.clone(), *tag)
             }
-            StoreResult::CollabAppended { .. }
-            | StoreResult::CollabLoaded { .. }
-            | StoreResult::CollabCompacted { .. }
+            StoreResult::LogAppended { .. }
+            | StoreResult::LogLoaded { .. }
+            | StoreResult::LogCompacted { .. }
             | StoreResult::GeoLoaded { .. }
             | StoreResult::GeoDone { .. } => return,
         };

@@ -6,6 +6,7 @@ pub mod collab;
 pub mod geo;
 pub mod market;
 pub mod shootout;
+pub mod wallet;
 
 use std::sync::Arc;
 
@@ -26,6 +27,8 @@ pub enum TopicKind {
     Chat,
     /// `geo:<tenant>`: geofencing.
     Geo,
+    /// `user:<name>`: a user's wallet and private events.
+    User,
 }
 
 impl TopicKind {
@@ -36,6 +39,7 @@ impl TopicKind {
         match prefix {
             "room" if id_ok => Some(TopicKind::Chat),
             "geo" if geo::valid_tenant(id) => Some(TopicKind::Geo),
+            "user" if id.len() <= crate::auth::MAX_USER_LEN && id_ok => Some(TopicKind::User),
             _ => None,
         }
     }
@@ -47,6 +51,7 @@ pub enum TopicMsg {
     Chat(chat::ChatMsg),
     Collab(collab::CollabMsg),
     Geo(geo::GeoMsg),
+    Wallet(wallet::WalletMsg),
 }
 
 /// A push on a joined channel, as the worker serving the connection sees it.
@@ -149,12 +154,18 @@ pub struct Topics {
     pub chat: chat::Chat,
     pub collab: collab::Collab,
     pub geo: geo::Geo,
+    pub wallet: wallet::Wallets,
 }
 
 impl Topics {
     /// State for worker `me`.
     pub fn new(me: usize) -> Self {
-        Topics { chat: chat::Chat::new(me), collab: collab::Collab::new(me), geo: geo::Geo::new(me) }
+        Topics {
+            chat: chat::Chat::new(me),
+            collab: collab::Collab::new(me),
+            geo: geo::Geo::new(me),
+            wallet: wallet::Wallets::new(me),
+        }
     }
 
     /// A message for a topic this worker owns.
@@ -163,15 +174,20 @@ impl Topics {
             TopicMsg::Chat(m) => self.chat.on_owner_msg(ctx, m),
             TopicMsg::Collab(m) => self.collab.on_msg(ctx, m),
             TopicMsg::Geo(m) => self.geo.on_msg(ctx, m),
+            TopicMsg::Wallet(m) => self.wallet.on_msg(ctx, m),
         }
     }
 
     /// A storage result for this worker.
     pub fn on_store(&mut self, ctx: &mut OwnerCtx<'_>, result: StoreResult) {
-        match result {
-            StoreResult::CollabAppended { .. }
-            | StoreResult::CollabLoaded { .. }
-            | StoreResult::CollabCompacted { .. } => self.collab.on_store(ctx, result),
+        match &result {
+            StoreResult::LogAppended { stream, .. }
+            | StoreResult::LogLoaded { stream, .. }
+            | StoreResult::LogCompacted { stream, .. } => match crate::store::log_family(stream) {
+                None => self.collab.on_store(ctx, result),
+                Some(wallet::FAMILY) => self.wallet.on_store(ctx, result),
+                Some(other) => tracing::error!(family = other, "journal result for no family"),
+            },
             StoreResult::GeoLoaded { .. } | StoreResult::GeoDone { .. } => self.geo.on_store(ctx, result),
             StoreResult::Appended { .. } | StoreResult::RoomHead { .. } | StoreResult::History { .. } => {
                 self.chat.on_store(ctx, result)
@@ -207,6 +223,7 @@ impl Topics {
         self.chat.tick(ctx);
         self.collab.tick(ctx);
         self.geo.tick(ctx);
+        self.wallet.tick(ctx);
     }
 
     /// The server is draining: write behind what is still in memory only.
@@ -228,6 +245,7 @@ pub fn on_join(
     match kind {
         TopicKind::Chat => chat::on_join(ctx, topic, join_ref, msg_ref, params_json, user),
         TopicKind::Geo => geo::on_join(ctx, topic, join_ref, msg_ref, params_json, user),
+        TopicKind::User => wallet::on_join(ctx, topic, join_ref, msg_ref, params_json, user),
     }
 }
 
@@ -236,6 +254,7 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: Push<'_>) {
     match TopicKind::of(push.topic) {
         Some(TopicKind::Chat) => chat::on_push(ctx, &push),
         Some(TopicKind::Geo) => geo::on_push(ctx, &push),
+        Some(TopicKind::User) => wallet::on_push(ctx, &push),
         None => push.error(ctx, "unmatched topic"),
     }
 }
@@ -244,6 +263,7 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: Push<'_>) {
 pub fn leave_msg(topic: Arc<str>, conn: ConnId, join_ref: JoinRef) -> TopicMsg {
     match TopicKind::of(&topic) {
         Some(TopicKind::Geo) => TopicMsg::Geo(geo::GeoMsg::Leave { tenant: topic, conn, join_ref }),
+        Some(TopicKind::User) => TopicMsg::Wallet(wallet::WalletMsg::Leave { topic, conn, join_ref }),
         Some(TopicKind::Chat) | None => TopicMsg::Chat(chat::ChatMsg::Leave { room: topic, conn, join_ref }),
     }
 }

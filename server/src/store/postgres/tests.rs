@@ -117,11 +117,11 @@ fn postgres_synchronous_commit_is_set_explicitly() {
 fn postgres_data_survives_reopen_and_migrations_run_once() {
     let (mut s, url) = scratch(SynchronousCommit::On);
     s.store.append(&[msg("room:a", 1, "kept"), msg("room:a", 2, "kept too")]).unwrap();
-    s.store.collab_append(&[CollabUpdate { doc: "d".into(), seq: 1, update: (*b"u").into() }]).unwrap();
+    s.store.log_append(&[LogEntry { stream: "d".into(), seq: 1, data: (*b"u").into() }]).unwrap();
     // Another process opening the same schema finds the tables and leaves them as they are.
     let mut again = PostgresStore::open(&url, SynchronousCommit::Off).unwrap();
     assert_eq!(again.room_head("room:a", 10).unwrap().0, 2);
-    assert_eq!(again.collab_load("d").unwrap().updates.len(), 1);
+    assert_eq!(again.log_load("d").unwrap().entries.len(), 1);
     again.append(&[msg("room:a", 3, "from the second")]).unwrap();
     assert_eq!(seqs(&s.store.history("room:a", None, None, 10).unwrap()), [1, 2, 3]);
 }
@@ -160,8 +160,8 @@ fn postgres_newer_schema_is_refused() {
 fn postgres_negative_stored_values_read_as_corrupt() {
     let mut s = scratch(SynchronousCommit::On).0;
     s.store.append(&[msg("r", 1, "b")]).unwrap();
-    s.store.collab_append(&[CollabUpdate { doc: "d".into(), seq: 2, update: (*b"b").into() }]).unwrap();
-    s.store.collab_compact("d", 1, b"state@1").unwrap();
+    s.store.log_append(&[LogEntry { stream: "d".into(), seq: 2, data: (*b"b").into() }]).unwrap();
+    s.store.log_compact("d", 1, b"state@1").unwrap();
     // Bypass the CHECK constraints the way a foreign writer could.
     s.store
         .client()
@@ -174,7 +174,7 @@ fn postgres_negative_stored_values_read_as_corrupt() {
         .unwrap();
     let err = s.store.history("r", None, None, 10).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
-    let err = s.store.collab_load("d").unwrap_err();
+    let err = s.store.log_load("d").unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
     s.store.client().batch_execute(r#"UPDATE chat_messages SET id = 7, body = '\xff'::bytea"#).unwrap();
     let err = s.store.history("r", None, None, 10).unwrap_err();

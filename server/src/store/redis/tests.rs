@@ -147,12 +147,12 @@ fn redis_name_and_prefixes_keep_stores_apart() {
     assert_eq!(a.store.name(), "redis");
     a.append(&[msg("room:x", 1, "in a")]).unwrap();
     b.append(&[msg("room:x", 1, "in b"), msg("room:x", 2, "in b too")]).unwrap();
-    a.collab_append(&[upd("d", 1, b"aaaa")]).unwrap();
+    a.log_append(&[upd("d", 1, b"aaaa")]).unwrap();
     assert_eq!(a.room_head("room:x", 10).unwrap().1.messages, [msg("room:x", 1, "in a")]);
     assert_eq!(seqs(&b.history("room:x", None, None, 10).unwrap()), [1, 2]);
-    assert_eq!(a.collab_bytes().unwrap(), 4);
-    assert_eq!(b.collab_bytes().unwrap(), 0);
-    assert_eq!(b.collab_load("d").unwrap(), CollabState::default());
+    assert_eq!(a.log_bytes().unwrap(), 4);
+    assert_eq!(b.log_bytes().unwrap(), 0);
+    assert_eq!(b.log_load("d").unwrap(), LogState::default());
 
     let a_prefix = a.store.keys.prefix.clone();
     let mut conn = connect(&base_url());
@@ -172,7 +172,7 @@ fn redis_foreign_values_read_as_corrupt_and_wrong_types_are_errors() {
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
     let snapshot = s.store.keys.collab_snapshot("d");
     s.store.raw::<Value>(redis::cmd("SET").arg(&snapshot).arg("abc"));
-    let err = s.collab_load("d").unwrap_err();
+    let err = s.log_load("d").unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
     // A key of another type is refused by the server: an error of this call, not of the connection.
     s.store.raw::<Value>(redis::cmd("SET").arg(&chat).arg("a string"));
@@ -244,8 +244,8 @@ fn redis_reconnects_after_the_server_restarts_and_acked_writes_survive() {
     let mut server = RedisServer::start(&[]);
     let mut store = RedisStore::open(&server.url(None), AppendFsync::Always).unwrap();
     store.append(&[msg("r", 1, "before")]).unwrap();
-    store.collab_append(&[upd("d", 1, b"u1"), upd("d", 2, b"u2")]).unwrap();
-    store.collab_compact("d", 1, b"state@1").unwrap();
+    store.log_append(&[upd("d", 1, b"u1"), upd("d", 2, b"u2")]).unwrap();
+    store.log_compact("d", 1, b"state@1").unwrap();
     let fence = GeoFenceChange { tenant: "t".into(), id: "f".into(), json: Some("{}".into()), fresh: true };
     store.geo_fences(&[fence]).unwrap();
 
@@ -267,9 +267,9 @@ fn redis_reconnects_after_the_server_restarts_and_acked_writes_survive() {
         [1, 2],
         "the acked message survived SIGKILL"
     );
-    let state = store.collab_load("d").unwrap();
-    assert_eq!(state, CollabState { snapshot: Some(entry(1, b"state@1")), updates: vec![entry(2, b"u2")] });
-    assert_eq!(store.collab_bytes().unwrap(), 9);
+    let state = store.log_load("d").unwrap();
+    assert_eq!(state, LogState { snapshot: Some(entry(1, b"state@1")), entries: vec![entry(2, b"u2")] });
+    assert_eq!(store.log_bytes().unwrap(), 9);
     assert_eq!(store.geo_load("t").unwrap().fences, vec![("f".into(), "{}".into())]);
 
     // A restart during a quiet spell fails no call: the idle connection is checked first.

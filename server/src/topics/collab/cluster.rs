@@ -44,7 +44,7 @@ use super::{binary_frame, fan_out, proto, Collab, Origin, Pending, MAX_QUEUED_WH
 use crate::cluster::ownership::{self, HeadRead, Lease, Owned, Route};
 use crate::cluster::{Cluster, Envelope, Inbound, Kind};
 use crate::mailbox::ConnId;
-use crate::store::{CollabState, StoreRequest};
+use crate::store::{LogState, StoreRequest};
 use crate::topics::OwnerCtx;
 use crate::wire::frame;
 
@@ -211,7 +211,7 @@ impl Collab {
     fn read_stored(&mut self, ctx: &mut OwnerCtx<'_>, name: &Arc<str>, head: bool) -> bool {
         let Some(state) = self.docs.get(name) else { return false };
         let doc = state.stored.clone();
-        self.submit(ctx, name, Pending::Merge { head }, |tag| StoreRequest::CollabLoad { doc, tag })
+        self.submit(ctx, name, Pending::Merge { head }, |tag| StoreRequest::LogLoad { stream: doc, tag })
     }
 
     /// Merge the store into the replica now, or after the read in flight.
@@ -237,7 +237,7 @@ impl Collab {
         ctx: &mut OwnerCtx<'_>,
         name: &Arc<str>,
         head: bool,
-        stored: Result<CollabState, String>,
+        stored: Result<LogState, String>,
     ) {
         let Some(state) = self.docs.get_mut(name) else { return };
         let before = state.doc.state_vector();

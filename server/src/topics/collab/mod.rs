@@ -25,7 +25,7 @@ use self::doc::{CollabDoc, DocError};
 use super::{binary_frame, fan_out, OwnerCtx, TopicMsg, MAX_QUEUED_WHILE_LOADING};
 use crate::mailbox::{ConnId, Msg};
 use crate::metrics::WorkerStats;
-use crate::store::{CollabState, CollabUpdate, StoreRequest, StoreResult};
+use crate::store::{LogEntry, LogState, StoreRequest, StoreResult};
 use crate::wire::handshake;
 
 /// Longest document name, in bytes.
@@ -261,7 +261,7 @@ impl Collab {
         };
         self.docs.insert(name.clone(), state);
         WorkerStats::add(&ctx.stats.collab_docs, 1);
-        if !self.submit(ctx, &name, Pending::Load, |tag| StoreRequest::CollabLoad { doc: stored, tag }) {
+        if !self.submit(ctx, &name, Pending::Load, |tag| StoreRequest::LogLoad { stream: stored, tag }) {
             self.fail_load(ctx, &name, "storage is overloaded");
         }
     }
@@ -368,10 +368,8 @@ impl Collab {
                     state.idle_since = Some(Instant::now());
                 }
                 state.unrelayed.push_back(Unrelayed { seq, frame, origin });
-                let u = CollabUpdate { doc: state.stored.clone(), seq, update: update.into() };
-                if !self
-                    .submit(ctx, name, Pending::Append, |tag| StoreRequest::CollabAppend { update: u, tag })
-                {
+                let u = LogEntry { stream: state.stored.clone(), seq, data: update.into() };
+                if !self.submit(ctx, name, Pending::Append, |tag| StoreRequest::LogAppend { entry: u, tag }) {
                     // Relay anyway so editors converge; the next snapshot stores it.
                     tracing::warn!(doc = %name, seq, "storage queue full: update relayed before it is durable");
                     if let Some(state) = self.docs.get_mut(name) {
@@ -432,8 +430,8 @@ impl Collab {
         let snapshot: Box<[u8]> = state.doc.snapshot().into();
         state.compacting = true;
         let doc = state.stored.clone();
-        let ok = self.submit(ctx, name, Pending::Compact { upto }, |tag| StoreRequest::CollabCompact {
-            doc,
+        let ok = self.submit(ctx, name, Pending::Compact { upto }, |tag| StoreRequest::LogCompact {
+            stream: doc,
             upto_seq: upto,
             snapshot,
             tag,
@@ -476,9 +474,9 @@ impl Collab {
     /// A storage result for a document this worker owns; false if it was not a collab result.
     pub fn on_store(&mut self, ctx: &mut OwnerCtx<'_>, result: StoreResult) {
         let tag = match &result {
-            StoreResult::CollabAppended { tag, .. }
-            | StoreResult::CollabLoaded { tag, .. }
-            | StoreResult::CollabCompacted { tag, .. } => *tag,
+            StoreResult::LogAppended { tag, .. }
+            | StoreResult::LogLoaded { tag, .. }
+            | StoreResult::LogCompacted { tag, .. } => *tag,
             _ => return,
         };
         let Some((name, pending)) = self.pending.remove(&tag) else { return };
@@ -486,7 +484,7 @@ impl Collab {
             state.inflight -= 1;
         }
         match (pending, result) {
-            (Pending::Load, StoreResult::CollabLoaded { result, .. }) => {
+            (Pending::Load, StoreResult::LogLoaded { result, .. }) => {
                 let Some(state) = self.docs.get_mut(&name) else { return };
                 match merge(state, result.map_err(|e| e.to_string())) {
                     Ok(stored) => {
@@ -504,10 +502,10 @@ impl Collab {
                     }
                 }
             }
-            (Pending::Merge { head }, StoreResult::CollabLoaded { result, .. }) => {
+            (Pending::Merge { head }, StoreResult::LogLoaded { result, .. }) => {
                 self.merged(ctx, &name, head, result.map_err(|e| e.to_string()));
             }
-            (Pending::Append, StoreResult::CollabAppended { seq, result, .. }) => {
+            (Pending::Append, StoreResult::LogAppended { seq, result, .. }) => {
                 let failed = result.is_err();
                 if let Err(e) = result {
                     // Still relayed so editors converge; the next snapshot tries to store it again.
@@ -524,7 +522,7 @@ impl Collab {
                     }
                 }
             }
-            (Pending::Compact { upto }, StoreResult::CollabCompacted { result, .. }) => {
+            (Pending::Compact { upto }, StoreResult::LogCompacted { result, .. }) => {
                 let Some(state) = self.docs.get_mut(&name) else { return };
                 state.compacting = false;
                 match result {
@@ -562,9 +560,9 @@ fn relay_durable(ctx: &mut OwnerCtx<'_>, state: &mut DocState, name: &Arc<str>, 
 }
 
 /// Merge what the store holds into the document (a fresh one at load, a replica in cluster mode).
-fn merge(state: &mut DocState, stored: Result<CollabState, String>) -> Result<CollabState, String> {
+fn merge(state: &mut DocState, stored: Result<LogState, String>) -> Result<LogState, String> {
     let stored = stored?;
-    let updates: Vec<&[u8]> = stored.updates.iter().map(|(_, u)| &u[..]).collect();
+    let updates: Vec<&[u8]> = stored.entries.iter().map(|(_, u)| &u[..]).collect();
     state
         .doc
         .merge_stored(stored.snapshot.as_ref().map(|(_, s)| &s[..]), &updates)
@@ -573,9 +571,9 @@ fn merge(state: &mut DocState, stored: Result<CollabState, String>) -> Result<Co
 }
 
 /// The seq the stored snapshot covers and the last stored seq.
-fn stored_seqs(stored: &CollabState) -> (u64, u64) {
+fn stored_seqs(stored: &LogState) -> (u64, u64) {
     let snapshot_seq = stored.snapshot.as_ref().map_or(0, |(seq, _)| *seq);
-    (snapshot_seq, stored.updates.last().map_or(snapshot_seq, |(seq, _)| *seq))
+    (snapshot_seq, stored.entries.last().map_or(snapshot_seq, |(seq, _)| *seq))
 }
 
 /// The document's copy here cannot be trusted: close its editors here and let it leave memory

@@ -83,7 +83,7 @@ mod tests {
 
     #[test]
     fn users_move_their_own_objects_and_what_they_are_granted() {
-        let grants = Grants { geo_move: vec!["truck-*".into()], geo_admin: false };
+        let grants = Grants { geo_move: vec!["truck-*".into()], geo_admin: false, operator: false };
         let a = Access::Granted { user: "alice".into(), grants };
         assert!(a.may_move("alice") && a.may_move("alice/phone") && a.may_move("truck-9"));
         assert!(!a.may_move("alicex") && !a.may_move("bob") && !a.may_move("van"));

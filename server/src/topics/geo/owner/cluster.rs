@@ -697,7 +697,7 @@ mod tests {
     fn requests_and_answers_round_trip() {
         let payload =
             serde_json::from_str::<&RawValue>(r#"{"updates":[{"id":"a","lat":1,"lon":2}]}"#).unwrap();
-        let grants = Grants { geo_move: vec!["truck-*".into()], geo_admin: true };
+        let grants = Grants { geo_move: vec!["truck-*".into()], geo_admin: true, operator: false };
         let req = WireRequest {
             conn: 7,
             user: Some("u".into()),
