@@ -70,6 +70,9 @@ pub struct Summary {
     /// A Firebase comparison's figures, side by side (`bench/firebase`).
     #[serde(default)]
     pub firebase: Option<super::firebase::Comparison>,
+    /// A peer comparison's figures, server by server (`scripts/compare-peers`).
+    #[serde(default)]
+    pub peers: Option<super::peers::Comparison>,
 }
 
 /// `scenario`: its kind and its parameters as given.
