@@ -92,7 +92,8 @@ pub enum Command {
         geo: GeoArgs,
     },
     /// The websocket-shootout protocol (any server that speaks it, e.g. `rusher --shootout` on
-    /// /shootout): echo round trips, or broadcasts to every client with the time each copy arrived.
+    /// /shootout): echo round trips, or broadcasts from connection 0 to every client with the time
+    /// each copy, and every copy of a message, arrived.
     Shootout {
         #[command(flatten)]
         run: RunArgs,

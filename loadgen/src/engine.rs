@@ -459,7 +459,7 @@ impl Thread {
                     let _ = self.events.send(Event::MeasureDone);
                     return;
                 };
-                let broadcast = matches!(self.plan.scenario, Scenario::Broadcast { .. });
+                let broadcast = self.plan.scenario.one_publisher();
                 let floor = matches!(self.plan.scenario, Scenario::Tcp { .. });
                 // This thread's share of the agent's senders: connections first + id + k × threads.
                 let threads = self.plan.threads.max(1) as u64;
@@ -1056,6 +1056,12 @@ impl Thread {
             "broadcast" => {
                 Counters::inc(&self.counters.delivered);
                 hist::record(&mut self.interval.delivery, latency);
+                if let Some(ms) = self.measure.as_mut().filter(|ms| ms.expect.is_some()) {
+                    ms.seen += 1;
+                    let e = self.completion.entry(m.payload.t).or_insert((0, 0));
+                    e.0 += 1;
+                    e.1 = e.1.max(latency);
+                }
             }
             _ => self.fail(key, Failure::Protocol),
         }

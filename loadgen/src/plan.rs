@@ -23,8 +23,10 @@ pub enum Scenario {
     /// Rooms of `members` connections; publish `new_msg` at `publish_rate` per second (this agent's
     /// share) for `measure_s` seconds; measure publish → ack and publish → delivery.
     Chat { publish_rate: f64, measure_s: u64, body_bytes: usize },
-    /// The websocket-shootout protocol: `echo` (each message answered) or `broadcast` (each message
-    /// delivered to every client and answered with `broadcastResult`), at `publish_rate` per second.
+    /// The websocket-shootout protocol: `echo` (each connection in turn sends, `publish_rate` per
+    /// second in all; each message answered) or `broadcast` (connection 0 sends `publish_rate` per
+    /// second; each message delivered to every client and answered with `broadcastResult`; the time
+    /// until every copy of a message arrived is measured as in `broadcast`).
     Shootout { broadcast: bool, publish_rate: f64, measure_s: u64, body_bytes: usize },
     /// Every connection joins one topic without presence; connection 0 publishes `new_msg` at
     /// `publish_rate`; measures each copy's latency and the time until every copy of a message
@@ -99,9 +101,18 @@ impl Scenario {
         }
     }
 
+    /// Whether one connection (connection 0) publishes at the whole rate and every copy of each
+    /// message is awaited and timed: `broadcast`, and the shootout's broadcast mode.
+    pub fn one_publisher(&self) -> bool {
+        matches!(self, Scenario::Broadcast { .. } | Scenario::Shootout { broadcast: true, .. })
+    }
+
     /// Scale the publish rate to an agent's share of the run's senders (see [`Plan::senders`]). A
     /// broadcast has one publisher, which keeps the whole rate, and so does each of a TCP floor's.
     pub fn scale_rate(&mut self, share: f64) {
+        if self.one_publisher() {
+            return;
+        }
         if let Scenario::Chat { publish_rate, .. }
         | Scenario::Shootout { publish_rate, .. }
         | Scenario::Collab { publish_rate, .. }

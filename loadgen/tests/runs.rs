@@ -217,6 +217,9 @@ fn shootout_broadcast_delivers_exactly_one_copy_to_every_client() {
     assert!(c.published >= 60, "published only {}", c.published);
     assert_eq!(c.acked, c.published, "a broadcastResult for every broadcast");
     assert_eq!(c.delivered, c.published * 300, "one copy per client per broadcast");
+    assert_eq!(c.published, 80, "connection 0 alone publishes, at 40/s for 2 s");
+    assert_eq!(out.summary["broadcast"]["complete"], 80, "every copy of every message timed");
+    assert_eq!(out.summary["broadcast"]["incomplete"], 0);
 
     let scenario = Scenario::Shootout { broadcast: false, publish_rate: 500.0, measure_s: 1, body_bytes: 16 };
     let mut s = spec(srv.addr, scenario, 100, 0, Agents::Local { count: 1, exe: loadgen_exe() });

@@ -62,6 +62,8 @@ pub fn bench_command(run: &Run) -> Option<String> {
             let env = if real { "FIREBASE_CONFIG=<the project's web config> " } else { "" };
             return Some(format!("{env}scripts/bench-firebase {scale}"));
         }
+        // The command as run, with its environment: scripts/compare-peers [COUNT...]
+        "peers" => return summary.scenario.params.get("command")?.as_str().map(str::to_owned),
         _ => return None,
     };
     Some(format!("scripts/bench-{} {}", summary.scenario.kind, args.join(" ")))

@@ -36,6 +36,21 @@ const FIREBASE_FIGURES = {
 };
 const FIREBASE_STATISTICS = (id) => (id.startsWith("bundle") || id.startsWith("memory") ? ["size"] : ["p50", "p90", "p99", "max"]);
 
+// A peer comparison (scripts/compare-peers, as measured here): one chart per figure, a group of bars per
+// server that measured it, one bar per statistic; figures no server measured have no chart.
+const PEERS_RUN = "2026-11-28-peers";
+const ALL_PEERS = ["rusher", "actix", "tokio-tungstenite", "node-ws", "python-websockets"];
+const PEER_FIGURES = {
+  rss_per_connection: [ALL_PEERS, ["bytes"]],
+  establish_rate: [["rusher", "actix", "tokio-tungstenite"], ["per second"]],
+  establish_latency: [ALL_PEERS, ["p50", "p99", "max"]],
+  echo_1000: [ALL_PEERS, ["p50", "p99", "max"]],
+  echo_10000: [ALL_PEERS, ["p50", "p99", "max"]],
+  broadcast_1000: [ALL_PEERS, ["p50", "p99", "max"]],
+  broadcast_10000: [["actix"], ["p50", "p99", "max"]],
+  max_clients: [ALL_PEERS, ["clients"]],
+};
+
 // Every chart the fixture must produce, with the series each must draw.
 const EXPECTED_CHARTS = {
   "bytes-per-connection": ["server RSS", "kernel slab growth"],
@@ -72,6 +87,7 @@ const EXPECTED_CHARTS = {
     ]),
   ),
   ...Object.fromEntries(Object.keys(FIREBASE_FIGURES).map((id) => [`firebase-${FIREBASE_RUN}-${id}`, FIREBASE_STATISTICS(id)])),
+  ...Object.fromEntries(Object.entries(PEER_FIGURES).map(([id, [, stats]]) => [`peers-${PEERS_RUN}-${id}`, stats])),
 };
 
 test("the report renders offline in Chromium with every chart", { timeout: 60_000 }, async (t) => {
@@ -131,9 +147,26 @@ test("the report renders offline in Chromium with every chart", { timeout: 60_00
   const ticks = await page.$$eval('svg[data-chart="compare-geo-event"] .tick', (ts) => ts.map((e) => e.textContent));
   for (const tick of ["50%", "90%", "99%", "99.9%", "99.99%"]) assert.ok(ticks.includes(tick), `tick ${tick}`);
 
-  // Comparisons without data say so in words instead of drawing a chart.
-  const empty = await page.$$eval("#comparisons p.empty", (ps) => ps.map((p) => p.textContent));
-  assert.ok(empty.some((p) => p.includes("No peer comparison")), "empty state for the peer comparison");
+  // The peer comparison: a row per figure with every server's value, ratios to rusher's; each chart a
+  // group per server that measured the figure, every bar with its ratio (rusher's own ×1.00).
+  const peerRows = await page.$$eval(`#comparisons table.peer-figures[data-run="${PEERS_RUN}"] tr`, (rows) =>
+    rows.slice(1).map((r) => [...r.querySelectorAll("td")].map((td) => td.textContent)),
+  );
+  assert.equal(peerRows.length, 9, "a row per figure, the unmeasured one included");
+  for (const row of peerRows) assert.equal(row.length, 1 + ALL_PEERS.length, `${row}`);
+  assert.match(peerRows[0][2], /^[\d,]+ B \(×[\d.]+\)$/, "actix's memory with its ratio to rusher's");
+  for (const [id, [servers, stats]] of Object.entries(PEER_FIGURES)) {
+    const chart = page.locator(`svg[data-chart="peers-${PEERS_RUN}-${id}"]`);
+    const ticks = await chart.locator(".tick").allTextContents();
+    for (const server of servers) assert.ok(ticks.includes(server), `${id}: a group for ${server}`);
+    const values = await chart.locator(".bar-value").allTextContents();
+    assert.equal(values.length, stats.length * servers.length, `${id}: ${values}`);
+    if (servers.includes("rusher")) {
+      assert.ok(values.filter((v) => v.endsWith(" ×1.00")).length >= stats.length, `${id}: ${values}`);
+    }
+  }
+  const peers = page.locator(`section.run[data-run="${PEERS_RUN}"]`);
+  await assert.doesNotReject(peers.locator("pre.reproduce", { hasText: "scripts/compare-peers 1000 10000 19000" }).waitFor({ timeout: 5_000 }));
 
   // The database comparison: every bar carries its value and its ratio to the baseline's, which is 1.
   const bars = await page.$$eval(`svg[data-chart="db-write-${DB_RUN}"] .bar-value`, (ts) => ts.map((e) => e.textContent));

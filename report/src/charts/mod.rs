@@ -4,6 +4,7 @@
 pub mod axis;
 pub mod db;
 pub mod firebase;
+pub mod peers;
 pub mod svg;
 
 use crate::parse::{Hgrm, Run, Sample};
@@ -74,6 +75,8 @@ pub enum BarUnit {
     PerSecond,
     /// Microseconds, as `1.50 µs`, `900 µs` or, from a millisecond up, `2.50 ms`.
     Us,
+    /// A plain count: `19,000`.
+    Count,
 }
 
 impl BarUnit {
@@ -87,6 +90,7 @@ impl BarUnit {
             BarUnit::Us if v < 10.0 => format!("{v:.2} µs"),
             BarUnit::Us if v < 1000.0 => format!("{v:.0} µs"),
             BarUnit::Us => format!("{} ms", ms(v)),
+            BarUnit::Count => thousands(v.round().max(0.0) as u64),
         }
     }
 }

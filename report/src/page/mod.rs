@@ -5,6 +5,7 @@ mod c1m;
 mod db;
 mod firebase;
 pub mod format;
+mod peers;
 mod run;
 
 use std::collections::BTreeMap;
@@ -13,7 +14,7 @@ use std::fmt::Write as _;
 use crate::charts::{self, svg};
 use crate::parse::Run;
 use crate::reproduce::{flag_value, shell_words};
-use format::{escape, ms, number, thousands};
+use format::{escape, ms, thousands};
 
 const STYLE: &str = include_str!("style.css");
 
@@ -128,6 +129,13 @@ fn overview(html: &mut String, runs: &[Run]) {
                             firebase::HEADING_ID
                         );
                     }
+                    None if s.peers.is_some() => {
+                        let _ = write!(
+                            html,
+                            "<td colspan=\"3\">server by server: see the <a href=\"#{}\">peer comparison</a></td>",
+                            peers::HEADING_ID
+                        );
+                    }
                     None => html.push_str("<td colspan=\"3\">no latency recorded</td>"),
                 }
             }
@@ -161,8 +169,10 @@ fn comparisons(html: &mut String, runs: &[Run]) {
 
     html.push_str("<h3>Latency of comparable runs</h3>\n");
     let mut by_kind: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
-    // The database and Firebase comparisons have subsections of their own, below.
-    let own_subsection = |r: &Run| r.summary.as_ref().is_some_and(|s| s.db.is_some() || s.firebase.is_some());
+    // The database, Firebase and peer comparisons have subsections of their own, below.
+    let own_subsection = |r: &Run| {
+        r.summary.as_ref().is_some_and(|s| s.db.is_some() || s.firebase.is_some() || s.peers.is_some())
+    };
     for r in runs.iter().filter(|r| r.summary.is_some() && !own_subsection(r)) {
         by_kind.entry(r.kind()).or_default().push(r);
     }
@@ -209,20 +219,7 @@ fn comparisons(html: &mut String, runs: &[Run]) {
         }
     }
     firebase::comparison(html, runs);
-    html.push_str("<h3>Peer comparison</h3>\n");
-    let shootouts = by_kind.get("shootout").map_or(0, Vec::len);
-    if shootouts == 0 {
-        html.push_str("<p class=\"empty\">No peer comparison has been run yet: none of the runs here is a \
-                       <code>shootout</code> run (the websocket-shootout protocol, which other servers speak too), \
-                       so every figure on this page is Rusher's alone.</p>\n");
-    } else {
-        let _ = writeln!(
-            html,
-            "<p class=\"empty\">{} <code>shootout</code> runs are listed below, each on its own: the results do not \
-             record which server a shootout run measured, so they are not set side by side here.</p>",
-            number(shootouts as f64)
-        );
-    }
+    peers::comparison(html, runs);
     html.push_str("</section>\n");
 }
 

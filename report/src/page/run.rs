@@ -30,6 +30,13 @@ pub fn section(html: &mut String, run: &Run) {
                 errors(html, s);
                 super::db::section(html, run, db);
             }
+            // A peer comparison's runs are in its folders: its charts are its figures.
+            (None, None) if s.peers.is_some() => {
+                if let Some(c) = &s.peers {
+                    super::peers::run_figures(html, run, c);
+                }
+                errors(html, s);
+            }
             // A Firebase comparison has no histograms or samples: its charts are its figures.
             (None, Some(c)) => {
                 super::firebase::run_figures(html, run, c);

@@ -1,10 +1,11 @@
 //! Reading a results folder: `summary.json`, the `.hgrm` percentile files, `samples.jsonl` and
 //! `SETUP.md`, as `rusher-loadgen` writes them (see `loadgen/src/results.rs` and `hist.rs`), or
-//! `bench/firebase/run.mjs` for a Firebase comparison.
+//! `bench/firebase/run.mjs` for a Firebase comparison, or `bench/peers/gather.py` for a peer comparison.
 
 pub mod db;
 pub mod firebase;
 pub mod hgrm;
+pub mod peers;
 pub mod samples;
 pub mod setup;
 pub mod summary;

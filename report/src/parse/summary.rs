@@ -73,6 +73,9 @@ pub struct Summary {
     /// A Firebase comparison's figures, side by side (`bench/firebase`).
     #[serde(default)]
     pub firebase: Option<super::firebase::Comparison>,
+    /// A peer comparison's figures, server by server (`scripts/compare-peers`).
+    #[serde(default)]
+    pub peers: Option<super::peers::Comparison>,
 }
 
 /// `c1m`: a run of `scripts/c1m` — the broadcast phase's figures against the plain-TCP floor's, and
