@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -105,6 +106,65 @@ fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
     // SAFETY: kill(2) on our own child's pid; no memory is involved.
     assert_eq!(unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) }, 0);
     assert_eq!(ws.expect_close(), 1001);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn sigterm_while_a_client_floods_still_closes_with_1001_and_a_handshake() {
+    let dir = temp_dir("sigterm-flood");
+    let mut server = spawn(&dir.join("t.db"), "127.0.0.1:0", None);
+    let mut ws = Ws::phoenix(server.addr, "carol");
+    join(&mut ws, "room:flood", "{}");
+    // `typing` gets no reply and the room has no one else: the flood makes no output to back up.
+    let frame = common::encode_frame(0x81, br#"["1",null,"room:flood","typing",{"typing":true}]"#, true);
+    let batch: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * 200).collect();
+    let mut writer = ws.stream.try_clone().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let flood = std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut sent = 0usize;
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed)
+            && started.elapsed() < Duration::from_secs(10)
+            && writer.write_all(&batch).is_ok()
+        {
+            sent += 1;
+        }
+        sent
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    assert_eq!(unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) }, 0);
+    // The 1001 arrives whole, not lost to a reset of a connection closed with the flood unread.
+    let close = loop {
+        let f = ws.recv().expect("the connection ended without the 1001 close frame");
+        if f.opcode == 8 {
+            break f;
+        }
+    };
+    assert_eq!(close.close_code(), 1001);
+    assert_eq!(&close.payload[2..], b"server shutting down");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(flood.join().unwrap() > 0, "the flood ran");
+    // The server waits for our close, reading what we still send: no end of stream, no reset yet.
+    ws.stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let mut byte = [0u8; 1];
+    match ws.stream.read(&mut byte) {
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+        other => panic!("the connection should wait for our close, got {other:?}"),
+    }
+    ws.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    ws.send_raw(0x88, &1001u16.to_be_bytes(), true);
+    assert!(ws.recv().is_none(), "the server ends the connection after the close handshake");
     let started = Instant::now();
     let status = loop {
         if let Some(s) = server.child.try_wait().unwrap() {

@@ -1,16 +1,10 @@
 import assert from "node:assert/strict";
-import { createHmac } from "node:crypto";
 import {
   useServer, serverTest, openSocket, join, pushOk, record, trackPresence, keysOf,
-  RawClient, upgradeStatus, mintToken, SECRET,
+  RawClient, upgradeStatus, mintToken, signToken, SECRET,
 } from "./server.mjs";
 
 const server = useServer({ secret: SECRET });
-
-function signToken(claims, secret = SECRET) {
-  const body = Buffer.from(JSON.stringify(claims)).toString("base64url");
-  return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
-}
 
 function subprotocols(token) {
   return ["phoenix", `base64url.bearer.phx.${Buffer.from(token).toString("base64").replace(/=/g, "")}`];

@@ -1,4 +1,5 @@
 import { spawn, execFileSync } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -31,6 +32,12 @@ export function mintToken(user, { secret = SECRET, geoMove = [], geoAdmin = fals
   if (geoAdmin) args.push("--geo-admin");
   if (operator) args.push("--operator");
   return execFileSync(RUSHER_BIN, args, { encoding: "utf8" }).trim();
+}
+
+/** A token in the documented format, `claims` signed with `secret` (expired, or with grants, as wanted). */
+export function signToken(claims, secret = SECRET) {
+  const body = Buffer.from(JSON.stringify(claims)).toString("base64url");
+  return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
 }
 
 /** Reject with a labelled error if `promise` does not settle within `ms`. */
@@ -339,12 +346,19 @@ export class RawClient {
 }
 
 /** Resolve with the HTTP status the server gives a WebSocket upgrade that it refuses. */
-export function upgradeStatus(url, opts = {}) {
+export async function upgradeStatus(url, opts = {}) {
+  return (await upgradeRefusal(url, opts)).status;
+}
+
+/** Resolve with `{status, body}` of the response the server gives a WebSocket upgrade that it refuses. */
+export function upgradeRefusal(url, opts = {}) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, opts.protocols);
     ws.on("unexpected-response", (req, res) => {
-      resolve(res.statusCode);
-      req.destroy();
+      const chunks = [];
+      res.on("data", (c) => chunks.push(c));
+      res.on("end", () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() }));
+      res.on("error", reject);
     });
     ws.on("open", () => {
       ws.terminate();

@@ -185,26 +185,7 @@ impl Ws {
 
     /// Send one masked frame with the given first byte (FIN, RSV and opcode).
     pub fn send_raw(&mut self, first: u8, payload: &[u8], masked: bool) {
-        let mut f = vec![first];
-        let mask_bit = if masked { 0x80 } else { 0 };
-        match payload.len() {
-            n if n < 126 => f.push(mask_bit | n as u8),
-            n if n < 65536 => {
-                f.push(mask_bit | 126);
-                f.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                f.push(mask_bit | 127);
-                f.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        if masked {
-            let key = [0x12, 0x34, 0x56, 0x78];
-            f.extend_from_slice(&key);
-            f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        } else {
-            f.extend_from_slice(payload);
-        }
+        let f = encode_frame(first, payload, masked);
         // The server may already have closed; tests then read the close frame.
         let _ = self.stream.write_all(&f);
     }
@@ -250,6 +231,31 @@ impl Ws {
             }
         }
     }
+}
+
+/// The bytes of one frame with the given first byte (FIN, RSV and opcode), masked as a client's.
+pub fn encode_frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut f = vec![first];
+    let mask_bit = if masked { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => f.push(mask_bit | n as u8),
+        n if n < 65536 => {
+            f.push(mask_bit | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(mask_bit | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if masked {
+        let key = [0x12, 0x34, 0x56, 0x78];
+        f.extend_from_slice(&key);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        f.extend_from_slice(payload);
+    }
+    f
 }
 
 fn parse(buf: &[u8]) -> Option<(Frame, usize)> {

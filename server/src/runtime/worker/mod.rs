@@ -38,6 +38,10 @@ pub const WAKER: Token = Token(usize::MAX - 1);
 const CLOSE_TIMEOUT: u32 = 5;
 /// Seconds a draining worker waits for output to flush.
 const DRAIN_TIMEOUT: u32 = 3;
+/// Bytes read from one connection per turn of the loop. A client that sends faster than the worker
+/// handles its frames would otherwise keep the worker reading it forever: no inbox (acks, broadcasts,
+/// shutdown), no timers, no other connection. What is left is read on the next turn.
+const READ_BUDGET: usize = 256 * 1024;
 /// Read buffer size handed out by the pool.
 const READ_BUF: usize = 16 * 1024;
 /// Inbox messages handled per loop turn before polling sockets again.
@@ -74,6 +78,9 @@ pub struct Worker {
     accept_paused_until: Option<u32>,
     draining_until: Option<u32>,
     to_close: Vec<(usize, u32, CloseWhy)>,
+    /// Connections (key, generation) that used their read budget with input still waiting: read
+    /// again on the next turn, since the edge-triggered poll reports no new readiness for them.
+    read_again: Vec<(usize, u32)>,
     replies: Vec<Vec<u8>>,
     anon_counter: u64,
     /// Slots of shootout clients in the local subscriber list, by slab key.
@@ -124,6 +131,7 @@ impl Worker {
             accept_paused_until: None,
             draining_until: None,
             to_close: Vec::new(),
+            read_again: Vec::new(),
             replies: Vec::new(),
             anon_counter: 0,
             shootout_slots: std::collections::HashMap::new(),
@@ -148,6 +156,7 @@ impl Worker {
                 }
             }
             self.now = self.started.elapsed().as_secs() as u32;
+            let again = std::mem::take(&mut self.read_again);
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
@@ -159,8 +168,13 @@ impl Worker {
                     ),
                 }
             }
+            for (key, gen) in again {
+                if self.conns.get(key).is_some_and(|c| c.gen == gen) {
+                    self.on_readable(key);
+                }
+            }
             self.drain_local();
-            busy = self.drain_inbox();
+            busy = self.drain_inbox() || !self.read_again.is_empty();
             self.close_pending();
             self.tick();
             if let Some(until) = self.draining_until {
@@ -295,7 +309,12 @@ impl Worker {
             None => self.pool.get(),
         };
         let mut open = true;
+        let mut read = 0;
         loop {
+            if read >= READ_BUDGET {
+                self.read_again.push((key, self.conns[key].gen));
+                break;
+            }
             let want = self.read_want(key, &buf);
             if want == 0 {
                 break;
@@ -309,6 +328,7 @@ impl Worker {
                 }
                 Ok(n) => {
                     buf.end += n;
+                    read += n;
                     WorkerStats::add(&self.registry.workers[self.id].bytes_in, n as u64);
                     if !self.process(key, &mut buf) {
                         open = self.conns.contains(key);
@@ -672,14 +692,12 @@ impl Worker {
                 continue;
             }
             match self.conns[key].phase {
+                // The close handshake, as for any close the server starts: the client's frames are read
+                // and dropped until its close arrives (or the drain times out). Dropping the socket with
+                // frames of a busy client still unread would reset the connection, and the client
+                // could lose the 1001 and see an abnormal close instead.
                 Phase::Phoenix(_) | Phase::Other(Stage::Echo | Stage::Shootout | Stage::Collab) => {
-                    self.detach_session(key);
-                    self.conns[key].phase = Phase::Other(Stage::Closing);
-                    if self.send_owned(key, frame::close_frame(1001, "server shutting down"))
-                        && !self.conns[key].backpressured()
-                    {
-                        self.remove(key);
-                    }
+                    self.start_close(key, 1001, "server shutting down");
                 }
                 Phase::Other(Stage::Handshake | Stage::AwaitingReply) => self.remove(key),
                 Phase::Other(Stage::Closing) | Phase::Other(Stage::AwaitingClose) => {}

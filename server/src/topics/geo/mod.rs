@@ -44,14 +44,17 @@ pub enum Access {
 }
 
 impl Access {
-    /// Whether this member may move object `id`.
+    /// Whether this member may move object `id`: its own objects (`<user>` and `<user>/...`) and what
+    /// its grant names. A user whose name contains `/` owns no objects implicitly: its name lies inside
+    /// another user's namespace (user `a` owns `a/b`), so both would move object `a/b`; such a user moves
+    /// only what its grant names.
     pub fn may_move(&self, id: &str) -> bool {
         match self {
             Access::Open => true,
             Access::Granted { user, grants } => {
-                id == &**user
-                    || id.strip_prefix(&**user).is_some_and(|rest| rest.starts_with('/'))
-                    || grants.may_move(id)
+                let own = !user.contains('/')
+                    && (id == &**user || id.strip_prefix(&**user).is_some_and(|rest| rest.starts_with('/')));
+                own || grants.may_move(id)
             }
         }
     }
@@ -89,5 +92,22 @@ mod tests {
         assert!(!a.may_move("alicex") && !a.may_move("bob") && !a.may_move("van"));
         assert!(!a.may_admin());
         assert!(Access::Open.may_move("bob") && Access::Open.may_admin());
+    }
+
+    #[test]
+    fn a_user_named_inside_another_users_namespace_owns_nothing_implicitly() {
+        // "alice/phone" is alice's object; a user named "alice/phone" must not move it too, nor its
+        // sub-objects, which are alice's as well.
+        let slashed = Access::Granted { user: "alice/phone".into(), grants: Grants::default() };
+        assert!(!slashed.may_move("alice/phone") && !slashed.may_move("alice/phone/gps"));
+        assert!(!slashed.may_move("alice"));
+        let alice = Access::Granted { user: "alice".into(), grants: Grants::default() };
+        assert!(alice.may_move("alice/phone") && alice.may_move("alice/phone/gps"));
+        // A grant still lets such a user move what it names.
+        let granted = Access::Granted {
+            user: "alice/phone".into(),
+            grants: Grants { geo_move: vec!["sensor-1".into()], geo_admin: false },
+        };
+        assert!(granted.may_move("sensor-1") && !granted.may_move("alice/phone"));
     }
 }
