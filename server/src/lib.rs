@@ -7,6 +7,8 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod mailbox;
 pub mod metrics;

@@ -10,7 +10,7 @@ mod postgres;
 mod reconnect;
 mod redis;
 mod sqlite;
-#[cfg(test)]
+/// Also the storage behind the fuzz targets' sessions (`crate::fuzzing`).
 pub(crate) mod testing;
 mod thread;
 

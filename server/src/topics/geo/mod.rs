@@ -15,6 +15,9 @@ pub mod query;
 pub mod tenant;
 
 pub use owner::{Geo, GeoMsg};
+/// For the fuzz targets (`crate::fuzzing`): the push parser and what it yields.
+pub(crate) use owner::{Loc, Op};
+pub(crate) use push::parse_op;
 pub use push::{on_join, on_push, valid_tenant};
 
 use std::sync::Arc;

@@ -137,7 +137,7 @@ pub fn on_push(ctx: &mut Ctx<'_>, push: &Push<'_>) {
 }
 
 /// Check a push's JSON payload and turn it into an operation; `Err` is the reason it is refused.
-pub(super) fn parse_op(event: &str, json: &str, limits: Limits) -> Result<Op, String> {
+pub(crate) fn parse_op(event: &str, json: &str, limits: Limits) -> Result<Op, String> {
     match event {
         "location" => location(json).map(Op::Location),
         "locations" => locations(json),

@@ -1,0 +1,4 @@
+#![no_main]
+//! See `rusher_server::fuzzing::phoenix_binary` for what is fed and checked.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| rusher_server::fuzzing::phoenix_binary(data));
