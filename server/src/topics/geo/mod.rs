@@ -109,7 +109,7 @@ mod tests {
         // A grant still lets such a user move what it names.
         let granted = Access::Granted {
             user: "alice/phone".into(),
-            grants: Grants { geo_move: vec!["sensor-1".into()], geo_admin: false },
+            grants: Grants { geo_move: vec!["sensor-1".into()], ..Grants::default() },
         };
         assert!(granted.may_move("sensor-1") && !granted.may_move("alice/phone"));
     }
