@@ -360,6 +360,18 @@ pub enum StoreResult {
     GeoDone { tenant: Arc<str>, tag: u64, result: Result<(), Arc<StoreError>> },
 }
 
+impl StoreResult {
+    /// The tag of a journal result (append, load or compaction of a stream); `None` for other kinds.
+    pub fn log_tag(&self) -> Option<u64> {
+        match self {
+            StoreResult::LogAppended { tag, .. }
+            | StoreResult::LogLoaded { tag, .. }
+            | StoreResult::LogCompacted { tag, .. } => Some(*tag),
+            _ => None,
+        }
+    }
+}
+
 /// Open the backend named by a store URL: `sqlite://PATH` (`sqlite://:memory:` is an in-memory database,
 /// lost at exit; for tests), `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?PARAM=VALUE...]` (also
 /// `postgresql://`) or `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?prefix=PREFIX]`.

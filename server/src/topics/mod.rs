@@ -5,6 +5,7 @@ pub mod bet;
 pub mod chat;
 pub mod collab;
 pub mod geo;
+pub mod journal;
 pub mod market;
 pub mod shootout;
 pub mod wallet;

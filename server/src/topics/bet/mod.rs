@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use self::market::{Bet, BetError, BetOp, Market, MAX_OUTCOMES};
+use super::journal::{InFlight, Request};
 use super::wallet::{self, ledger::Op, Outcome, Reply};
 use super::{fan_out, text_frame, OwnerCtx, Push, TopicMsg, MAX_QUEUED_WHILE_LOADING};
 use crate::mailbox::{ConnId, Msg};
@@ -197,31 +198,17 @@ impl Live {
     }
 }
 
-#[derive(Debug)]
-enum Pending {
-    Load,
-    Append,
-    Compact { upto: u64 },
-}
-
 /// Every market this worker owns.
 #[derive(Debug)]
 pub struct Markets {
     me: usize,
     markets: HashMap<Arc<str>, Live>,
-    pending: HashMap<u64, (Arc<str>, Pending)>,
-    next_tag: u64,
+    journal: InFlight,
 }
 
 impl Markets {
     pub fn new(me: usize) -> Self {
-        Markets { me, markets: HashMap::new(), pending: HashMap::new(), next_tag: 0 }
-    }
-
-    fn tag(&mut self, topic: &Arc<str>, p: Pending) -> u64 {
-        self.next_tag += 1;
-        self.pending.insert(self.next_tag, (topic.clone(), p));
-        self.next_tag
+        Markets { me, markets: HashMap::new(), journal: InFlight::default() }
     }
 
     /// A message for a market this worker owns.
@@ -257,9 +244,9 @@ impl Markets {
 
     fn load(&mut self, ctx: &mut OwnerCtx<'_>, topic: &Arc<str>) -> bool {
         let stream = log_stream(FAMILY, topic.strip_prefix(PREFIX).unwrap_or(topic));
-        let tag = self.tag(topic, Pending::Load);
+        let tag = self.journal.track(topic, Request::Load);
         if ctx.store.submit(self.me, StoreRequest::LogLoad { stream: stream.clone(), tag }).is_err() {
-            self.pending.remove(&tag);
+            self.journal.cancel(tag);
             return false;
         }
         let live = Live {
@@ -491,9 +478,9 @@ impl Markets {
         let data = serde_json::to_vec(&ops).expect("ops serialise").into();
         let entry = LogEntry { stream: live.stream.clone(), seq: live.last_seq, data };
         live.inflight = Some(std::mem::take(&mut live.next_effects));
-        let tag = self.tag(topic, Pending::Append);
+        let tag = self.journal.track(topic, Request::Append);
         if ctx.store.submit(self.me, StoreRequest::LogAppend { entry, tag }).is_err() {
-            self.pending.remove(&tag);
+            self.journal.cancel(tag);
             self.failed(ctx, topic, "storage is overloaded");
         }
     }
@@ -511,9 +498,9 @@ impl Markets {
         }
         live.loading = true;
         let stream = live.stream.clone();
-        let tag = self.tag(topic, Pending::Load);
+        let tag = self.journal.track(topic, Request::Load);
         if ctx.store.submit(self.me, StoreRequest::LogLoad { stream, tag }).is_err() {
-            self.pending.remove(&tag);
+            self.journal.cancel(tag);
             if let Some(live) = self.markets.remove(topic) {
                 for msg in live.queue {
                     refuse(ctx, msg, why);
@@ -524,20 +511,14 @@ impl Markets {
 
     /// A storage result for a market of this worker.
     pub fn on_store(&mut self, ctx: &mut OwnerCtx<'_>, result: StoreResult) {
-        let tag = match &result {
-            StoreResult::LogAppended { tag, .. }
-            | StoreResult::LogLoaded { tag, .. }
-            | StoreResult::LogCompacted { tag, .. } => *tag,
-            _ => return,
-        };
-        let Some((topic, pending)) = self.pending.remove(&tag) else { return };
+        let Some((topic, pending)) = self.journal.take(&result) else { return };
         match (pending, result) {
-            (Pending::Load, StoreResult::LogLoaded { result, .. }) => self.loaded(ctx, &topic, result),
-            (Pending::Append, StoreResult::LogAppended { result: Err(e), .. }) => {
+            (Request::Load, StoreResult::LogLoaded { result, .. }) => self.loaded(ctx, &topic, result),
+            (Request::Append, StoreResult::LogAppended { result: Err(e), .. }) => {
                 tracing::error!(market = %topic, error = %e, "market entry not stored");
                 self.failed(ctx, &topic, "storage failed");
             }
-            (Pending::Append, StoreResult::LogAppended { result: Ok(()), .. }) => {
+            (Request::Append, StoreResult::LogAppended { result: Ok(()), .. }) => {
                 let Some(live) = self.markets.get_mut(&topic) else { return };
                 let effects = live.inflight.take().unwrap_or_default();
                 for effect in effects {
@@ -546,7 +527,7 @@ impl Markets {
                 self.maybe_compact(ctx, &topic);
                 self.flush(ctx, &topic);
             }
-            (Pending::Compact { upto }, StoreResult::LogCompacted { result, .. }) => match result {
+            (Request::Compact { upto }, StoreResult::LogCompacted { result, .. }) => match result {
                 Ok(()) => {
                     if let Some(live) = self.markets.get_mut(&topic) {
                         live.snapshot_seq = live.snapshot_seq.max(upto);
@@ -650,13 +631,13 @@ impl Markets {
             return;
         }
         let (stream, upto, snapshot) = (live.stream.clone(), live.last_seq, live.market.snapshot().into());
-        let tag = self.tag(topic, Pending::Compact { upto });
+        let tag = self.journal.track(topic, Request::Compact { upto });
         if ctx
             .store
             .submit(self.me, StoreRequest::LogCompact { stream, upto_seq: upto, snapshot, tag })
             .is_err()
         {
-            self.pending.remove(&tag);
+            self.journal.cancel(tag);
         }
     }
 

@@ -473,12 +473,7 @@ impl Collab {
 
     /// A storage result for a document this worker owns; false if it was not a collab result.
     pub fn on_store(&mut self, ctx: &mut OwnerCtx<'_>, result: StoreResult) {
-        let tag = match &result {
-            StoreResult::LogAppended { tag, .. }
-            | StoreResult::LogLoaded { tag, .. }
-            | StoreResult::LogCompacted { tag, .. } => *tag,
-            _ => return,
-        };
+        let Some(tag) = result.log_tag() else { return };
         let Some((name, pending)) = self.pending.remove(&tag) else { return };
         if let Some(state) = self.docs.get_mut(&name) {
             state.inflight -= 1;

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use self::ledger::{Applied, Ledger, Op, Refusal};
+use super::journal::{InFlight, Request};
 use super::{fan_out, text_frame, OwnerCtx, Push, TopicMsg, MAX_QUEUED_WHILE_LOADING};
 use crate::mailbox::{ConnId, Msg};
 use crate::phoenix::JoinRef;
@@ -191,26 +192,17 @@ struct Wallet {
     idle_since: Instant,
 }
 
-/// Storage requests in flight.
-#[derive(Debug)]
-enum Pending {
-    Load,
-    Append,
-    Compact { upto: u64 },
-}
-
 /// Every wallet this worker owns.
 #[derive(Debug)]
 pub struct Wallets {
     me: usize,
     wallets: HashMap<Arc<str>, Wallet>,
-    pending: HashMap<u64, (Arc<str>, Pending)>,
-    next_tag: u64,
+    journal: InFlight,
 }
 
 impl Wallets {
     pub fn new(me: usize) -> Self {
-        Wallets { me, wallets: HashMap::new(), pending: HashMap::new(), next_tag: 0 }
+        Wallets { me, wallets: HashMap::new(), journal: InFlight::default() }
     }
 
     /// A message for a wallet this worker owns.
@@ -252,9 +244,9 @@ impl Wallets {
     fn load(&mut self, ctx: &mut OwnerCtx<'_>, topic: &Arc<str>) {
         let user = topic.strip_prefix(PREFIX).unwrap_or(topic);
         let stream = log_stream(FAMILY, user);
-        let tag = self.tag(topic, Pending::Load);
+        let tag = self.journal.track(topic, Request::Load);
         if ctx.store.submit(self.me, StoreRequest::LogLoad { stream: stream.clone(), tag }).is_err() {
-            self.pending.remove(&tag);
+            self.journal.cancel(tag);
             return;
         }
         let wallet = Wallet {
@@ -270,12 +262,6 @@ impl Wallets {
             idle_since: Instant::now(),
         };
         self.wallets.insert(topic.clone(), wallet);
-    }
-
-    fn tag(&mut self, topic: &Arc<str>, p: Pending) -> u64 {
-        self.next_tag += 1;
-        self.pending.insert(self.next_tag, (topic.clone(), p));
-        self.next_tag
     }
 
     /// Handle one message on a wallet that is not busy.
@@ -315,9 +301,9 @@ impl Wallets {
                     };
                     w.busy = true;
                     w.inflight = Some((op, reply));
-                    let tag = self.tag(topic, Pending::Append);
+                    let tag = self.journal.track(topic, Request::Append);
                     if ctx.store.submit(self.me, StoreRequest::LogAppend { entry, tag }).is_err() {
-                        self.pending.remove(&tag);
+                        self.journal.cancel(tag);
                         self.failed(ctx, topic, "storage is overloaded");
                     }
                 }
@@ -338,12 +324,12 @@ impl Wallets {
         if let Some((_, Some(reply))) = w.inflight.take() {
             (reply.0)(ctx, &Err(WalletError::Storage(why.into())));
         }
-        let tag = self.tag(topic, Pending::Load);
+        let tag = self.journal.track(topic, Request::Load);
         let w = self.wallets.get_mut(topic).expect("present above");
         w.busy = true;
         let stream = w.stream.clone();
         if ctx.store.submit(self.me, StoreRequest::LogLoad { stream, tag }).is_err() {
-            self.pending.remove(&tag);
+            self.journal.cancel(tag);
             // Nothing can be trusted in memory and nothing can be read: forget the wallet.
             let w = self.wallets.remove(topic).expect("present above");
             for msg in w.queue {
@@ -358,15 +344,9 @@ impl Wallets {
 
     /// A storage result for a wallet of this worker.
     pub fn on_store(&mut self, ctx: &mut OwnerCtx<'_>, result: StoreResult) {
-        let tag = match &result {
-            StoreResult::LogAppended { tag, .. }
-            | StoreResult::LogLoaded { tag, .. }
-            | StoreResult::LogCompacted { tag, .. } => *tag,
-            _ => return,
-        };
-        let Some((topic, pending)) = self.pending.remove(&tag) else { return };
+        let Some((topic, pending)) = self.journal.take(&result) else { return };
         match (pending, result) {
-            (Pending::Load, StoreResult::LogLoaded { result, .. }) => {
+            (Request::Load, StoreResult::LogLoaded { result, .. }) => {
                 let Some(w) = self.wallets.get_mut(&topic) else { return };
                 let loaded = result.map_err(|e| e.to_string()).and_then(|state| {
                     let snapshot_seq = state.snapshot.as_ref().map_or(0, |(seq, _)| *seq);
@@ -392,11 +372,11 @@ impl Wallets {
                     }
                 }
             }
-            (Pending::Append, StoreResult::LogAppended { result: Err(e), .. }) => {
+            (Request::Append, StoreResult::LogAppended { result: Err(e), .. }) => {
                 tracing::error!(wallet = %topic, error = %e, "wallet entry not stored");
                 self.failed(ctx, &topic, "storage failed");
             }
-            (Pending::Append, StoreResult::LogAppended { result: Ok(()), .. }) => {
+            (Request::Append, StoreResult::LogAppended { result: Ok(()), .. }) => {
                 let Some(w) = self.wallets.get_mut(&topic) else { return };
                 w.busy = false;
                 if let Some((_, reply)) = w.inflight.take() {
@@ -409,7 +389,7 @@ impl Wallets {
                 self.maybe_compact(ctx, &topic);
                 self.drain(ctx, &topic);
             }
-            (Pending::Compact { upto }, StoreResult::LogCompacted { result, .. }) => match result {
+            (Request::Compact { upto }, StoreResult::LogCompacted { result, .. }) => match result {
                 Ok(()) => {
                     if let Some(w) = self.wallets.get_mut(&topic) {
                         w.snapshot_seq = w.snapshot_seq.max(upto);
@@ -427,13 +407,13 @@ impl Wallets {
             return;
         }
         let (stream, upto, snapshot) = (w.stream.clone(), w.last_seq, w.ledger.snapshot().into());
-        let tag = self.tag(topic, Pending::Compact { upto });
+        let tag = self.journal.track(topic, Request::Compact { upto });
         if ctx
             .store
             .submit(self.me, StoreRequest::LogCompact { stream, upto_seq: upto, snapshot, tag })
             .is_err()
         {
-            self.pending.remove(&tag);
+            self.journal.cancel(tag);
         }
     }
 
